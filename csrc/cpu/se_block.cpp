@@ -1,0 +1,425 @@
+// The SE block on the CPU: fused forward and backward kernels.
+//
+// The batch is processed in chunks of samples small enough to stay in the
+// cores' caches. For each chunk the data path runs as three parallel phases
+// (see se_math.h for the math):
+//   forward : squeeze (x -> pooled)  | excite (pooled -> gate) | scale (x, gate -> y)
+//   backward: squeeze (dy, x -> ds)  | excite backward         | dx = dy * s + dp / HW
+// then the weight gradients are reduced over the batch. The squeeze and
+// scale phases split the chunk into the same tiles (sample, channel block)
+// with the same static partition, so each thread re-reads in its scale phase
+// the tile it just read in its squeeze phase, from its own cache: x comes
+// from memory about once.
+//
+// Determinism: every sum has a fixed order that depends on neither the thread
+// count nor the batch size: a channel's mean or dot product runs over H x W
+// in a fixed pattern (kLanes partial sums, then a fixed tree for NCHW; in
+// order of hw for channels_last), the gate MLP's dot products over kLanes
+// partial sums, and the weight gradients over samples in order.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "se_checks.h"
+#include "se_math.h"
+
+namespace se_fused {
+namespace {
+
+constexpr int64_t kLanes = 8;               // independent partial sums per dot product
+constexpr int64_t kTileElems = 16384;       // elements per squeeze/scale tile, about
+constexpr int64_t kChunkBytesPerThread = 1 << 20;  // half of a core's L2
+
+// ---------------------------------------------------------------------------
+// Fixed-order reductions.
+
+template <typename A>
+A sum_lanes(const A* lanes) {
+  A width[kLanes];
+  for (int64_t l = 0; l < kLanes; ++l) width[l] = lanes[l];
+  for (int64_t w = kLanes / 2; w > 0; w /= 2)
+    for (int64_t l = 0; l < w; ++l) width[l] += width[l + w];
+  return width[0];
+}
+
+// sum_i a[i] * b[i], in A.
+template <typename A, typename Ta, typename Tb>
+A dot(const Ta* a, const Tb* b, int64_t n) {
+  A lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l)
+      lanes[l] += static_cast<A>(a[i + l]) * static_cast<A>(b[i + l]);
+  for (int64_t l = 0; i < n; ++i, ++l) lanes[l] += static_cast<A>(a[i]) * static_cast<A>(b[i]);
+  return sum_lanes(lanes);
+}
+
+// sum_i a[i], in A.
+template <typename A, typename T>
+A sum(const T* a, int64_t n) {
+  A lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) lanes[l] += static_cast<A>(a[i + l]);
+  for (int64_t l = 0; i < n; ++i, ++l) lanes[l] += static_cast<A>(a[i]);
+  return sum_lanes(lanes);
+}
+
+// ---------------------------------------------------------------------------
+// How a gate is stored and applied, per tensor dtype: rounding happens once.
+
+// The gate is kept in acc_t and the product formed in acc_t, then rounded
+// once to T. (For float tensors that is a double multiply: exact enough for a
+// single rounding, and vectorisable without hardware FMA.)
+template <typename T>
+struct GateOps {
+  using A = acc_t<T>;
+  static T scale(T x, A s) { return static_cast<T>(static_cast<A>(x) * s); }
+  static T scale_add(T dy, A s, A g) { return static_cast<T>(static_cast<A>(dy) * s + g); }
+};
+
+// ---------------------------------------------------------------------------
+// Tiles: a sample is cut into tiles of contiguous memory, about kTileElems
+// each. NCHW: a tile is a block of whole channel planes, so a channel's sum
+// is finished inside one tile. channels_last: a tile is a block of H x W rows
+// of all C channels, each tile leaves a partial sum per channel, and the
+// partials are added in tile order. Tile sizes depend only on C and H x W:
+// sums do not change with the thread count or the batch.
+
+struct Tiling {
+  int64_t C, HW;
+  bool channels_last;
+  int64_t span;    // per tile: channels (NCHW) or H x W rows (channels_last)
+  int64_t ntiles;  // tiles per sample
+  int64_t nparts;  // partial sums per channel: 1 (NCHW) or ntiles
+
+  explicit Tiling(const SEProblem& p) : C(p.C), HW(p.HW), channels_last(p.channels_last) {
+    const int64_t extent = channels_last ? HW : C;
+    span = std::clamp<int64_t>(kTileElems / (channels_last ? C : HW), 1, extent);
+    ntiles = (extent + span - 1) / span;
+    nparts = channels_last ? ntiles : 1;
+  }
+
+  // Runs fn(sample_in_chunk, begin, end) over the tiles of g samples in
+  // parallel, [begin, end) being the tile's channels or rows. Same g, same
+  // partition over threads: the phases of a chunk reuse each thread's cache.
+  template <typename Fn>
+  void for_each_tile(int64_t g, const Fn& fn) const {
+    at::parallel_for(0, g * ntiles, 1, [&](int64_t first, int64_t last) {
+      for (int64_t t = first; t < last; ++t) {
+        const int64_t begin = (t % ntiles) * span;
+        fn(t / ntiles, begin, std::min(channels_last ? HW : C, begin + span));
+      }
+    });
+  }
+
+  // The tile's sums of a (or of a * b): parts is the sample's [nparts, C]
+  // buffer. a and b point at the sample's first element.
+  template <typename A, typename T>
+  void reduce(const T* a, const T* b, int64_t begin, int64_t end, A* parts) const {
+    if (!channels_last) {
+      for (int64_t c = begin; c < end; ++c)
+        parts[c] = b == nullptr ? sum<A>(a + c * HW, HW) : dot<A>(a + c * HW, b + c * HW, HW);
+      return;
+    }
+    A* acc = parts + (begin / span) * C;
+    for (int64_t c = 0; c < C; ++c) acc[c] = A(0);
+    for (int64_t hw = begin; hw < end; ++hw) {
+      const T* ar = a + hw * C;
+      if (b == nullptr) {
+        for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<A>(ar[c]);
+      } else {
+        const T* br = b + hw * C;
+        for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<A>(ar[c]) * static_cast<A>(br[c]);
+      }
+    }
+  }
+
+  // The sample's per-channel totals from its partial sums, times `factor`.
+  template <typename A>
+  void finish(const A* parts, A factor, A* out) const {
+    for (int64_t c = 0; c < C; ++c) out[c] = parts[c];
+    for (int64_t t = 1; t < nparts; ++t)
+      for (int64_t c = 0; c < C; ++c) out[c] += parts[t * C + c];
+    for (int64_t c = 0; c < C; ++c) out[c] *= factor;
+  }
+
+  // out[c, hw] = fn(in[c, hw], c) over the tile.
+  template <typename T, typename Fn>
+  void map(const T* in, T* out, int64_t begin, int64_t end, const Fn& fn) const {
+    if (!channels_last) {
+      for (int64_t c = begin; c < end; ++c) {
+        const T* i = in + c * HW;
+        T* o = out + c * HW;
+        for (int64_t k = 0; k < HW; ++k) o[k] = fn(i[k], c);
+      }
+      return;
+    }
+    for (int64_t hw = begin; hw < end; ++hw) {
+      const T* i = in + hw * C;
+      T* o = out + hw * C;
+      for (int64_t c = 0; c < C; ++c) o[c] = fn(i[c], c);
+    }
+  }
+};
+
+// Samples per chunk: enough to keep every thread busy with tiles, few enough
+// that a chunk's tensors (bytes_per_sample each) stay in the caches.
+int64_t chunk_samples(int64_t N, int64_t bytes_per_sample) {
+  const int64_t budget = kChunkBytesPerThread * at::get_num_threads();
+  return std::clamp<int64_t>(budget / std::max<int64_t>(bytes_per_sample, 1), 1,
+                             std::max<int64_t>(N, 1));
+}
+
+// sum_i w[i] * v_s[i] for kRows vectors v_s = v + s * stride at once: w is
+// loaded (and converted) once for all of them. Each result has exactly the
+// summation order of dot(w, v_s, n), so it does not depend on kRows.
+template <int kRows, typename A, typename T>
+void dot_rows(const T* w, const A* v, int64_t stride, int64_t n, A* out) {
+  A lanes[kRows][kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    A wl[kLanes];
+    for (int64_t l = 0; l < kLanes; ++l) wl[l] = static_cast<A>(w[i + l]);
+    for (int r = 0; r < kRows; ++r)
+      for (int64_t l = 0; l < kLanes; ++l) lanes[r][l] += wl[l] * v[r * stride + i + l];
+  }
+  for (int64_t l = 0; i < n; ++i, ++l)
+    for (int r = 0; r < kRows; ++r) lanes[r][l] += static_cast<A>(w[i]) * v[r * stride + i];
+  for (int r = 0; r < kRows; ++r) out[r] = sum_lanes(lanes[r]);
+}
+
+// For g < G, m < M: out(g, m, bias[m] + sum_k w[m, k] * in[g, k]), w: [M, K].
+// `out` is the epilogue that stores the value (and whatever follows from it).
+template <typename A, typename T, typename Out>
+void linear(const A* in, const T* w, const T* bias, int64_t G, int64_t M, int64_t K,
+            const Out& out) {
+  constexpr int kRows = 4;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(G * K, 1));
+  at::parallel_for(0, M, grain, [&](int64_t begin, int64_t end) {
+    A v[kRows];
+    for (int64_t m = begin; m < end; ++m) {
+      const A b = bias == nullptr ? A(0) : static_cast<A>(bias[m]);
+      const T* wm = w + m * K;
+      int64_t g = 0;
+      for (; g + kRows <= G; g += kRows) {
+        dot_rows<kRows>(wm, in + g * K, K, K, v);
+        for (int r = 0; r < kRows; ++r) out(g + r, m, b + v[r]);
+      }
+      for (; g < G; ++g) {
+        dot_rows<1>(wm, in + g * K, K, K, v);
+        out(g, m, b + v[0]);
+      }
+    }
+  });
+}
+
+template <typename T>
+const T* optional_data(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
+
+// The gate MLP forward for G samples: pooled [G, C] -> z1, a [G, hidden], then
+// out(g, c, z2) for the gate's pre-activation z2 [G, C].
+template <typename T, typename A, typename Out>
+void excite(const SEProblem& p, const A* pooled, const T* w1, const T* b1, const T* w2,
+            const T* b2, int64_t G, A* z1, A* a, const Out& out) {
+  linear(pooled, w1, b1, G, p.hidden, p.C, [&](int64_t g, int64_t j, A v) {
+    z1[g * p.hidden + j] = v;
+    a[g * p.hidden + j] = activation_fwd(p.activation, v);
+  });
+  linear(a, w2, b2, G, p.C, p.hidden, out);
+}
+
+// ---------------------------------------------------------------------------
+
+template <typename T>
+void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w1,
+                    const std::optional<at::Tensor>& b1, const at::Tensor& w2,
+                    const std::optional<at::Tensor>& b2, at::Tensor& y, at::Tensor& pooled) {
+  using A = acc_t<T>;
+  using Ops = GateOps<T>;
+  const Tiling tiling(p);
+  const int64_t sample = p.C * p.HW;
+  const int64_t G = chunk_samples(p.N, sample * static_cast<int64_t>(sizeof(T)));
+  const T* xd = x.data_ptr<T>();
+  T* yd = y.data_ptr<T>();
+  A* pd = pooled.data_ptr<A>();
+  std::vector<A> parts(G * tiling.nparts * p.C), z1(G * p.hidden), a(G * p.hidden);
+  std::vector<A> gate(G * p.C);
+
+  for (int64_t n0 = 0; n0 < p.N; n0 += G) {
+    const int64_t g = std::min(G, p.N - n0);
+    const T* xs = xd + n0 * sample;
+    A* ps = pd + n0 * p.C;
+    // squeeze
+    tiling.for_each_tile(g, [&](int64_t i, int64_t begin, int64_t end) {
+      tiling.reduce<A, T>(xs + i * sample, nullptr, begin, end, parts.data() + i * tiling.nparts * p.C);
+    });
+    for (int64_t i = 0; i < g; ++i)
+      tiling.finish(parts.data() + i * tiling.nparts * p.C, A(1) / static_cast<A>(p.HW), ps + i * p.C);
+    // excite
+    excite<T, A>(p, ps, w1.data_ptr<T>(), optional_data<T>(b1), w2.data_ptr<T>(),
+                 optional_data<T>(b2), g, z1.data(), a.data(), [&](int64_t i, int64_t c, A z2) {
+                   gate[i * p.C + c] = gate_fwd(p.gate, z2);
+                 });
+    // scale
+    tiling.for_each_tile(g, [&](int64_t i, int64_t begin, int64_t end) {
+      const A* gi = gate.data() + i * p.C;
+      tiling.map(xs + i * sample, yd + (n0 + i) * sample, begin, end,
+                 [&](T v, int64_t c) { return Ops::scale(v, gi[c]); });
+    });
+  }
+}
+
+template <typename T>
+void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor& x,
+                     const at::Tensor& pooled, const at::Tensor& w1,
+                     const std::optional<at::Tensor>& b1, const at::Tensor& w2,
+                     const std::optional<at::Tensor>& b2, at::Tensor& dx, at::Tensor& dw1,
+                     at::Tensor& db1, at::Tensor& dw2, at::Tensor& db2) {
+  using A = acc_t<T>;
+  using Ops = GateOps<T>;
+  const Tiling tiling(p);
+  const int64_t sample = p.C * p.HW;
+  const int64_t N = p.N, C = p.C, H = p.hidden;
+  const int64_t G = chunk_samples(N, 2 * sample * static_cast<int64_t>(sizeof(T)));
+  const T* dyd = dy.data_ptr<T>();
+  const T* xd = x.data_ptr<T>();
+  T* dxd = dx.data_ptr<T>();
+  const A* pd = pooled.data_ptr<A>();
+  // The backward MLP multiplies by the transposed weights: transpose once.
+  const at::Tensor w1t = w1.t().contiguous();  // [C, hidden]
+  const at::Tensor w2t = w2.t().contiguous();  // [hidden, C]
+
+  // Kept for the weight gradients: dz1 and a [N, hidden], dz2 [N, C].
+  std::vector<A> dz1(N * H), act(N * H), dz2(N * C);
+  std::vector<A> parts(G * tiling.nparts * C), z1(G * H), ds(G * C), dp(G * C);
+  std::vector<A> gate(G * C);
+
+  for (int64_t n0 = 0; n0 < N; n0 += G) {
+    const int64_t g = std::min(G, N - n0);
+    const T* dys = dyd + n0 * sample;
+    const T* xs = xd + n0 * sample;
+    // squeeze: ds = sum_hw dy * x
+    tiling.for_each_tile(g, [&](int64_t i, int64_t begin, int64_t end) {
+      tiling.reduce<A, T>(dys + i * sample, xs + i * sample, begin, end,
+                          parts.data() + i * tiling.nparts * C);
+    });
+    for (int64_t i = 0; i < g; ++i)
+      tiling.finish(parts.data() + i * tiling.nparts * C, A(1), ds.data() + i * C);
+    // excite backward: recompute the MLP from the pooled means, then go back through it.
+    A* a = act.data() + n0 * H;
+    A* dz1s = dz1.data() + n0 * H;
+    A* dz2s = dz2.data() + n0 * C;
+    excite<T, A>(p, pd + n0 * C, w1.data_ptr<T>(), optional_data<T>(b1), w2.data_ptr<T>(),
+                 optional_data<T>(b2), g, z1.data(), a, [&](int64_t i, int64_t c, A z2) {
+                   gate[i * C + c] = gate_fwd(p.gate, z2);
+                   dz2s[i * C + c] = ds[i * C + c] * gate_grad(p.gate, z2);
+                 });
+    linear<A, T>(dz2s, w2t.data_ptr<T>(), nullptr, g, H, C, [&](int64_t i, int64_t j, A da) {
+      dz1s[i * H + j] = da * activation_grad(p.activation, z1[i * H + j]);
+    });
+    linear<A, T>(dz1s, w1t.data_ptr<T>(), nullptr, g, C, H, [&](int64_t i, int64_t c, A v) {
+      dp[i * C + c] = v / static_cast<A>(p.HW);
+    });
+    // dx = dy * s + dp / HW
+    tiling.for_each_tile(g, [&](int64_t i, int64_t begin, int64_t end) {
+      const A* gi = gate.data() + i * C;
+      const A* dpi = dp.data() + i * C;
+      tiling.map(dys + i * sample, dxd + (n0 + i) * sample, begin, end,
+                 [&](T v, int64_t c) { return Ops::scale_add(v, gi[c], dpi[c]); });
+    });
+  }
+
+  // Weight and bias gradients, summed over samples in order.
+  T* dw1d = dw1.data_ptr<T>();
+  T* db1d = db1.data_ptr<T>();
+  T* dw2d = dw2.data_ptr<T>();
+  T* db2d = db2.data_ptr<T>();
+  at::parallel_for(0, H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> row(C);
+    for (int64_t j = begin; j < end; ++j) {  // dw1[j, :] = sum_n dz1[n, j] * pooled[n, :]
+      std::fill(row.begin(), row.end(), A(0));
+      A bias = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        const A d = dz1[n * H + j];
+        const A* pn = pd + n * C;
+        for (int64_t c = 0; c < C; ++c) row[c] += d * pn[c];
+        bias += d;
+      }
+      for (int64_t c = 0; c < C; ++c) dw1d[j * C + c] = static_cast<T>(row[c]);
+      db1d[j] = static_cast<T>(bias);
+    }
+  });
+  at::parallel_for(0, C, std::max<int64_t>(1, 4096 / std::max<int64_t>(N * H, 1)),
+                   [&](int64_t begin, int64_t end) {
+    std::vector<A> row(H);
+    for (int64_t c = begin; c < end; ++c) {  // dw2[c, :] = sum_n dz2[n, c] * a[n, :]
+      std::fill(row.begin(), row.end(), A(0));
+      A bias = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        const A d = dz2[n * C + c];
+        const A* an = act.data() + n * H;
+        for (int64_t j = 0; j < H; ++j) row[j] += d * an[j];
+        bias += d;
+      }
+      for (int64_t j = 0; j < H; ++j) dw2d[c * H + j] = static_cast<T>(row[j]);
+      db2d[c] = static_cast<T>(bias);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Launchers: checks, layout, allocation, dtype dispatch.
+
+std::tuple<at::Tensor, at::Tensor> squeeze_excite_cpu(
+    const at::Tensor& x_in, const at::Tensor& w1_in, const std::optional<at::Tensor>& b1_in,
+    const at::Tensor& w2_in, const std::optional<at::Tensor>& b2_in, c10::string_view activation,
+    c10::string_view gate) {
+  const SEProblem p = check_forward(x_in, w1_in, b1_in, w2_in, b2_in, activation, gate);
+  const at::Tensor x = dense_in_format(x_in, p);
+  const at::Tensor w1 = w1_in.contiguous(), w2 = w2_in.contiguous();
+  const std::optional<at::Tensor> b1 = b1_in ? std::optional(b1_in->contiguous()) : std::nullopt;
+  const std::optional<at::Tensor> b2 = b2_in ? std::optional(b2_in->contiguous()) : std::nullopt;
+  at::Tensor y = at::empty_like(x);
+  at::Tensor pooled = at::empty({p.N, p.C}, x.options().dtype(accumulation_dtype(x.scalar_type())));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "squeeze_excite_cpu",
+                                  [&] { forward_kernel<scalar_t>(p, x, w1, b1, w2, b2, y, pooled); });
+  return {y, pooled};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_backward_cpu(
+    const at::Tensor& dy_in, const at::Tensor& x_in, const at::Tensor& pooled_in,
+    const at::Tensor& w1_in, const std::optional<at::Tensor>& b1_in, const at::Tensor& w2_in,
+    const std::optional<at::Tensor>& b2_in, c10::string_view activation, c10::string_view gate) {
+  const SEProblem p =
+      check_backward(dy_in, x_in, pooled_in, w1_in, b1_in, w2_in, b2_in, activation, gate);
+  const at::Tensor x = dense_in_format(x_in, p);
+  const at::Tensor dy = dense_in_format(dy_in, p);
+  const at::Tensor pooled = pooled_in.contiguous();
+  const at::Tensor w1 = w1_in.contiguous(), w2 = w2_in.contiguous();
+  const std::optional<at::Tensor> b1 = b1_in ? std::optional(b1_in->contiguous()) : std::nullopt;
+  const std::optional<at::Tensor> b2 = b2_in ? std::optional(b2_in->contiguous()) : std::nullopt;
+  at::Tensor dx = at::empty_like(x);
+  at::Tensor dw1 = at::empty_like(w1), dw2 = at::empty_like(w2);
+  at::Tensor db1 = at::empty({p.hidden}, w1.options()), db2 = at::empty({p.C}, w2.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
+                                  "squeeze_excite_backward_cpu", [&] {
+    backward_kernel<scalar_t>(p, dy, x, pooled, w1, b1, w2, b2, dx, dw1, db1, dw2, db2);
+  });
+  return {dx, dw1, db1, dw2, db2};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(se_fused, CPU, m) {
+  m.impl("squeeze_excite", &squeeze_excite_cpu);
+  m.impl("_squeeze_excite_backward", &squeeze_excite_backward_cpu);
+}
+
+}  // namespace se_fused

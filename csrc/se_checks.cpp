@@ -1,0 +1,109 @@
+#include "se_checks.h"
+
+namespace se_fused {
+namespace {
+
+Activation parse_activation(c10::string_view s) {
+  if (s == "relu") return Activation::ReLU;
+  if (s == "silu") return Activation::SiLU;
+  TORCH_CHECK_VALUE(false, "se_fused: activation must be 'relu' or 'silu', got '",
+                    std::string(s), "'");
+}
+
+Gate parse_gate(c10::string_view s) {
+  if (s == "sigmoid") return Gate::Sigmoid;
+  if (s == "hardsigmoid") return Gate::HardSigmoid;
+  TORCH_CHECK_VALUE(false, "se_fused: gate must be 'sigmoid' or 'hardsigmoid', got '",
+                    std::string(s), "'");
+}
+
+void check_same_device_and_dtype(const at::Tensor& x, const at::Tensor& t,
+                                 const char* name) {
+  TORCH_CHECK(t.device() == x.device(), "se_fused: ", name, " is on ", t.device(),
+              " but x is on ", x.device(), "; all tensors must be on one device");
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), "se_fused: ", name, " has dtype ",
+                   t.scalar_type(), " but x has dtype ", x.scalar_type(),
+                   "; the weights must have x's dtype (cast the module, or run it "
+                   "under torch.autocast)");
+}
+
+void check_shape(const at::Tensor& t, const char* name, at::IntArrayRef expected,
+                 const char* what) {
+  TORCH_CHECK_VALUE(t.sizes() == expected, "se_fused: ", name, " must have shape ",
+                    expected, " (", what, "), got ", t.sizes());
+}
+
+}  // namespace
+
+at::ScalarType accumulation_dtype(at::ScalarType dtype) {
+  return (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : at::kDouble;
+}
+
+SEProblem check_forward(const at::Tensor& x, const at::Tensor& w1,
+                        const std::optional<at::Tensor>& b1, const at::Tensor& w2,
+                        const std::optional<at::Tensor>& b2, c10::string_view activation,
+                        c10::string_view gate) {
+  SEProblem p;
+  p.activation = parse_activation(activation);
+  p.gate = parse_gate(gate);
+
+  TORCH_CHECK_VALUE(x.dim() == 4, "se_fused: x must be 4-D [N, C, H, W], got ", x.dim(),
+                    "-D with shape ", x.sizes());
+  const auto dt = x.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf ||
+                       dt == at::kBFloat16,
+                   "se_fused: x must be float32, float64, float16 or bfloat16, got ", dt);
+  p.N = x.size(0);
+  p.C = x.size(1);
+  p.HW = x.size(2) * x.size(3);
+  TORCH_CHECK_VALUE(p.C > 0, "se_fused: x must have at least one channel, got shape ",
+                    x.sizes());
+  TORCH_CHECK_VALUE(p.HW > 0, "se_fused: x must have a non-empty H x W map, got shape ",
+                    x.sizes());
+
+  TORCH_CHECK_VALUE(w1.dim() == 2, "se_fused: w1 must be 2-D [hidden, C], got shape ",
+                    w1.sizes());
+  p.hidden = w1.size(0);
+  TORCH_CHECK_VALUE(p.hidden > 0, "se_fused: w1 has no rows: the hidden size (C // r) is 0");
+  check_shape(w1, "w1", {p.hidden, p.C}, "[hidden, C] with C = x.size(1)");
+  check_shape(w2, "w2", {p.C, p.hidden}, "[C, hidden]");
+  check_same_device_and_dtype(x, w1, "w1");
+  check_same_device_and_dtype(x, w2, "w2");
+  if (b1.has_value()) {
+    check_shape(*b1, "b1", {p.hidden}, "[hidden]");
+    check_same_device_and_dtype(x, *b1, "b1");
+  }
+  if (b2.has_value()) {
+    check_shape(*b2, "b2", {p.C}, "[C]");
+    check_same_device_and_dtype(x, *b2, "b2");
+  }
+
+  // The kernels index two layouts: NCHW and NHWC (channels_last). When C == 1
+  // or H * W == 1 both describe the same memory, and NCHW indexing is used.
+  p.memory_format = x.suggest_memory_format();
+  p.channels_last = p.memory_format == at::MemoryFormat::ChannelsLast && p.C > 1 && p.HW > 1;
+  return p;
+}
+
+SEProblem check_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& pooled,
+                         const at::Tensor& w1, const std::optional<at::Tensor>& b1,
+                         const at::Tensor& w2, const std::optional<at::Tensor>& b2,
+                         c10::string_view activation, c10::string_view gate) {
+  SEProblem p = check_forward(x, w1, b1, w2, b2, activation, gate);
+  check_shape(dy, "dy (the gradient of y)", x.sizes(), "the shape of x");
+  check_same_device_and_dtype(x, dy, "dy (the gradient of y)");
+  check_shape(pooled, "pooled", {p.N, p.C}, "[N, C], as returned by the forward");
+  TORCH_CHECK(pooled.device() == x.device(), "se_fused: pooled is on ", pooled.device(),
+              " but x is on ", x.device());
+  TORCH_CHECK_TYPE(pooled.scalar_type() == accumulation_dtype(x.scalar_type()),
+                   "se_fused: pooled must have dtype ", accumulation_dtype(x.scalar_type()),
+                   " for x of dtype ", x.scalar_type(), ", got ", pooled.scalar_type());
+  return p;
+}
+
+at::Tensor dense_in_format(const at::Tensor& t, const SEProblem& p) {
+  return t.contiguous(p.channels_last ? at::MemoryFormat::ChannelsLast
+                                      : at::MemoryFormat::Contiguous);
+}
+
+}  // namespace se_fused

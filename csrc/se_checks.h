@@ -1,0 +1,48 @@
+// Argument checks shared by every backend's launcher: run once at the op
+// boundary, with messages that name the tensor, what it is and what was
+// expected. Kernels behind these checks assume valid input.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "se_math.h"
+
+namespace se_fused {
+
+// What the kernels need to know about one call, after the checks.
+struct SEProblem {
+  int64_t N = 0;       // samples
+  int64_t C = 0;       // channels
+  int64_t HW = 0;      // H * W
+  int64_t hidden = 0;  // w1.size(0)
+  bool channels_last = false;  // memory is [N, H, W, C]
+  at::MemoryFormat memory_format = at::MemoryFormat::Contiguous;
+  Activation activation = Activation::ReLU;
+  Gate gate = Gate::Sigmoid;
+};
+
+// Checks x, the weights and the options of se_fused::squeeze_excite.
+SEProblem check_forward(const at::Tensor& x, const at::Tensor& w1,
+                        const std::optional<at::Tensor>& b1,
+                        const at::Tensor& w2,
+                        const std::optional<at::Tensor>& b2,
+                        c10::string_view activation, c10::string_view gate);
+
+// The forward checks plus dy (shape of x) and pooled ([N, C], accumulation
+// dtype) for se_fused::_squeeze_excite_backward.
+SEProblem check_backward(const at::Tensor& dy, const at::Tensor& x,
+                         const at::Tensor& pooled, const at::Tensor& w1,
+                         const std::optional<at::Tensor>& b1,
+                         const at::Tensor& w2,
+                         const std::optional<at::Tensor>& b2,
+                         c10::string_view activation, c10::string_view gate);
+
+// dtype of the pooled means (and of every intermediate): float64 for
+// float32/float64 tensors, float32 for float16/bfloat16.
+at::ScalarType accumulation_dtype(at::ScalarType dtype);
+
+// x (or dy) in the layout the kernels index: dense in the problem's memory
+// format; a copy only when the input is not already.
+at::Tensor dense_in_format(const at::Tensor& t, const SEProblem& p);
+
+}  // namespace se_fused

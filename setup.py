@@ -1,0 +1,117 @@
+"""Build se_fused._C: the CPU kernels always, the CUDA kernels when nvcc and a
+CUDA build of torch are present (no GPU needed to compile them).
+
+Knobs (environment variables):
+  SE_FUSED_CUDA=1         require the CUDA kernels (fail if they cannot be built)
+  SE_FUSED_CUDA=0         skip the CUDA kernels
+  TORCH_CUDA_ARCH_LIST    GPU architectures, default "8.0;9.0+PTX"
+  MAX_JOBS                parallel compile jobs (ninja)
+  SE_FUSED_CPU_ARCH       -march for the C++ sources: default x86-64-v3 (AVX2, FMA, F16C)
+                          when the build machine has it, else the compiler's default;
+                          "none" for a portable build, "native" for this CPU exactly
+  SE_FUSED_PTXAS_VERBOSE=1  print registers, shared memory and spills per kernel
+  CUDA_HOME               the CUDA toolkit; found from nvcc on PATH otherwise
+Install against the torch already present: pip install --no-build-isolation -e .
+"""
+import glob
+import os
+import shutil
+
+from setuptools import setup
+
+
+def _find_cuda_home():
+    if os.environ.get("CUDA_HOME"):
+        return os.environ["CUDA_HOME"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:  # /usr/local/bin/nvcc may be a link into the toolkit
+        return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+    if os.path.exists("/usr/local/cuda/bin/nvcc"):
+        return "/usr/local/cuda"
+    return None
+
+
+# torch.utils.cpp_extension reads CUDA_HOME when it is imported.
+_cuda_home = _find_cuda_home()
+if _cuda_home:
+    os.environ["CUDA_HOME"] = _cuda_home
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _want_cuda():
+    mode = os.environ.get("SE_FUSED_CUDA", "auto").lower()
+    have_nvcc = bool(_cuda_home) and os.path.exists(os.path.join(_cuda_home, "bin", "nvcc"))
+    have_torch_cuda = torch.version.cuda is not None
+    if mode in ("0", "false", "no", "off"):
+        return False, "SE_FUSED_CUDA=0"
+    if have_nvcc and have_torch_cuda:
+        return True, f"nvcc in {_cuda_home}, torch built with CUDA {torch.version.cuda}"
+    reason = "no nvcc found" if not have_nvcc else f"torch {torch.__version__} is a CPU build"
+    if mode in ("1", "true", "yes", "on"):
+        raise RuntimeError(f"se_fused: SE_FUSED_CUDA=1 but the CUDA kernels cannot be built: {reason}")
+    return False, reason
+
+
+def _cpu_arch_flags():
+    """The CPU kernels are memory-bound only when vectorised with AVX2-class
+    instructions; the extension is built where it runs, so target the build CPU."""
+    arch = os.environ.get("SE_FUSED_CPU_ARCH", "auto")
+    if arch == "none":
+        return [], "compiler default (SE_FUSED_CPU_ARCH=none)"
+    if arch != "auto":
+        return [f"-march={arch}"], f"-march={arch} (SE_FUSED_CPU_ARCH)"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    if all(flag in flags for flag in ("avx2", "fma", "f16c", "bmi2")):
+        return ["-march=x86-64-v3"], "-march=x86-64-v3 (the build CPU has AVX2/FMA/F16C)"
+    return [], "compiler default (no AVX2/FMA/F16C on the build CPU)"
+
+
+def _extension():
+    with_cuda, why = _want_cuda()
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    arch, arch_why = _cpu_arch_flags()
+    # -ffp-contract=off: a sum must not change with how the compiler fuses its
+    # multiply-adds (one code path for a batch of 4 and of 1: batch invariance).
+    cxx = ["-O3", "-fopenmp", "-ffp-contract=off"] + arch
+    print(f"se_fused: C++ sources with {arch_why}")
+    define_macros = []
+    if not with_cuda:
+        print(f"se_fused: building the CPU kernels only ({why})")
+        return CppExtension(
+            "se_fused._C", sources, include_dirs=[os.path.join(ROOT, "csrc")],
+            extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"],
+            py_limited_api=False,
+        )
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+    sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")) + glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+    nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
+    if os.environ.get("SE_FUSED_PTXAS_VERBOSE") == "1":
+        nvcc.append("-Xptxas=-v")
+    define_macros.append(("SE_FUSED_WITH_CUDA", "1"))
+    print(f"se_fused: building the CPU and CUDA kernels ({why}); "
+          f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}, MAX_JOBS={os.environ.get('MAX_JOBS', 'default')}")
+    return CUDAExtension(
+        "se_fused._C", sources, include_dirs=[os.path.join(ROOT, "csrc")],
+        define_macros=define_macros,
+        extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=["-fopenmp"],
+    )
+
+
+setup(
+    name="se_fused",
+    version="0.1.0",
+    description="Fused Squeeze-and-Excitation kernels (CPU and CUDA) for PyTorch",
+    packages=["se_fused"],
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension},
+    python_requires=">=3.9",
+    install_requires=["torch"],
+)

@@ -1,0 +1,31 @@
+"""pytest configuration for the se_fused suite. The helpers (float64 oracle,
+ULP distance, seeded inputs, asserts) live in tests/_reference.py."""
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "compile: torch.compile tests (slow on CPU)")
+    config.addinivalue_line("markers", "large: needs a GPU with several GiB free")
+
+
+def pytest_report_header(config):
+    import se_fused
+    cuda = torch.cuda.is_available()
+    return (f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+            f"cuda available {cuda}"
+            + (f" ({torch.cuda.get_device_name()})" if cuda else "")
+            + f", se_fused CUDA kernels {se_fused.has_cuda_kernels()}")
+
+
+@pytest.fixture(autouse=True)
+def _no_grad_leak():
+    # Each test starts with grad mode on and default dtype float32.
+    assert torch.is_grad_enabled()
+    yield
+    torch.set_grad_enabled(True)
