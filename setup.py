@@ -6,8 +6,9 @@ Knobs (environment variables):
   SE_FUSED_CUDA=0         skip the CUDA kernels
   TORCH_CUDA_ARCH_LIST    GPU architectures, default "8.0;9.0+PTX"
   MAX_JOBS                parallel compile jobs (ninja)
-  SE_FUSED_CPU_ARCH       -march for the C++ sources: default x86-64-v3 (AVX2, FMA, F16C)
-                          when the build machine has it, else the compiler's default;
+  SE_FUSED_CPU_ARCH       -march for the C++ sources: default x86-64-v4 (AVX-512) or
+                          x86-64-v3 (AVX2, FMA, F16C), the best the build machine has,
+                          else the compiler's default;
                           "none" for a portable build, "native" for this CPU exactly
   SE_FUSED_PTXAS_VERBOSE=1  print registers, shared memory and spills per kernel
   CUDA_HOME               the CUDA toolkit; found from nvcc on PATH otherwise
@@ -69,6 +70,9 @@ def _cpu_arch_flags():
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
         flags = []
+    if all(flag in flags for flag in ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")):
+        return (["-march=x86-64-v4", "-mprefer-vector-width=512"],
+                "-march=x86-64-v4 (the build CPU has AVX-512)")
     if all(flag in flags for flag in ("avx2", "fma", "f16c", "bmi2")):
         return ["-march=x86-64-v3"], "-march=x86-64-v3 (the build CPU has AVX2/FMA/F16C)"
     return [], "compiler default (no AVX2/FMA/F16C on the build CPU)"

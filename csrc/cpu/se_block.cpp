@@ -11,6 +11,9 @@
 // the tile it just read in its squeeze phase, from its own cache: x comes
 // from memory about once.
 //
+// Multiply-adds in sums are explicit std::fma (the build turns off the
+// compiler's own contraction, so no code path rounds differently from another).
+//
 // Determinism: every sum has a fixed order that depends on neither the thread
 // count nor the batch size: a channel's mean or dot product runs over H x W
 // in a fixed pattern (kLanes partial sums, then a fixed tree for NCHW; in
@@ -37,13 +40,14 @@ constexpr int64_t kChunkBytesPerThread = 1 << 20;  // half of a core's L2
 // ---------------------------------------------------------------------------
 // Fixed-order reductions.
 
+// The sums below keep kLanes partial sums over the full blocks of kLanes
+// elements, add them in a fixed tree, then add the tail in order. The tail
+// has its own accumulator so that the lanes stay in registers.
 template <typename A>
-A sum_lanes(const A* lanes) {
-  A width[kLanes];
-  for (int64_t l = 0; l < kLanes; ++l) width[l] = lanes[l];
+inline A sum_lanes(A (&lanes)[kLanes]) {
   for (int64_t w = kLanes / 2; w > 0; w /= 2)
-    for (int64_t l = 0; l < w; ++l) width[l] += width[l + w];
-  return width[0];
+    for (int64_t l = 0; l < w; ++l) lanes[l] += lanes[l + w];
+  return lanes[0];
 }
 
 // sum_i a[i] * b[i], in A.
@@ -53,9 +57,10 @@ A dot(const Ta* a, const Tb* b, int64_t n) {
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
     for (int64_t l = 0; l < kLanes; ++l)
-      lanes[l] += static_cast<A>(a[i + l]) * static_cast<A>(b[i + l]);
-  for (int64_t l = 0; i < n; ++i, ++l) lanes[l] += static_cast<A>(a[i]) * static_cast<A>(b[i]);
-  return sum_lanes(lanes);
+      lanes[l] = std::fma(static_cast<A>(a[i + l]), static_cast<A>(b[i + l]), lanes[l]);
+  A tail = 0;
+  for (; i < n; ++i) tail = std::fma(static_cast<A>(a[i]), static_cast<A>(b[i]), tail);
+  return sum_lanes(lanes) + tail;
 }
 
 // sum_i a[i], in A.
@@ -65,8 +70,9 @@ A sum(const T* a, int64_t n) {
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
     for (int64_t l = 0; l < kLanes; ++l) lanes[l] += static_cast<A>(a[i + l]);
-  for (int64_t l = 0; i < n; ++i, ++l) lanes[l] += static_cast<A>(a[i]);
-  return sum_lanes(lanes);
+  A tail = 0;
+  for (; i < n; ++i) tail += static_cast<A>(a[i]);
+  return sum_lanes(lanes) + tail;
 }
 
 // ---------------------------------------------------------------------------
@@ -134,7 +140,8 @@ struct Tiling {
         for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<A>(ar[c]);
       } else {
         const T* br = b + hw * C;
-        for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<A>(ar[c]) * static_cast<A>(br[c]);
+        for (int64_t c = 0; c < C; ++c)
+          acc[c] = std::fma(static_cast<A>(ar[c]), static_cast<A>(br[c]), acc[c]);
       }
     }
   }
@@ -167,12 +174,17 @@ struct Tiling {
   }
 };
 
-// Samples per chunk: enough to keep every thread busy with tiles, few enough
-// that a chunk's tensors (bytes_per_sample each) stay in the caches.
-int64_t chunk_samples(int64_t N, int64_t bytes_per_sample) {
+// Samples per chunk: few enough that a chunk's tensors (bytes_per_sample
+// each) stay in the caches. When the gate MLP costs more than the sample's
+// elements (2 * C * hidden multiply-adds against C * H * W), at least
+// kMlpChunk samples, so that the MLP runs 8 rows at a time and reuses each
+// weight it loads for all of them.
+int64_t chunk_samples(const SEProblem& p, int64_t bytes_per_sample) {
+  constexpr int64_t kMlpChunk = 8;
   const int64_t budget = kChunkBytesPerThread * at::get_num_threads();
-  return std::clamp<int64_t>(budget / std::max<int64_t>(bytes_per_sample, 1), 1,
-                             std::max<int64_t>(N, 1));
+  int64_t g = budget / std::max<int64_t>(bytes_per_sample, 1);
+  if (2 * p.hidden >= p.HW) g = std::max(g, kMlpChunk);
+  return std::clamp<int64_t>(g, 1, std::max<int64_t>(p.N, 1));
 }
 
 // sum_i w[i] * v_s[i] for kRows vectors v_s = v + s * stride at once: w is
@@ -186,11 +198,14 @@ void dot_rows(const T* w, const A* v, int64_t stride, int64_t n, A* out) {
     A wl[kLanes];
     for (int64_t l = 0; l < kLanes; ++l) wl[l] = static_cast<A>(w[i + l]);
     for (int r = 0; r < kRows; ++r)
-      for (int64_t l = 0; l < kLanes; ++l) lanes[r][l] += wl[l] * v[r * stride + i + l];
+      for (int64_t l = 0; l < kLanes; ++l)
+        lanes[r][l] = std::fma(wl[l], v[r * stride + i + l], lanes[r][l]);
   }
-  for (int64_t l = 0; i < n; ++i, ++l)
-    for (int r = 0; r < kRows; ++r) lanes[r][l] += static_cast<A>(w[i]) * v[r * stride + i];
-  for (int r = 0; r < kRows; ++r) out[r] = sum_lanes(lanes[r]);
+  A tail[kRows] = {};
+  for (; i < n; ++i)
+    for (int r = 0; r < kRows; ++r)
+      tail[r] = std::fma(static_cast<A>(w[i]), v[r * stride + i], tail[r]);
+  for (int r = 0; r < kRows; ++r) out[r] = sum_lanes(lanes[r]) + tail[r];
 }
 
 // For g < G, m < M: out(g, m, bias[m] + sum_k w[m, k] * in[g, k]), w: [M, K].
@@ -198,7 +213,8 @@ void dot_rows(const T* w, const A* v, int64_t stride, int64_t n, A* out) {
 template <typename A, typename T, typename Out>
 void linear(const A* in, const T* w, const T* bias, int64_t G, int64_t M, int64_t K,
             const Out& out) {
-  constexpr int kRows = 4;
+  // 8 rows: 8 independent accumulator registers keep both FMA pipes busy.
+  constexpr int kRows = 8;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(G * K, 1));
   at::parallel_for(0, M, grain, [&](int64_t begin, int64_t end) {
     A v[kRows];
@@ -216,6 +232,51 @@ void linear(const A* in, const T* w, const T* bias, int64_t G, int64_t M, int64_
       }
     }
   });
+}
+
+// For m < M, k < K: out(m, k, sum_n u[n, m] * v[n, k]), u: [N, M], v: [N, K],
+// summed over n in order. Blocks of kM x kK sums stay in registers while
+// the samples stream by.
+template <typename A, typename Out>
+void sum_outer(const A* u, int64_t M, const A* v, int64_t K, int64_t N, const Out& out) {
+  constexpr int64_t kM = 4, kK = 32;
+  at::parallel_for(0, (M + kM - 1) / kM, 1, [&](int64_t first, int64_t last) {
+    for (int64_t mb = first; mb < last; ++mb) {
+      const int64_t m0 = mb * kM, mn = std::min(kM, M - m0);
+      for (int64_t k0 = 0; k0 < K; k0 += kK) {
+        const int64_t kn = std::min(kK, K - k0);
+        A acc[kM][kK] = {};
+        if (mn == kM && kn == kK) {
+          for (int64_t n = 0; n < N; ++n) {
+            const A* vn = v + n * K + k0;
+            for (int64_t m = 0; m < kM; ++m) {
+              const A d = u[n * M + m0 + m];
+              for (int64_t k = 0; k < kK; ++k) acc[m][k] = std::fma(d, vn[k], acc[m][k]);
+            }
+          }
+        } else {
+          for (int64_t n = 0; n < N; ++n) {
+            const A* vn = v + n * K + k0;
+            for (int64_t m = 0; m < mn; ++m) {
+              const A d = u[n * M + m0 + m];
+              for (int64_t k = 0; k < kn; ++k) acc[m][k] = std::fma(d, vn[k], acc[m][k]);
+            }
+          }
+        }
+        for (int64_t m = 0; m < mn; ++m)
+          for (int64_t k = 0; k < kn; ++k) out(m0 + m, k0 + k, acc[m][k]);
+      }
+    }
+  });
+}
+
+// out[m] = sum_n u[n, m] for u: [N, M], summed over n in order.
+template <typename A, typename T>
+void sum_rows(const A* u, int64_t N, int64_t M, T* out) {
+  std::vector<A> acc(M, A(0));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t m = 0; m < M; ++m) acc[m] += u[n * M + m];
+  for (int64_t m = 0; m < M; ++m) out[m] = static_cast<T>(acc[m]);
 }
 
 template <typename T>
@@ -245,7 +306,7 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
   using Ops = GateOps<T>;
   const Tiling tiling(p);
   const int64_t sample = p.C * p.HW;
-  const int64_t G = chunk_samples(p.N, sample * static_cast<int64_t>(sizeof(T)));
+  const int64_t G = chunk_samples(p, sample * static_cast<int64_t>(sizeof(T)));
   const T* xd = x.data_ptr<T>();
   T* yd = y.data_ptr<T>();
   A* pd = pooled.data_ptr<A>();
@@ -287,7 +348,7 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   const Tiling tiling(p);
   const int64_t sample = p.C * p.HW;
   const int64_t N = p.N, C = p.C, H = p.hidden;
-  const int64_t G = chunk_samples(N, 2 * sample * static_cast<int64_t>(sizeof(T)));
+  const int64_t G = chunk_samples(p, 2 * sample * static_cast<int64_t>(sizeof(T)));
   const T* dyd = dy.data_ptr<T>();
   const T* xd = x.data_ptr<T>();
   T* dxd = dx.data_ptr<T>();
@@ -338,40 +399,15 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
 
   // Weight and bias gradients, summed over samples in order.
   T* dw1d = dw1.data_ptr<T>();
-  T* db1d = db1.data_ptr<T>();
   T* dw2d = dw2.data_ptr<T>();
-  T* db2d = db2.data_ptr<T>();
-  at::parallel_for(0, H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> row(C);
-    for (int64_t j = begin; j < end; ++j) {  // dw1[j, :] = sum_n dz1[n, j] * pooled[n, :]
-      std::fill(row.begin(), row.end(), A(0));
-      A bias = 0;
-      for (int64_t n = 0; n < N; ++n) {
-        const A d = dz1[n * H + j];
-        const A* pn = pd + n * C;
-        for (int64_t c = 0; c < C; ++c) row[c] += d * pn[c];
-        bias += d;
-      }
-      for (int64_t c = 0; c < C; ++c) dw1d[j * C + c] = static_cast<T>(row[c]);
-      db1d[j] = static_cast<T>(bias);
-    }
+  sum_outer(dz1.data(), H, pd, C, N, [&](int64_t j, int64_t c, A v) {
+    dw1d[j * C + c] = static_cast<T>(v);  // dw1[j, c] = sum_n dz1[n, j] * pooled[n, c]
   });
-  at::parallel_for(0, C, std::max<int64_t>(1, 4096 / std::max<int64_t>(N * H, 1)),
-                   [&](int64_t begin, int64_t end) {
-    std::vector<A> row(H);
-    for (int64_t c = begin; c < end; ++c) {  // dw2[c, :] = sum_n dz2[n, c] * a[n, :]
-      std::fill(row.begin(), row.end(), A(0));
-      A bias = 0;
-      for (int64_t n = 0; n < N; ++n) {
-        const A d = dz2[n * C + c];
-        const A* an = act.data() + n * H;
-        for (int64_t j = 0; j < H; ++j) row[j] += d * an[j];
-        bias += d;
-      }
-      for (int64_t j = 0; j < H; ++j) dw2d[c * H + j] = static_cast<T>(row[j]);
-      db2d[c] = static_cast<T>(bias);
-    }
+  sum_outer(dz2.data(), C, act.data(), H, N, [&](int64_t c, int64_t j, A v) {
+    dw2d[c * H + j] = static_cast<T>(v);  // dw2[c, j] = sum_n dz2[n, c] * a[n, j]
   });
+  sum_rows(dz1.data(), N, H, db1.data_ptr<T>());
+  sum_rows(dz2.data(), N, C, db2.data_ptr<T>());
 }
 
 // ---------------------------------------------------------------------------
