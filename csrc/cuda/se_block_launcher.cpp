@@ -1,0 +1,154 @@
+// Torch interop for the CUDA kernels (se_block.cu): argument checks, device
+// guard, dense inputs, output and workspace allocation (torch caching
+// allocator, so CUDA graph capture works), the current stream, dtype dispatch.
+// The stream comes from c10/cuda/CUDAStream.h (what at::cuda::getCurrentCUDAStream
+// returns) rather than ATen/cuda/CUDAContext.h, which pulls in the cuBLAS,
+// cuSPARSE and cuSOLVER headers that a minimal CUDA toolkit lacks.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <optional>
+#include <tuple>
+
+#include "cuda/se_block.h"
+#include "se_checks.h"
+
+namespace se_fused {
+namespace {
+
+using cuda_kernels::SEBackwardParams;
+using cuda_kernels::SEForwardParams;
+
+const void* optional_ptr(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? t->const_data_ptr() : nullptr;
+}
+
+std::optional<at::Tensor> contiguous_optional(const std::optional<at::Tensor>& t) {
+  if (!t.has_value()) return std::nullopt;
+  return t->contiguous();
+}
+
+template <typename T>
+void run_forward(SEForwardParams& params, const at::Tensor& x, cudaStream_t stream) {
+  const size_t bytes = cuda_kernels::se_forward_workspace_bytes<T>(params.N, params.C, params.hidden);
+  at::Tensor workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
+  params.workspace = workspace.data_ptr();
+  params.workspace_bytes = bytes;
+  C10_CUDA_CHECK(cuda_kernels::launch_se_forward<T>(params, stream));
+}
+
+template <typename T>
+void run_backward(SEBackwardParams& params, const at::Tensor& x, cudaStream_t stream) {
+  const size_t bytes = cuda_kernels::se_backward_workspace_bytes<T>(params.N, params.C, params.hidden);
+  at::Tensor workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
+  params.workspace = workspace.data_ptr();
+  params.workspace_bytes = bytes;
+  C10_CUDA_CHECK(cuda_kernels::launch_se_backward<T>(params, stream));
+}
+
+std::tuple<at::Tensor, at::Tensor> squeeze_excite_cuda(
+    const at::Tensor& x, const at::Tensor& w1, const std::optional<at::Tensor>& b1,
+    const at::Tensor& w2, const std::optional<at::Tensor>& b2, c10::string_view activation,
+    c10::string_view gate) {
+  const SEProblem p = check_forward(x, w1, b1, w2, b2, activation, gate);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor xd = dense_in_format(x, p);
+  at::Tensor y = at::empty_like(xd);
+  at::Tensor pooled = at::empty({p.N, p.C}, x.options().dtype(accumulation_dtype(x.scalar_type())));
+  if (p.N == 0) return {y, pooled};
+
+  const at::Tensor w1c = w1.contiguous(), w2c = w2.contiguous();
+  const std::optional<at::Tensor> b1c = contiguous_optional(b1), b2c = contiguous_optional(b2);
+  SEForwardParams params;
+  params.x = xd.const_data_ptr();
+  params.w1 = w1c.const_data_ptr();
+  params.b1 = optional_ptr(b1c);
+  params.w2 = w2c.const_data_ptr();
+  params.b2 = optional_ptr(b2c);
+  params.y = y.data_ptr();
+  params.pooled = pooled.data_ptr();
+  params.N = p.N;
+  params.C = p.C;
+  params.HW = p.HW;
+  params.hidden = p.hidden;
+  params.channels_last = p.channels_last;
+  params.activation = p.activation;
+  params.gate = p.gate;
+
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  switch (x.scalar_type()) {
+    case at::kFloat: run_forward<float>(params, x, stream); break;
+    case at::kDouble: run_forward<double>(params, x, stream); break;
+    case at::kHalf: run_forward<__half>(params, x, stream); break;
+    case at::kBFloat16: run_forward<__nv_bfloat16>(params, x, stream); break;
+    default: TORCH_CHECK(false, "se_fused: unsupported dtype ", x.scalar_type());  // checked above
+  }
+  return {y, pooled};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_backward_cuda(
+    const at::Tensor& dy, const at::Tensor& x, const at::Tensor& pooled, const at::Tensor& w1,
+    const std::optional<at::Tensor>& b1, const at::Tensor& w2, const std::optional<at::Tensor>& b2,
+    c10::string_view activation, c10::string_view gate) {
+  const SEProblem p = check_backward(dy, x, pooled, w1, b1, w2, b2, activation, gate);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor xd = dense_in_format(x, p);
+  at::Tensor dx = at::empty_like(xd);
+  if (p.N == 0) {
+    return {dx, at::zeros({p.hidden, p.C}, w1.options()), at::zeros({p.hidden}, w1.options()),
+            at::zeros({p.C, p.hidden}, w2.options()), at::zeros({p.C}, w2.options())};
+  }
+  at::Tensor dw1 = at::empty({p.hidden, p.C}, w1.options());
+  at::Tensor db1 = at::empty({p.hidden}, w1.options());
+  at::Tensor dw2 = at::empty({p.C, p.hidden}, w2.options());
+  at::Tensor db2 = at::empty({p.C}, w2.options());
+
+  const at::Tensor dyd = dense_in_format(dy, p);
+  const at::Tensor pooledc = pooled.contiguous();
+  const at::Tensor w1c = w1.contiguous(), w2c = w2.contiguous();
+  const std::optional<at::Tensor> b1c = contiguous_optional(b1), b2c = contiguous_optional(b2);
+  SEBackwardParams params;
+  params.dy = dyd.const_data_ptr();
+  params.x = xd.const_data_ptr();
+  params.pooled = pooledc.const_data_ptr();
+  params.w1 = w1c.const_data_ptr();
+  params.b1 = optional_ptr(b1c);
+  params.w2 = w2c.const_data_ptr();
+  params.b2 = optional_ptr(b2c);
+  params.dx = dx.data_ptr();
+  params.dw1 = dw1.data_ptr();
+  params.db1 = db1.data_ptr();
+  params.dw2 = dw2.data_ptr();
+  params.db2 = db2.data_ptr();
+  params.N = p.N;
+  params.C = p.C;
+  params.HW = p.HW;
+  params.hidden = p.hidden;
+  params.channels_last = p.channels_last;
+  params.activation = p.activation;
+  params.gate = p.gate;
+
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  switch (x.scalar_type()) {
+    case at::kFloat: run_backward<float>(params, x, stream); break;
+    case at::kDouble: run_backward<double>(params, x, stream); break;
+    case at::kHalf: run_backward<__half>(params, x, stream); break;
+    case at::kBFloat16: run_backward<__nv_bfloat16>(params, x, stream); break;
+    default: TORCH_CHECK(false, "se_fused: unsupported dtype ", x.scalar_type());  // checked above
+  }
+  return {dx, dw1, db1, dw2, db2};
+}
+
+}  // namespace
+}  // namespace se_fused
+
+TORCH_LIBRARY_IMPL(se_fused, CUDA, m) {
+  m.impl("squeeze_excite", &se_fused::squeeze_excite_cuda);
+  m.impl("_squeeze_excite_backward", &se_fused::squeeze_excite_backward_cuda);
+}
