@@ -21,15 +21,19 @@ import shutil
 from setuptools import setup
 
 
+def _is_cuda_home(path):
+    return bool(path) and os.path.exists(os.path.join(path, "include", "cuda_runtime.h"))
+
+
 def _find_cuda_home():
     if os.environ.get("CUDA_HOME"):
         return os.environ["CUDA_HOME"]
+    candidates = []
     nvcc = shutil.which("nvcc")
-    if nvcc:  # /usr/local/bin/nvcc may be a link into the toolkit
-        return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
-    if os.path.exists("/usr/local/cuda/bin/nvcc"):
-        return "/usr/local/cuda"
-    return None
+    if nvcc:  # /usr/local/bin/nvcc may be a link (or a wrapper script) into the toolkit
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates.append("/usr/local/cuda")
+    return next((c for c in candidates if _is_cuda_home(c)), None)
 
 
 # torch.utils.cpp_extension reads CUDA_HOME when it is imported.

@@ -16,9 +16,10 @@
 //
 // Numerics: everything between the load of x and the store of y runs in acc_t
 // (double for float and double tensors, float for half and bfloat16), so the
-// output is rounded once. For float tensors the product x * s is formed from
-// a double gate split into two floats (scale_float), which rounds like
-// (float)((double)x * s) without double multiplies in the hot loop.
+// output is rounded once. For float tensors the CUDA kernels form x * s from
+// the double gate split into two floats (scale_float), which rounds like
+// (float)((double)x * s) without double multiplies in the hot loop; the CPU
+// kernels multiply in double (vectorisable without FMA hardware).
 //
 // This header includes no torch headers: nvcc compiles it for the kernels.
 #pragma once
