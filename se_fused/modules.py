@@ -63,3 +63,11 @@ class FusedSEBlock(SEBlock):
         fc1, fc2 = self.excitation[0], self.excitation[2]
         return squeeze_excitation(x, fc1.weight, fc2.weight, fc1.bias, fc2.bias,
                                   self.activation, self.gate)
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> nn.Module:
+        """The fused module for one SE module, sharing its parameters: a FusedSEBlock
+        for an SEBlock, a se_fused.FusedSEAdapter for a torchvision or timm SE module
+        (see se_fused.convert). ValueError when the module is not supported."""
+        from ._convert import from_module
+        return from_module(module)

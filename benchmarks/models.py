@@ -1,0 +1,287 @@
+"""What SE costs in whole torchvision models, before and after se_fused.convert.
+
+Each model runs three ways:
+  original   as torchvision builds it (torchvision.ops.SqueezeExcitation)
+  converted  se_fused.convert(model): the SE modules run the fused operator
+  no_se      every SE module replaced by a module returning x: the model without SE
+
+and SE's share of the time is (t - t_no_se) / t, before (original) and after (converted).
+
+Passes, channels_last throughout, 224 x 224 inputs, random init:
+  infer   eval mode, torch.inference_mode, at each --batch (GPU default 1,64; CPU 1,8)
+  train   one SGD step (forward, cross-entropy, backward, optimizer step) at --train-batch
+          (GPU default 64, CPU 8)
+On the GPU both run under torch.autocast(bfloat16); on the CPU in float32 (--amp: bf16
+autocast there too).
+
+Each measurement prints a progress line; the table comes last; the full results
+(medians, p20, p80, reps) go to a JSON file. It reports and never asserts a time.
+
+  python benchmarks/models.py --quick              # ~3 min on a 2-core CPU
+  python benchmarks/models.py                      # GPU when present, else CPU
+  python benchmarks/models.py --models mobilenet_v3_large --batch 1,32 --train-batch 32
+"""
+import argparse
+import copy
+import json
+import os
+import platform
+import re
+import sys
+import time
+from typing import Callable, Dict, List
+
+import torch
+from torch import nn
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # run from anywhere against this checkout
+
+import se_fused  # noqa: E402
+
+MODELS = ("mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf")
+VARIANTS = ("original", "converted", "no_se")
+
+
+class NoSE(nn.Module):
+    """Stands in for an SE module: returns x (the model's cost without SE)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def without_se(model: nn.Module) -> nn.Module:
+    from torchvision.ops import SqueezeExcitation
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, SqueezeExcitation):
+                setattr(parent, name, NoSE())
+    return model
+
+
+def build(name: str, variant: str, device) -> nn.Module:
+    import torchvision
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None)
+    if variant == "converted":
+        model = se_fused.convert(model)
+    elif variant == "no_se":
+        model = without_se(model)
+    return model.to(device).to(memory_format=torch.channels_last)
+
+
+# --------------------------------------------------------------------------- timing
+def _percentile(xs: List[float], q: float) -> float:
+    xs = sorted(xs)
+    k = (len(xs) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def measure(fns: Dict[str, Callable], device, quick: bool) -> Dict[str, dict]:
+    """Milliseconds per call of each fn after warm-up, the fns interleaved call by call
+    (so that a change in the machine's load hits them alike): as many rounds as fit a
+    time budget, within [min_reps, max_reps]; CUDA events on the GPU, perf_counter on
+    the CPU."""
+    budget_s, min_reps, max_reps = (4.0, 3, 30) if quick else (10.0, 10, 100)
+    warmup = 2 if device.type == "cpu" else 10
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync()
+    t0 = time.perf_counter()
+    for fn in fns.values():
+        fn()
+    sync()
+    estimate = time.perf_counter() - t0
+    reps = max(min_reps, min(max_reps, int(budget_s / max(estimate, 1e-9))))
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times[name].append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: {"median_ms": _percentile(ts, 0.5), "p20_ms": _percentile(ts, 0.2),
+                   "p80_ms": _percentile(ts, 0.8), "reps": len(ts)} for name, ts in times.items()}
+
+
+def infer_fn(model: nn.Module, batch: int, device, amp) -> Callable:
+    model.eval()
+    x = torch.randn(batch, 3, 224, 224, device=device).to(memory_format=torch.channels_last)
+
+    def run():
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                    enabled=amp):
+            model(x)
+    return run
+
+
+def train_fn(model: nn.Module, batch: int, device, amp) -> Callable:
+    model.train()
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    x = torch.randn(batch, 3, 224, 224, generator=gen).to(device)
+    x = x.to(memory_format=torch.channels_last)
+    target = torch.randint(0, 1000, (batch,), generator=gen).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = nn.functional.cross_entropy(model(x), target)
+        loss.backward()
+        opt.step()
+    return step
+
+
+# --------------------------------------------------------------------------- report
+def print_table(records: List[dict]) -> None:
+    rows: Dict[tuple, Dict[str, dict]] = {}
+    for r in records:
+        rows.setdefault((r["model"], r["pass"], r["batch"]), {})[r["variant"]] = r
+    head = (f"{'model':<20} {'pass':<6} {'batch':>5} {'original_ms':>12} {'converted_ms':>13} "
+            f"{'no_se_ms':>9} {'SE share before':>16} {'after':>6} {'orig/conv':>10}")
+    print()
+    print(head)
+    print("-" * len(head))
+    for (model, pass_, batch), recs in rows.items():
+        t = {v: recs[v]["median_ms"] if v in recs and "median_ms" in recs[v] else None
+             for v in VARIANTS}
+
+        def ms(v):
+            return f"{t[v]:.2f}" if t[v] is not None else "ERR"
+
+        def share(v):
+            if t[v] is None or t["no_se"] is None:
+                return "-"
+            return f"{100 * (t[v] - t['no_se']) / t[v]:.0f}%"
+
+        speedup = (f"{t['original'] / t['converted']:.2f}"
+                   if t["original"] is not None and t["converted"] is not None else "-")
+        print(f"{model:<20} {pass_:<6} {batch:>5} {ms('original'):>12} {ms('converted'):>13} "
+              f"{ms('no_se'):>9} {share('original'):>16} {share('converted'):>6} {speedup:>10}")
+    print("medians in ms; SE share = (t - t_no_se) / t for the original (before) and the "
+          "converted model (after); orig/conv > 1: the converted model is faster. "
+          "no_se is the model with every SE module returning x.", flush=True)
+
+
+def device_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def _ints(text: str) -> List[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer repetitions (CPU: ~3 min for the default models and batches)")
+    ap.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
+    ap.add_argument("--batch", default=None,
+                    help="inference batch sizes, comma-separated (GPU 1,64; CPU 1,8)")
+    ap.add_argument("--train-batch", type=int, default=None,
+                    help="training-step batch size (GPU 64; CPU 8); 0 skips training")
+    ap.add_argument("--amp", action="store_true",
+                    help="CPU: run under bf16 autocast too (always on for the GPU)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU: torch.set_num_threads(N)")
+    ap.add_argument("--out", default=None,
+                    help="JSON results file (default benchmarks/results-models-<device>.json)")
+    args = ap.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = [m for m in args.models if m not in MODELS]
+    if bad:
+        ap.error(f"--models: unknown {bad}; choose from {list(MODELS)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if gpu:
+        torch.backends.cudnn.benchmark = True
+    batches = _ints(args.batch) if args.batch else ([1, 64] if gpu else [1, 8])
+    train_batch = args.train_batch if args.train_batch is not None else (64 if gpu else 8)
+    amp = gpu or args.amp
+
+    name = device_name(device)
+    print(f"device: {name}  torch {torch.__version__}  threads {torch.get_num_threads()}  "
+          f"models {','.join(args.models)}  infer batches {batches}  train batch {train_batch}  "
+          f"{'bf16 autocast' if amp else 'float32'}  channels_last  224x224")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if not gpu and load > 0.5:
+        print(f"warning: load average {load:.1f} before the run: other processes share these "
+              f"{os.cpu_count()} cores, CPU timings will be noisy")
+    slug = "cpu" if not gpu else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    out = args.out or os.path.join(HERE, f"results-models-{slug}.json")
+    meta = {"device": device.type, "device_name": name, "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "amp_bf16": amp, "batches": batches,
+            "train_batch": train_batch, "quick": args.quick, "argv": sys.argv[1:],
+            "load_avg_1min_at_start": load, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    records: List[dict] = []
+    t_start = time.perf_counter()
+    jobs = [("infer", b) for b in batches] + ([("train", train_batch)] if train_batch else [])
+    try:
+        for model_name in args.models:
+            models = {v: build(model_name, v, device) for v in VARIANTS}
+            for pass_, batch in jobs:
+                make = infer_fn if pass_ == "infer" else train_fn
+                fns: Dict[str, Callable] = {}
+                try:
+                    # a training step changes the weights: time copies
+                    fns = {v: make(m if pass_ == "infer" else copy.deepcopy(m), batch, device, amp)
+                           for v, m in models.items()}
+                    results = measure(fns, device, args.quick)
+                except Exception as e:  # report it, go on with the others
+                    results = {v: {"error": f"{type(e).__name__}: {e}"[:300]} for v in VARIANTS}
+                fns.clear()  # frees the training copies before the next job
+                for variant, res in results.items():
+                    rec = {"model": model_name, "variant": variant, "pass": pass_,
+                           "batch": batch, **res}
+                    records.append(rec)
+                    what = (f"{res['median_ms']:9.2f} ms (p20 {res['p20_ms']:.2f}, "
+                            f"p80 {res['p80_ms']:.2f}, {res['reps']} reps)"
+                            if "error" not in res else f"ERROR {res['error']}")
+                    print(f"[{time.perf_counter() - t_start:5.0f}s] {model_name:<19} "
+                          f"{variant:<9} {pass_:<5} batch {batch:<3} {what}", flush=True)
+                if gpu:
+                    torch.cuda.empty_cache()
+            del models
+    except KeyboardInterrupt:
+        print("\ninterrupted: reporting what was measured")
+    wall = time.perf_counter() - t_start
+    with open(out, "w") as f:
+        json.dump({**meta, "wall_s": wall, "results": records}, f, indent=1)
+    print(f"\nwall time {wall:.0f}s; results: {out}")
+    print_table(records)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,424 @@
+"""se_fused.convert and FusedSEBlock.from_module: every supported SE module of torchvision,
+timm and se_fused becomes a fused module with the same state_dict and the same parameter
+tensors; whole models give the same outputs and gradients; unsupported configurations are
+left alone with one warning saying why."""
+import copy
+import pickle
+import re
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import se_fused
+from se_fused import FusedSEAdapter, FusedSEBlock, SEBlock
+from _reference import assert_close
+
+torchvision = pytest.importorskip("torchvision")
+from torchvision.ops import SqueezeExcitation  # noqa: E402
+
+
+def _timm():
+    return pytest.importorskip("timm")
+
+
+def _fused_types():
+    return (FusedSEAdapter, FusedSEBlock)
+
+
+def _se_types():
+    """The original SE classes present (timm's when installed)."""
+    types = [SqueezeExcitation, SEBlock]
+    try:
+        from timm.layers.squeeze_excite import SEModule
+        from timm.models._efficientnet_blocks import SqueezeExcite
+        types += [SEModule, SqueezeExcite]
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def _count(model, types, exclude=()):
+    return sum(isinstance(m, types) and not isinstance(m, exclude) for m in model.modules())
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny inputs gain nothing from intra-op threads, and on a loaded machine OpenMP's
+    # barriers make the first calls of these models many times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _assert_close_to_scale(actual, expected, rtol, what):
+    # atol at rtol of the largest |expected|: train-mode BatchNorm over a 2 x 2 x 2 map
+    # amplifies rounding differences in the small outputs.
+    assert_close(actual, expected, rtol=rtol, atol=rtol * expected.abs().max().item(), what=what)
+
+
+def _convert_quietly(model):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a supported model converts without a warning
+        return se_fused.convert(model)
+
+
+def _grad_error(model, reference, rtol):
+    """The largest |g - g_ref| / (rtol * |g_ref| + rtol * max|g_ref over the model|) and
+    where: at most 1 when model's gradients match reference's within rtol. The atol at
+    rtol of the model's largest gradient is there because some gradients (e.g. the bias
+    of a BatchNorm that feeds another BatchNorm) cancel to rounding noise at the scale of
+    the larger terms they sum, and relative to themselves can differ even in sign."""
+    pairs = [(name, p.grad, q.grad) for (name, p), q in
+             zip(reference.named_parameters(), model.parameters())]
+    assert all((g is None) == (g_ref is None) for _, g_ref, g in pairs)
+    pairs = [(n, g_ref.double(), g.double()) for n, g_ref, g in pairs if g_ref is not None]
+    scale = max(g_ref.abs().max().item() for _, g_ref, _ in pairs)
+    return max((((g - g_ref).abs() / (rtol * g_ref.abs() + rtol * scale)).max().item(), name)
+               for name, g_ref, g in pairs)
+
+
+# ---------------------------------------------------------------------------
+# whole models: same outputs (eval) and gradients (train) as the original, fp32
+# ---------------------------------------------------------------------------
+def _torchvision_model(name):
+    return getattr(torchvision.models, name)(weights=None)
+
+
+def _timm_model(name):
+    # timm's ResNets and RegNets zero the last BatchNorm of each block by default, which
+    # zeroes the SE input there: the comparison would not see the SE at all.
+    kwargs = dict(zero_init_last=False) if name.startswith(("seresnet", "regnety")) else {}
+    return _timm().create_model(name, pretrained=False, **kwargs)
+
+
+MODELS = [
+    ("torchvision", "mobilenet_v3_large"), ("torchvision", "mobilenet_v3_small"),
+    ("torchvision", "efficientnet_b0"), ("torchvision", "regnet_y_400mf"),
+    ("timm", "seresnet18"), ("timm", "efficientnet_b0"),
+    ("timm", "mobilenetv3_large_100"), ("timm", "regnety_002"),
+]
+
+
+@pytest.mark.parametrize("source,name", MODELS, ids=[f"{s}-{n}" for s, n in MODELS])
+def test_model_equivalence(source, name):
+    torch.manual_seed(0)
+    original = _torchvision_model(name) if source == "torchvision" else _timm_model(name)
+    n_se = _count(original, _se_types())
+    assert n_se > 0, f"{name} holds no SE module"
+    converted = copy.deepcopy(original)
+    params_before = dict(converted.named_parameters())
+    assert _convert_quietly(converted) is converted
+
+    # every SE module converted; state_dict keys, shapes and parameter tensors unchanged
+    assert _count(converted, _se_types(), exclude=_fused_types()) == 0
+    assert _count(converted, _fused_types()) == n_se
+    sd_o, sd_c = original.state_dict(), converted.state_dict()
+    assert list(sd_o) == list(sd_c)
+    assert all(sd_o[k].shape == sd_c[k].shape for k in sd_o)
+    params_after = dict(converted.named_parameters())
+    assert params_after.keys() == params_before.keys()
+    assert all(params_after[k] is params_before[k] for k in params_before), "parameters copied"
+
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    original.eval(), converted.eval()
+    with torch.no_grad():
+        _assert_close_to_scale(converted(x), original(x), 1e-4, f"{name} eval output")
+
+    # train mode: dropout / stochastic depth draw the same masks under the same seed
+    def train_step(model, dtype=torch.float32):
+        model.train()
+        torch.manual_seed(2)
+        out = model(x.to(dtype))
+        (out * torch.linspace(-1, 1, out.shape[-1], dtype=dtype)).sum().backward()
+        return out.detach()
+
+    # float64 first: the mapping and the backward exactly right, rounding aside
+    # (rtol 1e-6: nn.Hardsigmoid's float64 backward uses a float32 1/6)
+    exact, exact_converted = copy.deepcopy(original).double(), copy.deepcopy(converted).double()
+    signs = {tag: _record_relu_signs(model) for tag, model in
+             (("exact", exact), ("exact_converted", exact_converted),
+              ("original", original), ("converted", converted))}
+    _assert_close_to_scale(train_step(exact_converted, torch.float64),
+                           train_step(exact, torch.float64), 1e-10, f"{name} float64 train output")
+    error, where = _grad_error(exact_converted, exact, rtol=1e-6)
+    assert error <= 1, f"{name}: float64 gradients differ by {error:.3g} x rtol 1e-6 at {where}"
+    fused = [m for m in exact_converted.modules() if isinstance(m, _fused_types())]
+    with_grad = [m for m in fused if any(p.grad.abs().max() > 0 for p in m.parameters())]
+    # the SE modules take part (none zeroed out by the init; stochastic depth may drop some)
+    assert len(with_grad) >= len(fused) / 2, f"{len(with_grad)} of {len(fused)} SE modules"
+
+    # float32, as trained
+    _assert_close_to_scale(train_step(converted), train_step(original), 1e-4,
+                           f"{name} train output")
+    error, where = _grad_error(converted, original, rtol=1e-4)
+    if error <= 1:
+        return
+    # Train-mode BatchNorm over 2 x 2 maps amplifies fp32 rounding (regnet_y_400mf: the
+    # original's own fp32 gradients are often 1-2 x rtol 1e-4 off float64), and a ReLU
+    # input within rounding of 0 can then fall on either side: where either fp32 model
+    # takes another ReLU branch than float64, the gradients are not comparable (the
+    # original alone does so as often as the converted model); the float64 check above
+    # stands for them. Otherwise float64 is the arbiter: the converted model must be
+    # within the original's own distance from it (2x: the two runs' errors are draws of
+    # the same size, from the convolutions' rounding).
+    flips = {tag: _sign_flips(signs[tag], signs[ref]) for tag, ref in
+             (("original", "exact"), ("converted", "exact_converted"))}
+    if any(flips.values()):
+        return
+    error_c, where_c = _grad_error(converted, exact, rtol=1e-4)
+    error_o, _ = _grad_error(original, exact, rtol=1e-4)
+    assert error_c <= max(1.0, 2 * error_o), (
+        f"{name}: gradients differ from the original's by {error:.3g} x rtol 1e-4 "
+        f"(at {where}), and from float64 by {error_c:.3g} x (at {where_c}) where the "
+        f"original is {error_o:.3g} x off")
+
+
+def _record_relu_signs(model):
+    """{module name: [input > 0, per call]} for the ReLUs outside the SE modules, filled
+    by the forward passes that follow (a pre-hook: the ReLUs may work in place)."""
+    signs = {}
+    inside_se = set()
+    for name, m in model.named_modules():
+        if isinstance(m, _se_types() + _fused_types()):
+            inside_se.update(f"{name}.{child}" for child, _ in m.named_modules() if child)
+    for name, m in model.named_modules():
+        if isinstance(m, nn.ReLU) and name not in inside_se:
+            m.register_forward_pre_hook(
+                lambda mod, args, name=name: signs.setdefault(name, []).append(args[0] > 0))
+    return signs
+
+
+def _sign_flips(signs, reference):
+    return sum(int((a != b).sum()) for name in reference
+               for a, b in zip(signs[name], reference[name]))
+
+
+# ---------------------------------------------------------------------------
+# each source, alone: float64, so any difference is a wrong mapping, not rounding
+# ---------------------------------------------------------------------------
+def _sources():
+    """(id, factory) for SE modules of every source and the variants they are built with."""
+    out = [
+        ("tv-relu-sigmoid", lambda: SqueezeExcitation(24, 8)),
+        ("tv-silu-hardsigmoid", lambda: SqueezeExcitation(
+            24, 6, activation=nn.SiLU, scale_activation=nn.Hardsigmoid)),
+        ("tv-gate-fn", lambda: SqueezeExcitation(24, 6, scale_activation=lambda: torch.sigmoid)),
+        ("seblock", lambda: SEBlock(24, 4)),
+        ("seblock-bias-silu-hard", lambda: SEBlock(24, 3, bias=True, activation="silu",
+                                                   gate="hardsigmoid")),
+    ]
+    try:
+        from timm.layers import activations, activations_me
+        from timm.layers.squeeze_excite import SEModule
+        from timm.models._efficientnet_blocks import SqueezeExcite
+    except ImportError:
+        return out
+    out += [
+        ("timm-se", lambda: SEModule(24)),
+        ("timm-se-nobias-silu-hardsigmoid", lambda: SEModule(
+            24, rd_channels=5, bias=False, act_layer="silu", gate_layer="hard_sigmoid")),
+        ("timm-se-swish-str-sigmoid-cls", lambda: SEModule(
+            24, rd_ratio=0.25, act_layer="swish", gate_layer=nn.Sigmoid)),
+        ("timm-se-timm-classes", lambda: SEModule(
+            24, act_layer=activations.Swish, gate_layer=activations.HardSigmoid)),
+        ("timm-se-me-classes", lambda: SEModule(
+            24, act_layer=activations_me.SwishMe, gate_layer=activations_me.HardSigmoidMe)),
+        ("timm-se-identity-norm", lambda: SEModule(24, norm_layer=nn.Identity)),
+        ("timm-sqe", lambda: SqueezeExcite(24)),
+        ("timm-sqe-hardsigmoid", lambda: SqueezeExcite(
+            24, act_layer=nn.SiLU, gate_layer="hard_sigmoid", force_act_layer=nn.ReLU)),
+        ("timm-sqe-sigmoid-str", lambda: SqueezeExcite(24, rd_ratio=0.5, gate_layer="sigmoid",
+                                                       act_layer="silu")),
+    ]
+    return out
+
+
+SOURCES = _sources()
+
+
+@pytest.mark.parametrize("make", [f for _, f in SOURCES], ids=[i for i, _ in SOURCES])
+def test_from_module_matches_original_float64(make):
+    torch.manual_seed(3)
+    original = make().double()
+    with torch.no_grad():  # spread the weights so that the gate covers its range
+        for p in original.parameters():
+            p.mul_(3.0)
+    fused = FusedSEBlock.from_module(original)
+    assert isinstance(fused, FusedSEBlock if isinstance(original, SEBlock) else FusedSEAdapter)
+    assert list(fused.state_dict()) == list(original.state_dict())
+    assert all(a is b for a, b in zip(fused.parameters(), original.parameters()))
+
+    x = torch.randn(3, 24, 5, 7, dtype=torch.float64).requires_grad_(True)
+    y_ref = original(x)
+    dy = torch.randn_like(y_ref)
+    grads_ref = torch.autograd.grad(y_ref, [x, *original.parameters()], dy)
+    y = fused(x)
+    grads = torch.autograd.grad(y, [x, *fused.parameters()], dy)
+    assert_close(y, y_ref, rtol=1e-12, atol=1e-14, what="y")
+    # nn.Hardsigmoid's float64 backward uses a float32 1/6 (see _reference.ExactHardsigmoid)
+    for i, (g, g_ref) in enumerate(zip(grads, grads_ref)):
+        assert_close(g, g_ref, rtol=1e-7, atol=1e-7 * g_ref.abs().max().item(),
+                     what=f"grad {i}")
+
+
+# ---------------------------------------------------------------------------
+# checkpoints, sharing, idempotence
+# ---------------------------------------------------------------------------
+def _zoo():
+    """A small model holding one SE module of each available source."""
+    layers = [nn.Conv2d(3, 24, 3, padding=1), SqueezeExcitation(24, 8), nn.ReLU(),
+              nn.Sequential(SEBlock(24, 4, bias=True), nn.Conv2d(24, 24, 1))]
+    try:
+        from timm.layers.squeeze_excite import SEModule
+        from timm.models._efficientnet_blocks import SqueezeExcite
+        layers += [SEModule(24, act_layer=nn.SiLU), SqueezeExcite(24, gate_layer="hard_sigmoid")]
+    except ImportError:
+        pass
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 5))
+
+
+def test_checkpoint_loads_both_ways():
+    torch.manual_seed(4)
+    original = _zoo()
+    converted = se_fused.convert(_zoo())  # other random weights
+    x = torch.randn(2, 3, 9, 9)
+    converted.load_state_dict(original.state_dict(), strict=True)
+    with torch.no_grad():
+        assert_close(converted(x), original(x), rtol=1e-5, atol=1e-6, what="converted <- original")
+    fresh = _zoo()
+    fresh.load_state_dict(converted.state_dict(), strict=True)
+    with torch.no_grad():
+        assert_close(fresh(x), converted(x), rtol=1e-5, atol=1e-6, what="original <- converted")
+
+
+def test_conv_weights_are_views_and_get_the_gradients():
+    se = SqueezeExcitation(16, 4)
+    fused = se_fused.convert(nn.Sequential(se))[0]
+    assert fused.fc1 is se.fc1 and fused.fc2 is se.fc2
+    from se_fused._convert import _as_matrix
+    for conv in (se.fc1, se.fc2):
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            conv.weight.data = conv.weight.data.contiguous(memory_format=fmt)
+            m = _as_matrix(conv.weight)
+            assert m.data_ptr() == conv.weight.data_ptr() and m._base is conv.weight
+    x = torch.randn(2, 16, 4, 4).contiguous(memory_format=torch.channels_last)
+    fused(x).square().sum().backward()
+    for conv in (se.fc1, se.fc2):
+        assert conv.weight.grad is not None and conv.weight.grad.shape == conv.weight.shape
+        assert conv.bias.grad is not None
+
+
+def test_convert_is_idempotent_and_keeps_fused_modules():
+    model = se_fused.convert(_zoo())
+    fused_before = [m for m in model.modules() if isinstance(m, _fused_types())]
+    fused_block = FusedSEBlock(24, 4)
+    model.append(fused_block)
+    model = _convert_quietly(model)
+    fused_after = [m for m in model.modules() if isinstance(m, _fused_types())]
+    assert fused_after == fused_before + [fused_block]
+    assert FusedSEBlock.from_module(fused_block) is fused_block
+    assert FusedSEBlock.from_module(fused_before[0]) is fused_before[0]
+
+
+def test_from_module_se_block_shares_parameters():
+    plain = SEBlock(32, 8, bias=True, activation="silu", gate="hardsigmoid")
+    fused = FusedSEBlock.from_module(plain)
+    assert type(fused) is FusedSEBlock
+    assert (fused.activation, fused.gate, fused.channels, fused.r) == ("silu", "hardsigmoid", 32, 8)
+    assert fused.excitation is plain.excitation
+    for (n1, p1), (n2, p2) in zip(plain.named_parameters(), fused.named_parameters()):
+        assert n1 == n2 and p1 is p2
+    assert all(p.device.type == "cpu" for p in fused.parameters())
+    x = torch.randn(2, 32, 5, 5)
+    with torch.no_grad():
+        assert_close(fused(x), plain(x), rtol=1e-5, atol=1e-6, what="y")
+
+
+def test_shared_module_and_root_module():
+    se = SqueezeExcitation(8, 2)
+    model = nn.Sequential(se, nn.ReLU(), se)
+    se_fused.convert(model)
+    assert isinstance(model[0], FusedSEAdapter) and model[0] is model[2]
+    root = SEBlock(8, 2)
+    assert isinstance(se_fused.convert(root), FusedSEBlock)
+
+
+def test_training_flag_repr_pickle():
+    model = _zoo().eval()
+    se_fused.convert(model)
+    assert all(not m.training for m in model.modules())
+    adapter = model[1]
+    assert ("source=torchvision.ops.misc.SqueezeExcitation, activation=relu, gate=sigmoid"
+            in repr(adapter))
+    x = torch.randn(1, 3, 6, 6)
+    clone = pickle.loads(pickle.dumps(model))
+    with torch.no_grad():
+        assert torch.equal(clone(x), model(x))
+
+
+def test_not_an_se_module_is_a_value_error():
+    with pytest.raises(ValueError, match="not a supported SE module"):
+        FusedSEBlock.from_module(nn.Conv2d(3, 3, 1))
+
+
+# ---------------------------------------------------------------------------
+# unsupported configurations: left unchanged, one warning with the reason
+# ---------------------------------------------------------------------------
+def _bad_seblock():
+    block = SEBlock(16, 4)
+    block.excitation[1] = nn.GELU()
+    return block
+
+
+def _hooked():
+    se = SqueezeExcitation(16, 4)
+    se.register_forward_hook(lambda *args: None)
+    return se
+
+
+def _unsupported():
+    out = [
+        ("tv-gelu", lambda: SqueezeExcitation(16, 4, activation=nn.GELU), "activation GELU"),
+        ("tv-tanh", lambda: SqueezeExcitation(16, 4, scale_activation=nn.Tanh), "gate Tanh"),
+        ("tv-subclass-gate", lambda: SqueezeExcitation(
+            16, 4, scale_activation=type("MySigmoid", (nn.Sigmoid,), {})), "gate MySigmoid"),
+        ("seblock-gelu", _bad_seblock, "activation GELU"),
+        ("tv-hooked", _hooked, "hooks"),
+    ]
+    try:
+        from timm.layers.squeeze_excite import SEModule
+        from timm.models._efficientnet_blocks import SqueezeExcite
+    except ImportError:
+        return out
+    out += [
+        ("timm-se-bn", lambda: SEModule(16, norm_layer=nn.BatchNorm2d),
+         r"norm layer \(BatchNorm2d\) between the FCs"),
+        ("timm-se-maxpool", lambda: SEModule(16, add_maxpool=True), "add_maxpool"),
+        ("timm-se-gelu", lambda: SEModule(16, act_layer="gelu"), "activation GELU"),
+        ("timm-sqe-tanh", lambda: SqueezeExcite(16, gate_layer="tanh"), "gate Tanh"),
+        ("timm-sqe-relu6", lambda: SqueezeExcite(16, act_layer=nn.ReLU6), "activation ReLU6"),
+    ]
+    return out
+
+
+UNSUPPORTED = _unsupported()
+
+
+@pytest.mark.parametrize("make,reason", [(f, r) for _, f, r in UNSUPPORTED],
+                         ids=[i for i, _, _ in UNSUPPORTED])
+def test_unsupported_left_unchanged_with_one_warning(make, reason):
+    bad, good = make(), SqueezeExcitation(16, 4)
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), nn.Sequential(bad, make()), good)
+    with pytest.warns(UserWarning) as record:
+        se_fused.convert(model)
+    assert len(record) == 1, [str(w.message) for w in record]
+    message = str(record[0].message)
+    assert "left 2 SE module(s) unchanged" in message and "[1.0, 1.1]" in message, message
+    assert re.search(reason, message), message
+    assert model[1][0] is bad and type(model[1][1]) is type(bad)
+    assert isinstance(model[2], FusedSEAdapter)
+    with pytest.raises(ValueError, match=reason):
+        FusedSEBlock.from_module(make())
