@@ -33,9 +33,63 @@
 namespace se_fused {
 namespace {
 
-constexpr int64_t kLanes = 8;               // independent partial sums per dot product
+// Independent partial sums per dot product: one 64-byte vector of A.
+template <typename A>
+constexpr int64_t kLanes = 64 / sizeof(A);
 constexpr int64_t kTileElems = 16384;       // elements per squeeze/scale tile, about
 constexpr int64_t kChunkBytesPerThread = 1 << 20;  // half of a core's L2
+
+// ---------------------------------------------------------------------------
+// Element storage. The kernels see 16-bit tensors as plain scalars so that
+// their loops vectorise (through c10::Half / c10::BFloat16, structs, the
+// compiler assembles vectors one element at a time): float16 as _Float16
+// (converted by the F16C instructions), bfloat16 as its uint16_t bits.
+
+template <typename T>
+struct Storage {
+  using type = T;
+};
+template <>
+struct Storage<c10::BFloat16> {
+  using type = uint16_t;
+};
+#if defined(__FLT16_MAX__)
+template <>
+struct Storage<c10::Half> {
+  using type = _Float16;
+};
+#endif
+
+template <typename S>
+S* storage_ptr(const at::Tensor& t) {
+  return reinterpret_cast<S*>(t.data_ptr());
+}
+
+template <typename A, typename S>
+inline A to_acc(S v) {
+  return static_cast<A>(v);
+}
+
+template <typename A>
+inline A to_acc(uint16_t bf16_bits) {
+  const uint32_t bits = static_cast<uint32_t>(bf16_bits) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, sizeof(f));
+  return static_cast<A>(f);
+}
+
+template <typename S, typename A>
+inline S from_acc(A v) {
+  return static_cast<S>(v);
+}
+
+template <>
+inline uint16_t from_acc<uint16_t, float>(float v) {  // round to nearest even; NaN stays NaN
+  uint32_t bits;
+  __builtin_memcpy(&bits, &v, sizeof(bits));
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  return v != v ? uint16_t(0x7FC0) : static_cast<uint16_t>(rounded);
+}
 
 // ---------------------------------------------------------------------------
 // Fixed-order reductions.
@@ -44,35 +98,43 @@ constexpr int64_t kChunkBytesPerThread = 1 << 20;  // half of a core's L2
 // elements, add them in a fixed tree, then add the tail in order. The tail
 // has its own accumulator so that the lanes stay in registers.
 template <typename A>
-inline A sum_lanes(A (&lanes)[kLanes]) {
-  for (int64_t w = kLanes / 2; w > 0; w /= 2)
+inline A sum_lanes(A (&lanes)[kLanes<A>]) {
+  for (int64_t w = kLanes<A> / 2; w > 0; w /= 2)
     for (int64_t l = 0; l < w; ++l) lanes[l] += lanes[l + w];
   return lanes[0];
 }
 
-// sum_i a[i] * b[i], in A.
-template <typename A, typename Ta, typename Tb>
-A dot(const Ta* a, const Tb* b, int64_t n) {
-  A lanes[kLanes] = {};
+// For r < kRows: out[r] = sum_i a_r[i] (kDot: sum_i a_r[i] * b_r[i]), in A,
+// with a_r = a + r * stride (b likewise). Rows run side by side for
+// instruction-level parallelism on short rows; each row's order is the same
+// whatever kRows is.
+template <int kRows, bool kDot, typename A, typename T>
+void row_sums(const T* a, const T* b, int64_t stride, int64_t n, A* out) {
+  A lanes[kRows][kLanes<A>] = {};
+  A tail[kRows] = {};
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int64_t l = 0; l < kLanes; ++l)
-      lanes[l] = std::fma(static_cast<A>(a[i + l]), static_cast<A>(b[i + l]), lanes[l]);
-  A tail = 0;
-  for (; i < n; ++i) tail = std::fma(static_cast<A>(a[i]), static_cast<A>(b[i]), tail);
-  return sum_lanes(lanes) + tail;
+  for (; i + kLanes<A> <= n; i += kLanes<A>)
+    for (int r = 0; r < kRows; ++r)
+      for (int64_t l = 0; l < kLanes<A>; ++l) {
+        const A v = to_acc<A>(a[r * stride + i + l]);
+        lanes[r][l] = kDot ? std::fma(v, to_acc<A>(b[r * stride + i + l]), lanes[r][l])
+                           : lanes[r][l] + v;
+      }
+  for (; i < n; ++i)
+    for (int r = 0; r < kRows; ++r) {
+      const A v = to_acc<A>(a[r * stride + i]);
+      tail[r] = kDot ? std::fma(v, to_acc<A>(b[r * stride + i]), tail[r]) : tail[r] + v;
+    }
+  for (int r = 0; r < kRows; ++r) out[r] = sum_lanes(lanes[r]) + tail[r];
 }
 
-// sum_i a[i], in A.
-template <typename A, typename T>
-A sum(const T* a, int64_t n) {
-  A lanes[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int64_t l = 0; l < kLanes; ++l) lanes[l] += static_cast<A>(a[i + l]);
-  A tail = 0;
-  for (; i < n; ++i) tail += static_cast<A>(a[i]);
-  return sum_lanes(lanes) + tail;
+// row_sums over `rows` rows, 4 at a time.
+template <bool kDot, typename A, typename T>
+void row_sums(const T* a, const T* b, int64_t stride, int64_t n, int64_t rows, A* out) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4)
+    row_sums<4, kDot>(a + r * stride, kDot ? b + r * stride : b, stride, n, out + r);
+  for (; r < rows; ++r) row_sums<1, kDot>(a + r * stride, kDot ? b + r * stride : b, stride, n, out + r);
 }
 
 // ---------------------------------------------------------------------------
@@ -84,8 +146,8 @@ A sum(const T* a, int64_t n) {
 template <typename T>
 struct GateOps {
   using A = acc_t<T>;
-  static T scale(T x, A s) { return static_cast<T>(static_cast<A>(x) * s); }
-  static T scale_add(T dy, A s, A g) { return static_cast<T>(static_cast<A>(dy) * s + g); }
+  static T scale(T x, A s) { return from_acc<T>(to_acc<A>(x) * s); }
+  static T scale_add(T dy, A s, A g) { return from_acc<T>(to_acc<A>(dy) * s + g); }
 };
 
 // ---------------------------------------------------------------------------
@@ -105,7 +167,10 @@ struct Tiling {
 
   explicit Tiling(const SEProblem& p) : C(p.C), HW(p.HW), channels_last(p.channels_last) {
     const int64_t extent = channels_last ? HW : C;
-    span = std::clamp<int64_t>(kTileElems / (channels_last ? C : HW), 1, extent);
+    // NCHW: a multiple of 4 channels, which row_sums runs side by side.
+    const int64_t quantum = channels_last ? 1 : 4;
+    const int64_t want = std::max<int64_t>(kTileElems / (channels_last ? C : HW), 1);
+    span = std::min(extent, (want + quantum - 1) / quantum * quantum);
     ntiles = (extent + span - 1) / span;
     nparts = channels_last ? ntiles : 1;
   }
@@ -128,8 +193,11 @@ struct Tiling {
   template <typename A, typename T>
   void reduce(const T* a, const T* b, int64_t begin, int64_t end, A* parts) const {
     if (!channels_last) {
-      for (int64_t c = begin; c < end; ++c)
-        parts[c] = b == nullptr ? sum<A>(a + c * HW, HW) : dot<A>(a + c * HW, b + c * HW, HW);
+      if (b == nullptr) {
+        row_sums<false>(a + begin * HW, b, HW, HW, end - begin, parts + begin);
+      } else {
+        row_sums<true>(a + begin * HW, b + begin * HW, HW, HW, end - begin, parts + begin);
+      }
       return;
     }
     A* acc = parts + (begin / span) * C;
@@ -137,11 +205,11 @@ struct Tiling {
     for (int64_t hw = begin; hw < end; ++hw) {
       const T* ar = a + hw * C;
       if (b == nullptr) {
-        for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<A>(ar[c]);
+        for (int64_t c = 0; c < C; ++c) acc[c] += to_acc<A>(ar[c]);
       } else {
         const T* br = b + hw * C;
         for (int64_t c = 0; c < C; ++c)
-          acc[c] = std::fma(static_cast<A>(ar[c]), static_cast<A>(br[c]), acc[c]);
+          acc[c] = std::fma(to_acc<A>(ar[c]), to_acc<A>(br[c]), acc[c]);
       }
     }
   }
@@ -192,19 +260,19 @@ int64_t chunk_samples(const SEProblem& p, int64_t bytes_per_sample) {
 // summation order of dot(w, v_s, n), so it does not depend on kRows.
 template <int kRows, typename A, typename T>
 void dot_rows(const T* w, const A* v, int64_t stride, int64_t n, A* out) {
-  A lanes[kRows][kLanes] = {};
+  A lanes[kRows][kLanes<A>] = {};
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    A wl[kLanes];
-    for (int64_t l = 0; l < kLanes; ++l) wl[l] = static_cast<A>(w[i + l]);
+  for (; i + kLanes<A> <= n; i += kLanes<A>) {
+    A wl[kLanes<A>];
+    for (int64_t l = 0; l < kLanes<A>; ++l) wl[l] = to_acc<A>(w[i + l]);
     for (int r = 0; r < kRows; ++r)
-      for (int64_t l = 0; l < kLanes; ++l)
+      for (int64_t l = 0; l < kLanes<A>; ++l)
         lanes[r][l] = std::fma(wl[l], v[r * stride + i + l], lanes[r][l]);
   }
   A tail[kRows] = {};
   for (; i < n; ++i)
     for (int r = 0; r < kRows; ++r)
-      tail[r] = std::fma(static_cast<A>(w[i]), v[r * stride + i], tail[r]);
+      tail[r] = std::fma(to_acc<A>(w[i]), v[r * stride + i], tail[r]);
   for (int r = 0; r < kRows; ++r) out[r] = sum_lanes(lanes[r]) + tail[r];
 }
 
@@ -219,7 +287,7 @@ void linear(const A* in, const T* w, const T* bias, int64_t G, int64_t M, int64_
   at::parallel_for(0, M, grain, [&](int64_t begin, int64_t end) {
     A v[kRows];
     for (int64_t m = begin; m < end; ++m) {
-      const A b = bias == nullptr ? A(0) : static_cast<A>(bias[m]);
+      const A b = bias == nullptr ? A(0) : to_acc<A>(bias[m]);
       const T* wm = w + m * K;
       int64_t g = 0;
       for (; g + kRows <= G; g += kRows) {
@@ -276,12 +344,23 @@ void sum_rows(const A* u, int64_t N, int64_t M, T* out) {
   std::vector<A> acc(M, A(0));
   for (int64_t n = 0; n < N; ++n)
     for (int64_t m = 0; m < M; ++m) acc[m] += u[n * M + m];
-  for (int64_t m = 0; m < M; ++m) out[m] = static_cast<T>(acc[m]);
+  for (int64_t m = 0; m < M; ++m) out[m] = from_acc<T>(acc[m]);
+}
+
+// Calls fn with a constant-returning functor for the gate, so the loop it
+// runs is compiled once per gate with the choice folded away (and vectorised).
+template <typename Fn>
+void for_each_gate(Gate gate, const Fn& fn) {
+  if (gate == Gate::Sigmoid) {
+    fn([] { return Gate::Sigmoid; });
+  } else {
+    fn([] { return Gate::HardSigmoid; });
+  }
 }
 
 template <typename T>
 const T* optional_data(const std::optional<at::Tensor>& t) {
-  return t.has_value() ? t->data_ptr<T>() : nullptr;
+  return t.has_value() ? storage_ptr<T>(*t) : nullptr;
 }
 
 // The gate MLP forward for G samples: pooled [G, C] -> z1, a [G, hidden], then
@@ -307,8 +386,8 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
   const Tiling tiling(p);
   const int64_t sample = p.C * p.HW;
   const int64_t G = chunk_samples(p, sample * static_cast<int64_t>(sizeof(T)));
-  const T* xd = x.data_ptr<T>();
-  T* yd = y.data_ptr<T>();
+  const T* xd = storage_ptr<T>(x);
+  T* yd = storage_ptr<T>(y);
   A* pd = pooled.data_ptr<A>();
   std::vector<A> parts(G * tiling.nparts * p.C), z1(G * p.hidden), a(G * p.hidden);
   std::vector<A> gate(G * p.C);
@@ -324,10 +403,12 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
     for (int64_t i = 0; i < g; ++i)
       tiling.finish(parts.data() + i * tiling.nparts * p.C, A(1) / static_cast<A>(p.HW), ps + i * p.C);
     // excite
-    excite<T, A>(p, ps, w1.data_ptr<T>(), optional_data<T>(b1), w2.data_ptr<T>(),
-                 optional_data<T>(b2), g, z1.data(), a.data(), [&](int64_t i, int64_t c, A z2) {
-                   gate[i * p.C + c] = gate_fwd(p.gate, z2);
-                 });
+    excite<T, A>(p, ps, storage_ptr<T>(w1), optional_data<T>(b1), storage_ptr<T>(w2),
+                 optional_data<T>(b2), g, z1.data(), a.data(),
+                 [&](int64_t i, int64_t c, A z2) { gate[i * p.C + c] = z2; });
+    for_each_gate(p.gate, [&](auto gate_kind) {  // one vectorised loop: s = gate(z2)
+      for (int64_t i = 0; i < g * p.C; ++i) gate[i] = gate_fwd(gate_kind(), gate[i]);
+    });
     // scale
     tiling.for_each_tile(g, [&](int64_t i, int64_t begin, int64_t end) {
       const A* gi = gate.data() + i * p.C;
@@ -349,9 +430,9 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   const int64_t sample = p.C * p.HW;
   const int64_t N = p.N, C = p.C, H = p.hidden;
   const int64_t G = chunk_samples(p, 2 * sample * static_cast<int64_t>(sizeof(T)));
-  const T* dyd = dy.data_ptr<T>();
-  const T* xd = x.data_ptr<T>();
-  T* dxd = dx.data_ptr<T>();
+  const T* dyd = storage_ptr<T>(dy);
+  const T* xd = storage_ptr<T>(x);
+  T* dxd = storage_ptr<T>(dx);
   const A* pd = pooled.data_ptr<A>();
   // The backward MLP multiplies by the transposed weights: transpose once.
   const at::Tensor w1t = w1.t().contiguous();  // [C, hidden]
@@ -377,15 +458,21 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
     A* a = act.data() + n0 * H;
     A* dz1s = dz1.data() + n0 * H;
     A* dz2s = dz2.data() + n0 * C;
-    excite<T, A>(p, pd + n0 * C, w1.data_ptr<T>(), optional_data<T>(b1), w2.data_ptr<T>(),
-                 optional_data<T>(b2), g, z1.data(), a, [&](int64_t i, int64_t c, A z2) {
-                   gate[i * C + c] = gate_fwd(p.gate, z2);
-                   dz2s[i * C + c] = ds[i * C + c] * gate_grad(p.gate, z2);
-                 });
-    linear<A, T>(dz2s, w2t.data_ptr<T>(), nullptr, g, H, C, [&](int64_t i, int64_t j, A da) {
+    excite<T, A>(p, pd + n0 * C, storage_ptr<T>(w1), optional_data<T>(b1), storage_ptr<T>(w2),
+                 optional_data<T>(b2), g, z1.data(), a,
+                 [&](int64_t i, int64_t c, A z2) { gate[i * C + c] = z2; });
+    for_each_gate(p.gate, [&](auto gate_kind) {  // one vectorised loop: s, dz2 from z2
+      for (int64_t i = 0; i < g * C; ++i) {
+        A s, ds_dz;
+        gate_fwd_grad(gate_kind(), gate[i], s, ds_dz);
+        gate[i] = s;
+        dz2s[i] = ds[i] * ds_dz;
+      }
+    });
+    linear<A, T>(dz2s, storage_ptr<T>(w2t), nullptr, g, H, C, [&](int64_t i, int64_t j, A da) {
       dz1s[i * H + j] = da * activation_grad(p.activation, z1[i * H + j]);
     });
-    linear<A, T>(dz1s, w1t.data_ptr<T>(), nullptr, g, C, H, [&](int64_t i, int64_t c, A v) {
+    linear<A, T>(dz1s, storage_ptr<T>(w1t), nullptr, g, C, H, [&](int64_t i, int64_t c, A v) {
       dp[i * C + c] = v / static_cast<A>(p.HW);
     });
     // dx = dy * s + dp / HW
@@ -398,16 +485,16 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   }
 
   // Weight and bias gradients, summed over samples in order.
-  T* dw1d = dw1.data_ptr<T>();
-  T* dw2d = dw2.data_ptr<T>();
+  T* dw1d = storage_ptr<T>(dw1);
+  T* dw2d = storage_ptr<T>(dw2);
   sum_outer(dz1.data(), H, pd, C, N, [&](int64_t j, int64_t c, A v) {
-    dw1d[j * C + c] = static_cast<T>(v);  // dw1[j, c] = sum_n dz1[n, j] * pooled[n, c]
+    dw1d[j * C + c] = from_acc<T>(v);  // dw1[j, c] = sum_n dz1[n, j] * pooled[n, c]
   });
   sum_outer(dz2.data(), C, act.data(), H, N, [&](int64_t c, int64_t j, A v) {
-    dw2d[c * H + j] = static_cast<T>(v);  // dw2[c, j] = sum_n dz2[n, c] * a[n, j]
+    dw2d[c * H + j] = from_acc<T>(v);  // dw2[c, j] = sum_n dz2[n, c] * a[n, j]
   });
-  sum_rows(dz1.data(), N, H, db1.data_ptr<T>());
-  sum_rows(dz2.data(), N, C, db2.data_ptr<T>());
+  sum_rows(dz1.data(), N, H, storage_ptr<T>(db1));
+  sum_rows(dz2.data(), N, C, storage_ptr<T>(db2));
 }
 
 // ---------------------------------------------------------------------------
@@ -425,7 +512,9 @@ std::tuple<at::Tensor, at::Tensor> squeeze_excite_cpu(
   at::Tensor y = at::empty_like(x);
   at::Tensor pooled = at::empty({p.N, p.C}, x.options().dtype(accumulation_dtype(x.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "squeeze_excite_cpu",
-                                  [&] { forward_kernel<scalar_t>(p, x, w1, b1, w2, b2, y, pooled); });
+                                  [&] {
+    forward_kernel<typename Storage<scalar_t>::type>(p, x, w1, b1, w2, b2, y, pooled);
+  });
   return {y, pooled};
 }
 
@@ -446,7 +535,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_e
   at::Tensor db1 = at::empty({p.hidden}, w1.options()), db2 = at::empty({p.C}, w2.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
                                   "squeeze_excite_backward_cpu", [&] {
-    backward_kernel<scalar_t>(p, dy, x, pooled, w1, b1, w2, b2, dx, dw1, db1, dw2, db2);
+    backward_kernel<typename Storage<scalar_t>::type>(p, dy, x, pooled, w1, b1, w2, b2, dx, dw1,
+                                                      db1, dw2, db2);
   });
   return {dx, dw1, db1, dw2, db2};
 }
