@@ -347,6 +347,35 @@ void sum_rows(const A* u, int64_t N, int64_t M, T* out) {
   for (int64_t m = 0; m < M; ++m) out[m] = from_acc<T>(acc[m]);
 }
 
+// The transposed product, for the backward: for g < G, m < M:
+// out(g, m, sum_k in[g, k] * w[k, m]), w: [K, M] as stored (no transpose).
+// Blocks of kM outputs stay in registers while k runs in order.
+template <typename A, typename T, typename Out>
+void linear_t(const A* in, const T* w, int64_t G, int64_t M, int64_t K, const Out& out) {
+  constexpr int64_t kM = 2 * kLanes<A>;
+  const int64_t blocks = (M + kM - 1) / kM;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(G * K * kM, 1));
+  at::parallel_for(0, blocks, grain, [&](int64_t first, int64_t last) {
+    for (int64_t b = first; b < last; ++b) {
+      const int64_t m0 = b * kM, mn = std::min(kM, M - m0);
+      for (int64_t g = 0; g < G; ++g) {
+        A acc[kM] = {};
+        const A* ig = in + g * K;
+        if (mn == kM) {
+          for (int64_t k = 0; k < K; ++k)
+            for (int64_t m = 0; m < kM; ++m)
+              acc[m] = std::fma(ig[k], to_acc<A>(w[k * M + m0 + m]), acc[m]);
+        } else {
+          for (int64_t k = 0; k < K; ++k)
+            for (int64_t m = 0; m < mn; ++m)
+              acc[m] = std::fma(ig[k], to_acc<A>(w[k * M + m0 + m]), acc[m]);
+        }
+        for (int64_t m = 0; m < mn; ++m) out(g, m0 + m, acc[m]);
+      }
+    }
+  });
+}
+
 // Calls fn with a constant-returning functor for the gate, so the loop it
 // runs is compiled once per gate with the choice folded away (and vectorised).
 template <typename Fn>
@@ -434,9 +463,6 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   const T* xd = storage_ptr<T>(x);
   T* dxd = storage_ptr<T>(dx);
   const A* pd = pooled.data_ptr<A>();
-  // The backward MLP multiplies by the transposed weights: transpose once.
-  const at::Tensor w1t = w1.t().contiguous();  // [C, hidden]
-  const at::Tensor w2t = w2.t().contiguous();  // [hidden, C]
 
   // Kept for the weight gradients: dz1 and a [N, hidden], dz2 [N, C].
   std::vector<A> dz1(N * H), act(N * H), dz2(N * C);
@@ -469,10 +495,11 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
         dz2s[i] = ds[i] * ds_dz;
       }
     });
-    linear<A, T>(dz2s, storage_ptr<T>(w2t), nullptr, g, H, C, [&](int64_t i, int64_t j, A da) {
+    // da = w2^T dz2, dz1 = da * activation'(z1), dp = w1^T dz1 / HW
+    linear_t<A, T>(dz2s, storage_ptr<T>(w2), g, H, C, [&](int64_t i, int64_t j, A da) {
       dz1s[i * H + j] = da * activation_grad(p.activation, z1[i * H + j]);
     });
-    linear<A, T>(dz1s, storage_ptr<T>(w1t), nullptr, g, C, H, [&](int64_t i, int64_t c, A v) {
+    linear_t<A, T>(dz1s, storage_ptr<T>(w1), g, C, H, [&](int64_t i, int64_t c, A v) {
       dp[i * C + c] = v / static_cast<A>(p.HW);
     });
     // dx = dy * s + dp / HW
