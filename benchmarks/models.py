@@ -25,7 +25,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import re
 import sys
 import time
@@ -38,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run from anywhere against this checkout
 
 import se_fused  # noqa: E402
+from bench import device_name  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 
 MODELS = ("mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf")
 VARIANTS = ("original", "converted", "no_se")
@@ -172,19 +172,6 @@ def print_table(records: List[dict]) -> None:
     print("medians in ms; SE share = (t - t_no_se) / t for the original (before) and the "
           "converted model (after); orig/conv > 1: the converted model is faster. "
           "no_se is the model with every SE module returning x.", flush=True)
-
-
-def device_name(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def _ints(text: str) -> List[int]:
