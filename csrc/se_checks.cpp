@@ -65,7 +65,9 @@ SEProblem check_forward(const at::Tensor& x, const at::Tensor& w1,
                     w1.sizes());
   p.hidden = w1.size(0);
   TORCH_CHECK_VALUE(p.hidden > 0, "se_fused: w1 has no rows: the hidden size (C // r) is 0");
-  check_shape(w1, "w1", {p.hidden, p.C}, "[hidden, C] with C = x.size(1)");
+  TORCH_CHECK_VALUE(w1.size(1) == p.C, "se_fused: x has ", p.C, " channels (shape ", x.sizes(),
+                    ") but w1 has shape ", w1.sizes(), ", [hidden, C] for a block of ",
+                    w1.size(1), " channels");
   check_shape(w2, "w2", {p.C, p.hidden}, "[C, hidden]");
   check_same_device_and_dtype(x, w1, "w1");
   check_same_device_and_dtype(x, w2, "w2");

@@ -34,7 +34,7 @@ def test_wrong_shapes_name_the_tensor(device):
     x, w = _args(device)
     w1, w2, b1, b2 = w["w1"], w["w2"], w["b1"], w["b2"]
     x7 = make_x((2, 7, 3, 4), torch.float32, device, seed=2)  # channel count off by one
-    with pytest.raises(ValueError, match="w1"):
+    with pytest.raises(ValueError, match=r"x has 7 channels .* w1 has shape"):
         SE(x7, w1, w2)
     with pytest.raises(ValueError, match="w1"):
         SE(x, w1.t().contiguous(), w2)  # [C, hidden] instead of [hidden, C]
