@@ -294,6 +294,10 @@ void linear(const A* in, const T* w, const T* bias, int64_t G, int64_t M, int64_
         dot_rows<kRows>(wm, in + g * K, K, K, v);
         for (int r = 0; r < kRows; ++r) out(g + r, m, b + v[r]);
       }
+      for (; g + kRows / 2 <= G; g += kRows / 2) {
+        dot_rows<kRows / 2>(wm, in + g * K, K, K, v);
+        for (int r = 0; r < kRows / 2; ++r) out(g + r, m, b + v[r]);
+      }
       for (; g < G; ++g) {
         dot_rows<1>(wm, in + g * K, K, K, v);
         out(g, m, b + v[0]);
