@@ -34,6 +34,39 @@ std::optional<at::Tensor> contiguous_optional(const std::optional<at::Tensor>& t
   return t->contiguous();
 }
 
+// The fields the forward and backward params share: sizes, options, weights.
+struct Weights {
+  at::Tensor w1, w2;
+  std::optional<at::Tensor> b1, b2;
+};
+
+template <typename Params>
+void set_common(Params& params, const SEProblem& p, const Weights& w) {
+  params.w1 = w.w1.const_data_ptr();
+  params.b1 = optional_ptr(w.b1);
+  params.w2 = w.w2.const_data_ptr();
+  params.b2 = optional_ptr(w.b2);
+  params.N = p.N;
+  params.C = p.C;
+  params.HW = p.HW;
+  params.hidden = p.hidden;
+  params.channels_last = p.channels_last;
+  params.activation = p.activation;
+  params.gate = p.gate;
+}
+
+// Calls fn with a value of the kernels' element type for x's dtype.
+template <typename Fn>
+void dispatch_dtype(at::ScalarType dtype, const Fn& fn) {
+  switch (dtype) {
+    case at::kFloat: fn(float{}); break;
+    case at::kDouble: fn(double{}); break;
+    case at::kHalf: fn(__half{}); break;
+    case at::kBFloat16: fn(__nv_bfloat16{}); break;
+    default: TORCH_CHECK(false, "se_fused: unsupported dtype ", dtype);  // checked before
+  }
+}
+
 template <typename T>
 void run_forward(SEForwardParams& params, const at::Tensor& x, cudaStream_t stream) {
   const size_t bytes = cuda_kernels::se_forward_workspace_bytes<T>(params.N, params.C, params.hidden);
@@ -63,32 +96,15 @@ std::tuple<at::Tensor, at::Tensor> squeeze_excite_cuda(
   at::Tensor pooled = at::empty({p.N, p.C}, x.options().dtype(accumulation_dtype(x.scalar_type())));
   if (p.N == 0) return {y, pooled};
 
-  const at::Tensor w1c = w1.contiguous(), w2c = w2.contiguous();
-  const std::optional<at::Tensor> b1c = contiguous_optional(b1), b2c = contiguous_optional(b2);
+  const Weights weights{w1.contiguous(), w2.contiguous(), contiguous_optional(b1),
+                        contiguous_optional(b2)};
   SEForwardParams params;
+  set_common(params, p, weights);
   params.x = xd.const_data_ptr();
-  params.w1 = w1c.const_data_ptr();
-  params.b1 = optional_ptr(b1c);
-  params.w2 = w2c.const_data_ptr();
-  params.b2 = optional_ptr(b2c);
   params.y = y.data_ptr();
   params.pooled = pooled.data_ptr();
-  params.N = p.N;
-  params.C = p.C;
-  params.HW = p.HW;
-  params.hidden = p.hidden;
-  params.channels_last = p.channels_last;
-  params.activation = p.activation;
-  params.gate = p.gate;
-
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  switch (x.scalar_type()) {
-    case at::kFloat: run_forward<float>(params, x, stream); break;
-    case at::kDouble: run_forward<double>(params, x, stream); break;
-    case at::kHalf: run_forward<__half>(params, x, stream); break;
-    case at::kBFloat16: run_forward<__nv_bfloat16>(params, x, stream); break;
-    default: TORCH_CHECK(false, "se_fused: unsupported dtype ", x.scalar_type());  // checked above
-  }
+  dispatch_dtype(x.scalar_type(), [&](auto t) { run_forward<decltype(t)>(params, x, stream); });
   return {y, pooled};
 }
 
@@ -111,37 +127,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_e
 
   const at::Tensor dyd = dense_in_format(dy, p);
   const at::Tensor pooledc = pooled.contiguous();
-  const at::Tensor w1c = w1.contiguous(), w2c = w2.contiguous();
-  const std::optional<at::Tensor> b1c = contiguous_optional(b1), b2c = contiguous_optional(b2);
+  const Weights weights{w1.contiguous(), w2.contiguous(), contiguous_optional(b1),
+                        contiguous_optional(b2)};
   SEBackwardParams params;
+  set_common(params, p, weights);
   params.dy = dyd.const_data_ptr();
   params.x = xd.const_data_ptr();
   params.pooled = pooledc.const_data_ptr();
-  params.w1 = w1c.const_data_ptr();
-  params.b1 = optional_ptr(b1c);
-  params.w2 = w2c.const_data_ptr();
-  params.b2 = optional_ptr(b2c);
   params.dx = dx.data_ptr();
   params.dw1 = dw1.data_ptr();
   params.db1 = db1.data_ptr();
   params.dw2 = dw2.data_ptr();
   params.db2 = db2.data_ptr();
-  params.N = p.N;
-  params.C = p.C;
-  params.HW = p.HW;
-  params.hidden = p.hidden;
-  params.channels_last = p.channels_last;
-  params.activation = p.activation;
-  params.gate = p.gate;
-
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  switch (x.scalar_type()) {
-    case at::kFloat: run_backward<float>(params, x, stream); break;
-    case at::kDouble: run_backward<double>(params, x, stream); break;
-    case at::kHalf: run_backward<__half>(params, x, stream); break;
-    case at::kBFloat16: run_backward<__nv_bfloat16>(params, x, stream); break;
-    default: TORCH_CHECK(false, "se_fused: unsupported dtype ", x.scalar_type());  // checked above
-  }
+  dispatch_dtype(x.scalar_type(), [&](auto t) { run_backward<decltype(t)>(params, x, stream); });
   return {dx, dw1, db1, dw2, db2};
 }
 
