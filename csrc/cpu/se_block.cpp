@@ -344,7 +344,7 @@ void sum_outer(const A* u, int64_t M, const A* v, int64_t K, int64_t N, const Ou
 
 // out[m] = sum_n u[n, m] for u: [N, M], summed over n in order.
 template <typename A, typename T>
-void sum_rows(const A* u, int64_t N, int64_t M, T* out) {
+void sum_over_samples(const A* u, int64_t N, int64_t M, T* out) {
   std::vector<A> acc(M, A(0));
   for (int64_t n = 0; n < N; ++n)
     for (int64_t m = 0; m < M; ++m) acc[m] += u[n * M + m];
@@ -524,8 +524,8 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   sum_outer(dz2.data(), C, act.data(), H, N, [&](int64_t c, int64_t j, A v) {
     dw2d[c * H + j] = from_acc<T>(v);  // dw2[c, j] = sum_n dz2[n, c] * a[n, j]
   });
-  sum_rows(dz1.data(), N, H, storage_ptr<T>(db1));
-  sum_rows(dz2.data(), N, C, storage_ptr<T>(db2));
+  sum_over_samples(dz1.data(), N, H, storage_ptr<T>(db1));
+  sum_over_samples(dz2.data(), N, C, storage_ptr<T>(db2));
 }
 
 // ---------------------------------------------------------------------------
