@@ -25,6 +25,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#if defined(__AVX512F__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
 #include <vector>
 
 #include "se_checks.h"
@@ -33,9 +36,23 @@
 namespace se_fused {
 namespace {
 
-// Independent partial sums per dot product: one 64-byte vector of A.
+// Independent partial sums per dot product: one 64-byte vector of A, held in
+// a GCC/Clang vector type so the compiler keeps it in one register (a zmm,
+// or two ymm) instead of choosing its own vectorisation across rows.
 template <typename A>
 constexpr int64_t kLanes = 64 / sizeof(A);
+template <typename A>
+struct VecType;  // (vector_size is ignored on a dependent alias: one typedef per type)
+template <>
+struct VecType<float> {
+  typedef float type __attribute__((vector_size(64)));
+};
+template <>
+struct VecType<double> {
+  typedef double type __attribute__((vector_size(64)));
+};
+template <typename A>
+using Vec = typename VecType<A>::type;
 constexpr int64_t kTileElems = 16384;       // elements per squeeze/scale tile, about
 constexpr int64_t kChunkBytesPerThread = 1 << 20;  // half of a core's L2
 
@@ -94,11 +111,65 @@ inline uint16_t from_acc<uint16_t, float>(float v) {  // round to nearest even; 
 // ---------------------------------------------------------------------------
 // Fixed-order reductions.
 
+// kLanes<A> elements from p, converted to A (one vector load and convert).
+template <typename A, typename T>
+inline Vec<A> load_lanes(const T* p) {
+  Vec<A> v;
+  for (int64_t l = 0; l < kLanes<A>; ++l) v[l] = to_acc<A>(p[l]);
+  return v;
+}
+
+// bfloat16 (its bits; accumulated in float): a float's bits are the bfloat16's
+// shifted left by 16, done on a vector of integers so that it stays one.
+template <typename A>
+inline Vec<A> load_lanes(const uint16_t* p) {
+  static_assert(sizeof(A) == 4, "bfloat16 accumulates in float");
+  typedef uint32_t Bits __attribute__((vector_size(64)));
+  Bits bits;
+  for (int64_t l = 0; l < kLanes<A>; ++l) bits[l] = static_cast<uint32_t>(p[l]) << 16;
+  Vec<A> v;
+  __builtin_memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+
+#if defined(__FLT16_MAX__)
+// float16 (accumulated in float): the F16C conversion where the target has it
+// (the compiler does not find it for a vector's lanes by itself).
+template <typename A>
+inline Vec<A> load_lanes(const _Float16* p) {
+  static_assert(sizeof(A) == 4, "float16 accumulates in float");
+  Vec<A> v;
+#if defined(__AVX512F__)
+  const __m512 f = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  __builtin_memcpy(&v, &f, sizeof(v));
+#elif defined(__F16C__)
+  const __m256 lo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m256 hi = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)));
+  __builtin_memcpy(&v, &lo, sizeof(lo));
+  __builtin_memcpy(reinterpret_cast<char*>(&v) + sizeof(lo), &hi, sizeof(hi));
+#else
+  for (int64_t l = 0; l < kLanes<A>; ++l) v[l] = static_cast<A>(p[l]);
+#endif
+  return v;
+}
+#endif
+
+// fma(a, b, c) lane by lane (compiled to one vector FMA where the target has it).
+template <typename A>
+inline Vec<A> fma_lanes(const Vec<A>& a, const Vec<A>& b, const Vec<A>& c) {
+  Vec<A> r;
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes<A>; ++l) r[l] = std::fma(a[l], b[l], c[l]);
+  return r;
+}
+
 // The sums below keep kLanes partial sums over the full blocks of kLanes
 // elements, add them in a fixed tree, then add the tail in order. The tail
 // has its own accumulator so that the lanes stay in registers.
 template <typename A>
-inline A sum_lanes(A (&lanes)[kLanes<A>]) {
+inline A sum_lanes(const Vec<A>& v) {
+  A lanes[kLanes<A>];
+  __builtin_memcpy(lanes, &v, sizeof(lanes));
   for (int64_t w = kLanes<A> / 2; w > 0; w /= 2)
     for (int64_t l = 0; l < w; ++l) lanes[l] += lanes[l + w];
   return lanes[0];
@@ -110,22 +181,22 @@ inline A sum_lanes(A (&lanes)[kLanes<A>]) {
 // whatever kRows is.
 template <int kRows, bool kDot, typename A, typename T>
 void row_sums(const T* a, const T* b, int64_t stride, int64_t n, A* out) {
-  A lanes[kRows][kLanes<A>] = {};
+  Vec<A> lanes[kRows] = {};
   A tail[kRows] = {};
   int64_t i = 0;
-  for (; i + kLanes<A> <= n; i += kLanes<A>)
-    for (int r = 0; r < kRows; ++r)
-      for (int64_t l = 0; l < kLanes<A>; ++l) {
-        const A v = to_acc<A>(a[r * stride + i + l]);
-        lanes[r][l] = kDot ? std::fma(v, to_acc<A>(b[r * stride + i + l]), lanes[r][l])
-                           : lanes[r][l] + v;
-      }
+  for (; i + kLanes<A> <= n; i += kLanes<A>) {
+#pragma GCC unroll 8
+    for (int r = 0; r < kRows; ++r) {
+      const Vec<A> v = load_lanes<A>(a + r * stride + i);
+      lanes[r] = kDot ? fma_lanes<A>(v, load_lanes<A>(b + r * stride + i), lanes[r]) : lanes[r] + v;
+    }
+  }
   for (; i < n; ++i)
     for (int r = 0; r < kRows; ++r) {
       const A v = to_acc<A>(a[r * stride + i]);
       tail[r] = kDot ? std::fma(v, to_acc<A>(b[r * stride + i]), tail[r]) : tail[r] + v;
     }
-  for (int r = 0; r < kRows; ++r) out[r] = sum_lanes(lanes[r]) + tail[r];
+  for (int r = 0; r < kRows; ++r) out[r] = sum_lanes<A>(lanes[r]) + tail[r];
 }
 
 // row_sums over `rows` rows, 4 at a time.
@@ -260,20 +331,17 @@ int64_t chunk_samples(const SEProblem& p, int64_t bytes_per_sample) {
 // summation order of dot(w, v_s, n), so it does not depend on kRows.
 template <int kRows, typename A, typename T>
 void dot_rows(const T* w, const A* v, int64_t stride, int64_t n, A* out) {
-  A lanes[kRows][kLanes<A>] = {};
+  Vec<A> lanes[kRows] = {};
   int64_t i = 0;
   for (; i + kLanes<A> <= n; i += kLanes<A>) {
-    A wl[kLanes<A>];
-    for (int64_t l = 0; l < kLanes<A>; ++l) wl[l] = to_acc<A>(w[i + l]);
-    for (int r = 0; r < kRows; ++r)
-      for (int64_t l = 0; l < kLanes<A>; ++l)
-        lanes[r][l] = std::fma(wl[l], v[r * stride + i + l], lanes[r][l]);
+    const Vec<A> wl = load_lanes<A>(w + i);
+#pragma GCC unroll 8
+    for (int r = 0; r < kRows; ++r) lanes[r] = fma_lanes<A>(wl, load_lanes<A>(v + r * stride + i), lanes[r]);
   }
   A tail[kRows] = {};
   for (; i < n; ++i)
-    for (int r = 0; r < kRows; ++r)
-      tail[r] = std::fma(to_acc<A>(w[i]), v[r * stride + i], tail[r]);
-  for (int r = 0; r < kRows; ++r) out[r] = sum_lanes(lanes[r]) + tail[r];
+    for (int r = 0; r < kRows; ++r) tail[r] = std::fma(to_acc<A>(w[i]), v[r * stride + i], tail[r]);
+  for (int r = 0; r < kRows; ++r) out[r] = sum_lanes<A>(lanes[r]) + tail[r];
 }
 
 // For g < G, m < M: out(g, m, bias[m] + sum_k w[m, k] * in[g, k]), w: [M, K].
@@ -380,14 +448,19 @@ void linear_t(const A* in, const T* w, int64_t G, int64_t M, int64_t K, const Ou
   });
 }
 
-// Calls fn with a constant-returning functor for the gate, so the loop it
-// runs is compiled once per gate with the choice folded away (and vectorised).
+// Calls fn(gate_kind, begin, end) over [0, n) in parallel, with gate_kind a
+// constant-returning functor for the gate, so the loop fn runs is compiled
+// once per gate with the choice folded away (and vectorised).
 template <typename Fn>
-void for_each_gate(Gate gate, const Fn& fn) {
+void for_each_gate(Gate gate, int64_t n, const Fn& fn) {
+  constexpr int64_t kGrain = 2048;
+  auto run = [&](auto gate_kind) {
+    at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) { fn(gate_kind, begin, end); });
+  };
   if (gate == Gate::Sigmoid) {
-    fn([] { return Gate::Sigmoid; });
+    run([] { return Gate::Sigmoid; });
   } else {
-    fn([] { return Gate::HardSigmoid; });
+    run([] { return Gate::HardSigmoid; });
   }
 }
 
@@ -439,8 +512,8 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
     excite<T, A>(p, ps, storage_ptr<T>(w1), optional_data<T>(b1), storage_ptr<T>(w2),
                  optional_data<T>(b2), g, z1.data(), a.data(),
                  [&](int64_t i, int64_t c, A z2) { gate[i * p.C + c] = z2; });
-    for_each_gate(p.gate, [&](auto gate_kind) {  // one vectorised loop: s = gate(z2)
-      for (int64_t i = 0; i < g * p.C; ++i) gate[i] = gate_fwd(gate_kind(), gate[i]);
+    for_each_gate(p.gate, g * p.C, [&](auto gate_kind, int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) gate[i] = gate_fwd(gate_kind(), gate[i]);  // s
     });
     // scale
     tiling.for_each_tile(g, [&](int64_t i, int64_t begin, int64_t end) {
@@ -491,8 +564,8 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
     excite<T, A>(p, pd + n0 * C, storage_ptr<T>(w1), optional_data<T>(b1), storage_ptr<T>(w2),
                  optional_data<T>(b2), g, z1.data(), a,
                  [&](int64_t i, int64_t c, A z2) { gate[i * C + c] = z2; });
-    for_each_gate(p.gate, [&](auto gate_kind) {  // one vectorised loop: s, dz2 from z2
-      for (int64_t i = 0; i < g * C; ++i) {
+    for_each_gate(p.gate, g * C, [&](auto gate_kind, int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {  // s and dz2 from z2
         A s, ds_dz;
         gate_fwd_grad(gate_kind(), gate[i], s, ds_dz);
         gate[i] = s;
