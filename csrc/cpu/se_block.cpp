@@ -132,9 +132,9 @@ inline Vec<A> load_lanes(const uint16_t* p) {
   return v;
 }
 
-#if defined(__FLT16_MAX__)
-// float16 (accumulated in float): the F16C conversion where the target has it
-// (the compiler does not find it for a vector's lanes by itself).
+#if defined(__FLT16_MAX__) && (defined(__AVX512F__) || defined(__F16C__))
+// float16 (accumulated in float): the F16C conversion (the compiler does not
+// find it for a vector's lanes by itself). Other targets take the general load.
 template <typename A>
 inline Vec<A> load_lanes(const _Float16* p) {
   static_assert(sizeof(A) == 4, "float16 accumulates in float");
@@ -147,8 +147,6 @@ inline Vec<A> load_lanes(const _Float16* p) {
   const __m256 hi = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)));
   __builtin_memcpy(&v, &lo, sizeof(lo));
   __builtin_memcpy(reinterpret_cast<char*>(&v) + sizeof(lo), &hi, sizeof(hi));
-#else
-  for (int64_t l = 0; l < kLanes<A>; ++l) v[l] = static_cast<A>(p[l]);
 #endif
   return v;
 }
