@@ -25,6 +25,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstddef>
+#include <initializer_list>
+#include <utility>
 #if defined(__AVX512F__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
@@ -171,6 +174,44 @@ inline A sum_lanes(const Vec<A>& v) {
   for (int64_t w = kLanes<A> / 2; w > 0; w /= 2)
     for (int64_t l = 0; l < w; ++l) lanes[l] += lanes[l + w];
   return lanes[0];
+}
+
+// sum_lanes of kLanes vectors at once, the same additions in the same tree:
+// each step adds the upper half of every row's live lanes to the lower half,
+// two rows per vector (shuffled side by side), so that the kLanes rows end in
+// one vector, lane o holding row bit_reverse(o). out[r] = sum_lanes(v[r]).
+template <int S, typename A, std::size_t... O>
+inline Vec<A> fold_pair(const Vec<A>& a, const Vec<A>& b, std::index_sequence<O...>) {
+  // a and b hold rows in segments of S lanes; the result holds each segment's
+  // lo + hi half, a's and b's alternately.
+  constexpr int V = kLanes<A>, H = S / 2;
+  const Vec<A> lo = __builtin_shufflevector(
+      a, b, (int(O % S) < H ? 0 : V) + int(O / S) * S + int(O % S) % H...);
+  const Vec<A> hi = __builtin_shufflevector(
+      a, b, (int(O % S) < H ? 0 : V) + int(O / S) * S + int(O % S) % H + H...);
+  return lo + hi;
+}
+
+template <int S, typename A>
+inline void fold_rows(Vec<A>* v) {  // S vectors of S-lane rows -> S / 2 of (S / 2)-lane rows
+  if constexpr (S > 1) {
+    for (int i = 0; i < S / 2; ++i)
+      v[i] = fold_pair<S, A>(v[2 * i], v[2 * i + 1], std::make_index_sequence<kLanes<A>>());
+    fold_rows<S / 2, A>(v);
+  }
+}
+
+constexpr int bit_reverse(int o, int n) {  // o's bits in reverse order, for 0 <= o < n = 2^k
+  int r = 0;
+  for (int b = 1; b < n; b *= 2) r = 2 * r + (o & b ? 1 : 0);
+  return r;
+}
+
+template <typename A>
+inline void sum_lanes_rows(Vec<A>* v, A* out) {  // v: kLanes vectors, overwritten
+  fold_rows<kLanes<A>, A>(v);
+#pragma GCC unroll 16
+  for (int o = 0; o < kLanes<A>; ++o) out[bit_reverse(o, kLanes<A>)] = v[0][o];
 }
 
 // For r < kRows: out[r] = sum_i a_r[i] (kDot: sum_i a_r[i] * b_r[i]), in A,
@@ -324,85 +365,184 @@ int64_t chunk_samples(const SEProblem& p, int64_t bytes_per_sample) {
   return std::clamp<int64_t>(g, 1, std::max<int64_t>(p.N, 1));
 }
 
-// sum_i w[i] * v_s[i] for kRows vectors v_s = v + s * stride at once: w is
-// loaded (and converted) once for all of them. Each result has exactly the
-// summation order of dot(w, v_s, n), so it does not depend on kRows.
-template <int kRows, typename A, typename T>
-void dot_rows(const T* w, const A* v, int64_t stride, int64_t n, A* out) {
-  Vec<A> lanes[kRows] = {};
-  int64_t i = 0;
-  for (; i + kLanes<A> <= n; i += kLanes<A>) {
-    const Vec<A> wl = load_lanes<A>(w + i);
+// ---------------------------------------------------------------------------
+// The gate MLP's products (small matrices: [G, C] x [C, hidden] and back).
+// Register tiles of Vec<A> accumulators, sized for the target's vector
+// registers (32 zmm with AVX-512, else 16 ymm, each Vec<A> two of them).
+// Tiling changes which sums run side by side, never the order within a sum.
+
+#if defined(__AVX512F__)
+constexpr int kDotM = 4, kDotG = 4;      // linear: rows of w x samples per tile
+constexpr int kOuterG = 4, kOuterV = 4;  // outer_sums: rows x vectors of columns per tile
+#else
+constexpr int kDotM = 2, kDotG = 2;
+constexpr int kOuterG = 2, kOuterV = 2;
+#endif
+constexpr int64_t kDotK = 256;            // k per block: a tile's inputs stay in L1
+constexpr int64_t kDotPanel = 4 * kDotM;  // rows of w per task of linear
+
+// A vector of kLanes copies of s (written as an initializer list: one
+// broadcast; a loop over the lanes compiles to masked inserts).
+template <typename A, std::size_t... I>
+inline Vec<A> splat(A s, std::index_sequence<I...>) {
+  return Vec<A>{((void)I, s)...};
+}
+
+template <typename A>
+inline Vec<A> splat(A s) {
+  return splat<A>(s, std::make_index_sequence<kLanes<A>>());
+}
+
+// acc[m][g] (acc rows kDotG apart; k0 == 0: starting from 0) += the lanes of sum_{k0 <= k < k1} w[m, k] * in[g, k]
+// for m < kM, g < kG: lane l sums the k = l (mod kLanes) in order. w and in
+// have rows of K elements; k0 and k1 are multiples of kLanes.
+template <int kM, int kG, typename A, typename T>
+inline void dot_tile(const T* w, const A* in, int64_t K, int64_t k0, int64_t k1, Vec<A>* acc) {
+  Vec<A> r[kM][kG];
+  for (int m = 0; m < kM; ++m)
+    for (int g = 0; g < kG; ++g) r[m][g] = k0 == 0 ? Vec<A>{} : acc[m * kDotG + g];
+  for (int64_t k = k0; k < k1; k += kLanes<A>) {
+    Vec<A> wv[kM];
+    for (int m = 0; m < kM; ++m) wv[m] = load_lanes<A>(w + m * K + k);
 #pragma GCC unroll 8
-    for (int r = 0; r < kRows; ++r) lanes[r] = fma_lanes<A>(wl, load_lanes<A>(v + r * stride + i), lanes[r]);
+    for (int g = 0; g < kG; ++g) {
+      const Vec<A> iv = load_lanes<A>(in + g * K + k);
+      for (int m = 0; m < kM; ++m) r[m][g] = fma_lanes<A>(wv[m], iv, r[m][g]);
+    }
   }
-  A tail[kRows] = {};
-  for (; i < n; ++i)
-    for (int r = 0; r < kRows; ++r) tail[r] = std::fma(to_acc<A>(w[i]), v[r * stride + i], tail[r]);
-  for (int r = 0; r < kRows; ++r) out[r] = sum_lanes<A>(lanes[r]) + tail[r];
+  for (int m = 0; m < kM; ++m)
+    for (int g = 0; g < kG; ++g) acc[m * kDotG + g] = r[m][g];
+}
+
+// dot_tile for gn <= kDotG samples, in tiles of kDotG, 4, 2 and 1.
+template <int kM, typename A, typename T>
+inline void dot_tiles(const T* w, const A* in, int64_t K, int64_t k0, int64_t k1, Vec<A>* acc,
+                      int64_t gn) {
+  if (gn == kDotG) return dot_tile<kM, kDotG>(w, in, K, k0, k1, acc);
+  int64_t g = 0;
+  if constexpr (kDotG > 4) {
+    if (gn - g >= 4) dot_tile<kM, 4>(w, in + g * K, K, k0, k1, acc + g), g += 4;
+  }
+  if constexpr (kDotG > 2) {
+    if (gn - g >= 2) dot_tile<kM, 2>(w, in + g * K, K, k0, k1, acc + g), g += 2;
+  }
+  if (gn - g >= 1) dot_tile<kM, 1>(w, in + g * K, K, k0, k1, acc + g);
 }
 
 // For g < G, m < M: out(g, m, bias[m] + sum_k w[m, k] * in[g, k]), w: [M, K].
-// `out` is the epilogue that stores the value (and whatever follows from it).
+// Each sum: kLanes partial sums over the full blocks of kLanes (lane l takes
+// k = l mod kLanes, in order), added in sum_lanes' tree, then the tail in
+// order. A task is a panel of kDotPanel rows of w; it walks K in blocks of
+// kDotK so that the block of in and of the panel's w stay in L1 while its
+// tiles run. `out` is the epilogue that stores the value.
 template <typename A, typename T, typename Out>
 void linear(const A* in, const T* w, const T* bias, int64_t G, int64_t M, int64_t K,
             const Out& out) {
-  // 8 rows: 8 independent accumulator registers keep both FMA pipes busy.
-  constexpr int kRows = 8;
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(G * K, 1));
-  at::parallel_for(0, M, grain, [&](int64_t begin, int64_t end) {
-    A v[kRows];
-    for (int64_t m = begin; m < end; ++m) {
-      const A b = bias == nullptr ? A(0) : to_acc<A>(bias[m]);
-      const T* wm = w + m * K;
-      int64_t g = 0;
-      for (; g + kRows <= G; g += kRows) {
-        dot_rows<kRows>(wm, in + g * K, K, K, v);
-        for (int r = 0; r < kRows; ++r) out(g + r, m, b + v[r]);
-      }
-      for (; g + kRows / 2 <= G; g += kRows / 2) {
-        dot_rows<kRows / 2>(wm, in + g * K, K, K, v);
-        for (int r = 0; r < kRows / 2; ++r) out(g + r, m, b + v[r]);
-      }
-      for (; g < G; ++g) {
-        dot_rows<1>(wm, in + g * K, K, K, v);
-        out(g, m, b + v[0]);
+  const int64_t kfull = K / kLanes<A> * kLanes<A>;
+  const int64_t panels = (M + kDotPanel - 1) / kDotPanel;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(kDotPanel * G * K, 1));
+  at::parallel_for(0, panels, grain, [&](int64_t first, int64_t last) {
+    Vec<A> acc[kDotPanel * kDotG];
+    A sums[kDotPanel * kDotG];
+    for (int64_t p = first; p < last; ++p) {
+      const int64_t m0 = p * kDotPanel, mn = std::min(kDotPanel, M - m0);
+      for (int64_t g0 = 0; g0 < G; g0 += kDotG) {
+        const int64_t gn = std::min<int64_t>(kDotG, G - g0);
+        for (int64_t k0 = 0; k0 < kfull; k0 += kDotK) {
+          const int64_t k1 = std::min(k0 + kDotK, kfull);
+          int64_t m = 0;
+          for (; m + kDotM <= mn; m += kDotM)
+            dot_tiles<kDotM>(w + (m0 + m) * K, in + g0 * K, K, k0, k1, acc + m * kDotG, gn);
+          for (; m < mn; ++m) dot_tiles<1>(w + (m0 + m) * K, in + g0 * K, K, k0, k1, acc + m * kDotG, gn);
+        }
+        // The lanes' sums, kLanes accumulators at a time (unused ones are 0).
+        for (int64_t i0 = 0; i0 < mn * kDotG; i0 += kLanes<A>) {
+          Vec<A> rows[kLanes<A>];
+          for (int64_t i = 0; i < kLanes<A>; ++i) {
+            const int64_t m = (i0 + i) / kDotG, g = (i0 + i) % kDotG;
+            rows[i] = kfull > 0 && m < mn && g < gn ? acc[i0 + i] : Vec<A>{};
+          }
+          sum_lanes_rows<A>(rows, sums + i0);
+        }
+        for (int64_t m = 0; m < mn; ++m) {
+          const T* wm = w + (m0 + m) * K;
+          const A b = bias == nullptr ? A(0) : to_acc<A>(bias[m0 + m]);
+          for (int64_t g = 0; g < gn; ++g) {
+            const A* ig = in + (g0 + g) * K;
+            A tail = 0;
+            for (int64_t k = kfull; k < K; ++k) tail = std::fma(to_acc<A>(wm[k]), ig[k], tail);
+            out(g0 + g, m0 + m, b + (sums[m * kDotG + g] + tail));
+          }
+        }
       }
     }
   });
 }
 
-// For m < M, k < K: out(m, k, sum_n u[n, m] * v[n, k]), u: [N, M], v: [N, K],
-// summed over n in order. Blocks of kM x kK sums stay in registers while
-// the samples stream by.
-template <typename A, typename Out>
-void sum_outer(const A* u, int64_t M, const A* v, int64_t K, int64_t N, const Out& out) {
-  constexpr int64_t kM = 4, kK = 32;
-  at::parallel_for(0, (M + kM - 1) / kM, 1, [&](int64_t first, int64_t last) {
-    for (int64_t mb = first; mb < last; ++mb) {
-      const int64_t m0 = mb * kM, mn = std::min(kM, M - m0);
-      for (int64_t k0 = 0; k0 < K; k0 += kK) {
-        const int64_t kn = std::min(kK, K - k0);
-        A acc[kM][kK] = {};
-        if (mn == kM && kn == kK) {
-          for (int64_t n = 0; n < N; ++n) {
-            const A* vn = v + n * K + k0;
-            for (int64_t m = 0; m < kM; ++m) {
-              const A d = u[n * M + m0 + m];
-              for (int64_t k = 0; k < kK; ++k) acc[m][k] = std::fma(d, vn[k], acc[m][k]);
-            }
+// For g < kG, m < kV * kLanes: the sums s(g0 + g, m0 + m) = sum_k a[(g0 + g) * sg + k * sk] *
+// b[k * ldb + m0 + m] over k < K in order, one accumulator per sum, handed
+// out a row at a time: out(g, m, &s(g, m), count).
+template <int kG, int kV, typename A, typename T, typename Out>
+inline void outer_tile(const A* a, int64_t sg, int64_t sk, const T* b, int64_t ldb, int64_t K,
+                       int64_t g0, int64_t m0, const Out& out) {
+  Vec<A> acc[kG][kV] = {};
+  for (int64_t k = 0; k < K; ++k) {
+    Vec<A> bv[kV];
+    for (int v = 0; v < kV; ++v) bv[v] = load_lanes<A>(b + k * ldb + m0 + v * kLanes<A>);
+    for (int g = 0; g < kG; ++g) {
+      const Vec<A> s = splat<A>(a[(g0 + g) * sg + k * sk]);
+      for (int v = 0; v < kV; ++v) acc[g][v] = fma_lanes<A>(s, bv[v], acc[g][v]);
+    }
+  }
+  for (int g = 0; g < kG; ++g) {
+    A row[kV * kLanes<A>];
+    __builtin_memcpy(row, acc[g], sizeof(row));
+    out(g0 + g, m0, row, kV * kLanes<A>);
+  }
+}
+
+// For g < G, m < M: s(g, m) = sum_k a(g, k) * b[k * ldb + m] over k < K in
+// order, with a(g, k) = a[g * sg + k * sk], handed to out(g, m, &s(g, m), count)
+// for count consecutive m (so that the epilogue's loop vectorises). The backward's transposed
+// products (a = the gradient [G, K], b = a weight [K, M] as stored) and the
+// weight gradients (a = a gradient [K = N, G], b = the layer's input [N, M],
+// summed over samples in order). A task is kOuterV vectors of columns (or
+// the columns past the last full vector) for kOuterG rows.
+template <typename A, typename T, typename Out>
+void outer_sums(const A* a, int64_t sg, int64_t sk, const T* b, int64_t ldb, int64_t G,
+                int64_t M, int64_t K, const Out& out) {
+  constexpr int64_t L = kLanes<A>;
+  const int64_t vecs = M / L;
+  const int64_t col_blocks = (vecs + kOuterV - 1) / kOuterV + (M % L != 0 ? 1 : 0);
+  const int64_t row_blocks = (G + kOuterG - 1) / kOuterG;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(kOuterG * kOuterV * L * K, 1));
+  at::parallel_for(0, col_blocks * row_blocks, grain, [&](int64_t first, int64_t last) {
+    for (int64_t t = first; t < last; ++t) {
+      const int64_t cb = t / row_blocks, g0 = t % row_blocks * kOuterG;
+      const int64_t gn = std::min<int64_t>(kOuterG, G - g0);
+      const int64_t v0 = cb * kOuterV;
+      if (v0 >= vecs) {  // the columns past the last full vector
+        for (int64_t g = g0; g < g0 + gn; ++g)
+          for (int64_t m = vecs * L; m < M; ++m) {
+            A acc = 0;
+            for (int64_t k = 0; k < K; ++k) acc = std::fma(a[g * sg + k * sk], to_acc<A>(b[k * ldb + m]), acc);
+            out(g, m, &acc, 1);
           }
+        continue;
+      }
+      const int64_t nv = std::min<int64_t>(kOuterV, vecs - v0);
+      for (int64_t g = g0; g < g0 + gn;) {
+        const bool rows = g0 + gn - g >= kOuterG;
+        if (rows && nv == kOuterV) {
+          outer_tile<kOuterG, kOuterV>(a, sg, sk, b, ldb, K, g, v0 * L, out);
+        } else if (rows) {
+          for (int64_t v = v0; v < v0 + nv; ++v) outer_tile<kOuterG, 1>(a, sg, sk, b, ldb, K, g, v * L, out);
+        } else if (nv == kOuterV) {
+          outer_tile<1, kOuterV>(a, sg, sk, b, ldb, K, g, v0 * L, out);
         } else {
-          for (int64_t n = 0; n < N; ++n) {
-            const A* vn = v + n * K + k0;
-            for (int64_t m = 0; m < mn; ++m) {
-              const A d = u[n * M + m0 + m];
-              for (int64_t k = 0; k < kn; ++k) acc[m][k] = std::fma(d, vn[k], acc[m][k]);
-            }
-          }
+          for (int64_t v = v0; v < v0 + nv; ++v) outer_tile<1, 1>(a, sg, sk, b, ldb, K, g, v * L, out);
         }
-        for (int64_t m = 0; m < mn; ++m)
-          for (int64_t k = 0; k < kn; ++k) out(m0 + m, k0 + k, acc[m][k]);
+        g += rows ? kOuterG : 1;
       }
     }
   });
@@ -415,35 +555,6 @@ void sum_over_samples(const A* u, int64_t N, int64_t M, T* out) {
   for (int64_t n = 0; n < N; ++n)
     for (int64_t m = 0; m < M; ++m) acc[m] += u[n * M + m];
   for (int64_t m = 0; m < M; ++m) out[m] = from_acc<T>(acc[m]);
-}
-
-// The transposed product, for the backward: for g < G, m < M:
-// out(g, m, sum_k in[g, k] * w[k, m]), w: [K, M] as stored (no transpose).
-// Blocks of kM outputs stay in registers while k runs in order.
-template <typename A, typename T, typename Out>
-void linear_t(const A* in, const T* w, int64_t G, int64_t M, int64_t K, const Out& out) {
-  constexpr int64_t kM = 2 * kLanes<A>;
-  const int64_t blocks = (M + kM - 1) / kM;
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(G * K * kM, 1));
-  at::parallel_for(0, blocks, grain, [&](int64_t first, int64_t last) {
-    for (int64_t b = first; b < last; ++b) {
-      const int64_t m0 = b * kM, mn = std::min(kM, M - m0);
-      for (int64_t g = 0; g < G; ++g) {
-        A acc[kM] = {};
-        const A* ig = in + g * K;
-        if (mn == kM) {
-          for (int64_t k = 0; k < K; ++k)
-            for (int64_t m = 0; m < kM; ++m)
-              acc[m] = std::fma(ig[k], to_acc<A>(w[k * M + m0 + m]), acc[m]);
-        } else {
-          for (int64_t k = 0; k < K; ++k)
-            for (int64_t m = 0; m < mn; ++m)
-              acc[m] = std::fma(ig[k], to_acc<A>(w[k * M + m0 + m]), acc[m]);
-        }
-        for (int64_t m = 0; m < mn; ++m) out(g, m0 + m, acc[m]);
-      }
-    }
-  });
 }
 
 // Calls fn(gate_kind, begin, end) over [0, n) in parallel, with gate_kind a
@@ -461,6 +572,36 @@ void for_each_gate(Gate gate, int64_t n, const Fn& fn) {
     run([] { return Gate::HardSigmoid; });
   }
 }
+
+// A call's scratch buffers of A, carved from one block per calling thread
+// that is kept from call to call: fresh pages cost a page fault each (about
+// 2 us per 4 KB page on the 2-core dev machine, as much as the gate MLP's
+// work at 32 x 2048 x 7 x 7). The block grows to the largest call a thread
+// has made and is freed when the thread ends. Contents are not initialised.
+template <typename A>
+class Scratch {
+ public:
+  explicit Scratch(std::initializer_list<int64_t> sizes) {
+    int64_t total = 0;
+    for (int64_t n : sizes) total += padded(n);
+    std::vector<A>& block = storage();
+    if (static_cast<int64_t>(block.size()) < total) block.resize(total);
+    A* next = block.data();
+    for (int64_t n : sizes) {
+      buffers_.push_back(next);
+      next += padded(n);
+    }
+  }
+  A* operator[](size_t i) const { return buffers_[i]; }
+
+ private:
+  static int64_t padded(int64_t n) { return (n + kLanes<A> - 1) / kLanes<A> * kLanes<A>; }
+  static std::vector<A>& storage() {
+    thread_local std::vector<A> block;
+    return block;
+  }
+  std::vector<A*> buffers_;
+};
 
 template <typename T>
 const T* optional_data(const std::optional<at::Tensor>& t) {
@@ -493,8 +634,11 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
   const T* xd = storage_ptr<T>(x);
   T* yd = storage_ptr<T>(y);
   A* pd = pooled.data_ptr<A>();
-  std::vector<A> parts(G * tiling.nparts * p.C), z1(G * p.hidden), a(G * p.hidden);
-  std::vector<A> gate(G * p.C);
+  const Scratch<A> scratch({G * tiling.nparts * p.C, G * p.hidden, G * p.hidden, G * p.C});
+  A* const parts = scratch[0];
+  A* const z1 = scratch[1];
+  A* const a = scratch[2];
+  A* const gate = scratch[3];
 
   for (int64_t n0 = 0; n0 < p.N; n0 += G) {
     const int64_t g = std::min(G, p.N - n0);
@@ -502,20 +646,20 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
     A* ps = pd + n0 * p.C;
     // squeeze
     tiling.for_each_tile(g, [&](int64_t i, int64_t begin, int64_t end) {
-      tiling.reduce<A, T>(xs + i * sample, nullptr, begin, end, parts.data() + i * tiling.nparts * p.C);
+      tiling.reduce<A, T>(xs + i * sample, nullptr, begin, end, parts + i * tiling.nparts * p.C);
     });
     for (int64_t i = 0; i < g; ++i)
-      tiling.finish(parts.data() + i * tiling.nparts * p.C, A(1) / static_cast<A>(p.HW), ps + i * p.C);
+      tiling.finish(parts + i * tiling.nparts * p.C, A(1) / static_cast<A>(p.HW), ps + i * p.C);
     // excite
     excite<T, A>(p, ps, storage_ptr<T>(w1), optional_data<T>(b1), storage_ptr<T>(w2),
-                 optional_data<T>(b2), g, z1.data(), a.data(),
+                 optional_data<T>(b2), g, z1, a,
                  [&](int64_t i, int64_t c, A z2) { gate[i * p.C + c] = z2; });
     for_each_gate(p.gate, g * p.C, [&](auto gate_kind, int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) gate[i] = gate_fwd(gate_kind(), gate[i]);  // s
     });
     // scale
     tiling.for_each_tile(g, [&](int64_t i, int64_t begin, int64_t end) {
-      const A* gi = gate.data() + i * p.C;
+      const A* gi = gate + i * p.C;
       tiling.map(xs + i * sample, yd + (n0 + i) * sample, begin, end,
                  [&](T v, int64_t c) { return Ops::scale(v, gi[c]); });
     });
@@ -539,10 +683,16 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   T* dxd = storage_ptr<T>(dx);
   const A* pd = pooled.data_ptr<A>();
 
-  // Kept for the weight gradients: dz1 and a [N, hidden], dz2 [N, C].
-  std::vector<A> dz1(N * H), act(N * H), dz2(N * C);
-  std::vector<A> parts(G * tiling.nparts * C), z1(G * H), ds(G * C), dp(G * C);
-  std::vector<A> gate(G * C);
+  // dz1 and act [N, hidden] and dz2 [N, C] are kept for the weight gradients.
+  const Scratch<A> scratch({N * H, N * H, N * C, G * tiling.nparts * C, G * H, G * C, G * C, G * C});
+  A* const dz1 = scratch[0];
+  A* const act = scratch[1];
+  A* const dz2 = scratch[2];
+  A* const parts = scratch[3];
+  A* const z1 = scratch[4];
+  A* const ds = scratch[5];
+  A* const dp = scratch[6];
+  A* const gate = scratch[7];
 
   for (int64_t n0 = 0; n0 < N; n0 += G) {
     const int64_t g = std::min(G, N - n0);
@@ -551,16 +701,16 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
     // squeeze: ds = sum_hw dy * x
     tiling.for_each_tile(g, [&](int64_t i, int64_t begin, int64_t end) {
       tiling.reduce<A, T>(dys + i * sample, xs + i * sample, begin, end,
-                          parts.data() + i * tiling.nparts * C);
+                          parts + i * tiling.nparts * C);
     });
     for (int64_t i = 0; i < g; ++i)
-      tiling.finish(parts.data() + i * tiling.nparts * C, A(1), ds.data() + i * C);
+      tiling.finish(parts + i * tiling.nparts * C, A(1), ds + i * C);
     // excite backward: recompute the MLP from the pooled means, then go back through it.
-    A* a = act.data() + n0 * H;
-    A* dz1s = dz1.data() + n0 * H;
-    A* dz2s = dz2.data() + n0 * C;
+    A* a = act + n0 * H;
+    A* dz1s = dz1 + n0 * H;
+    A* dz2s = dz2 + n0 * C;
     excite<T, A>(p, pd + n0 * C, storage_ptr<T>(w1), optional_data<T>(b1), storage_ptr<T>(w2),
-                 optional_data<T>(b2), g, z1.data(), a,
+                 optional_data<T>(b2), g, z1, a,
                  [&](int64_t i, int64_t c, A z2) { gate[i * C + c] = z2; });
     for_each_gate(p.gate, g * C, [&](auto gate_kind, int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {  // s and dz2 from z2
@@ -571,16 +721,17 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
       }
     });
     // da = w2^T dz2, dz1 = da * activation'(z1), dp = w1^T dz1 / HW
-    linear_t<A, T>(dz2s, storage_ptr<T>(w2), g, H, C, [&](int64_t i, int64_t j, A da) {
-      dz1s[i * H + j] = da * activation_grad(p.activation, z1[i * H + j]);
+    outer_sums(dz2s, C, 1, storage_ptr<T>(w2), H, g, H, C, [&](int64_t i, int64_t j, const A* da, int64_t n) {
+      for (int64_t l = 0; l < n; ++l)
+        dz1s[i * H + j + l] = da[l] * activation_grad(p.activation, z1[i * H + j + l]);
     });
-    linear_t<A, T>(dz1s, storage_ptr<T>(w1), g, C, H, [&](int64_t i, int64_t c, A v) {
-      dp[i * C + c] = v / static_cast<A>(p.HW);
+    outer_sums(dz1s, H, 1, storage_ptr<T>(w1), C, g, C, H, [&](int64_t i, int64_t c, const A* v, int64_t n) {
+      for (int64_t l = 0; l < n; ++l) dp[i * C + c + l] = v[l] / static_cast<A>(p.HW);
     });
     // dx = dy * s + dp / HW
     tiling.for_each_tile(g, [&](int64_t i, int64_t begin, int64_t end) {
-      const A* gi = gate.data() + i * C;
-      const A* dpi = dp.data() + i * C;
+      const A* gi = gate + i * C;
+      const A* dpi = dp + i * C;
       tiling.map(dys + i * sample, dxd + (n0 + i) * sample, begin, end,
                  [&](T v, int64_t c) { return Ops::scale_add(v, gi[c], dpi[c]); });
     });
@@ -589,14 +740,16 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   // Weight and bias gradients, summed over samples in order.
   T* dw1d = storage_ptr<T>(dw1);
   T* dw2d = storage_ptr<T>(dw2);
-  sum_outer(dz1.data(), H, pd, C, N, [&](int64_t j, int64_t c, A v) {
-    dw1d[j * C + c] = from_acc<T>(v);  // dw1[j, c] = sum_n dz1[n, j] * pooled[n, c]
+  outer_sums(dz1, 1, H, pd, C, H, C, N, [&](int64_t j, int64_t c, const A* v, int64_t n) {
+    // dw1[j, c] = sum_n dz1[n, j] * pooled[n, c]
+    for (int64_t l = 0; l < n; ++l) dw1d[j * C + c + l] = from_acc<T>(v[l]);
   });
-  sum_outer(dz2.data(), C, act.data(), H, N, [&](int64_t c, int64_t j, A v) {
-    dw2d[c * H + j] = from_acc<T>(v);  // dw2[c, j] = sum_n dz2[n, c] * a[n, j]
+  outer_sums(dz2, 1, C, act, H, C, H, N, [&](int64_t c, int64_t j, const A* v, int64_t n) {
+    // dw2[c, j] = sum_n dz2[n, c] * a[n, j]
+    for (int64_t l = 0; l < n; ++l) dw2d[c * H + j + l] = from_acc<T>(v[l]);
   });
-  sum_over_samples(dz1.data(), N, H, storage_ptr<T>(db1));
-  sum_over_samples(dz2.data(), N, C, storage_ptr<T>(db2));
+  sum_over_samples(dz1, N, H, storage_ptr<T>(db1));
+  sum_over_samples(dz2, N, C, storage_ptr<T>(db2));
 }
 
 // ---------------------------------------------------------------------------
