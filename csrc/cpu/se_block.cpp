@@ -288,10 +288,14 @@ struct Tiling {
   // Runs fn(sample_in_chunk, begin, end) over the tiles of g samples in
   // parallel, [begin, end) being the tile's channels or rows. Same g, same
   // partition over threads: the phases of a chunk reuse each thread's cache.
+  // The second pass (newest_first) takes each thread's tiles in reverse
+  // order: it starts with the tiles the first pass read last, the ones most
+  // likely still in the cache when a chunk is larger than it.
   template <typename Fn>
-  void for_each_tile(int64_t g, const Fn& fn) const {
+  void for_each_tile(int64_t g, bool newest_first, const Fn& fn) const {
     at::parallel_for(0, g * ntiles, 1, [&](int64_t first, int64_t last) {
-      for (int64_t t = first; t < last; ++t) {
+      for (int64_t i = first; i < last; ++i) {
+        const int64_t t = newest_first ? first + last - 1 - i : i;
         const int64_t begin = (t % ntiles) * span;
         fn(t / ntiles, begin, std::min(channels_last ? HW : C, begin + span));
       }
@@ -645,7 +649,7 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
     const T* xs = xd + n0 * sample;
     A* ps = pd + n0 * p.C;
     // squeeze
-    tiling.for_each_tile(g, [&](int64_t i, int64_t begin, int64_t end) {
+    tiling.for_each_tile(g, false, [&](int64_t i, int64_t begin, int64_t end) {
       tiling.reduce<A, T>(xs + i * sample, nullptr, begin, end, parts + i * tiling.nparts * p.C);
     });
     for (int64_t i = 0; i < g; ++i)
@@ -658,7 +662,7 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
       for (int64_t i = begin; i < end; ++i) gate[i] = gate_fwd(gate_kind(), gate[i]);  // s
     });
     // scale
-    tiling.for_each_tile(g, [&](int64_t i, int64_t begin, int64_t end) {
+    tiling.for_each_tile(g, true, [&](int64_t i, int64_t begin, int64_t end) {
       const A* gi = gate + i * p.C;
       tiling.map(xs + i * sample, yd + (n0 + i) * sample, begin, end,
                  [&](T v, int64_t c) { return Ops::scale(v, gi[c]); });
@@ -699,7 +703,7 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
     const T* dys = dyd + n0 * sample;
     const T* xs = xd + n0 * sample;
     // squeeze: ds = sum_hw dy * x
-    tiling.for_each_tile(g, [&](int64_t i, int64_t begin, int64_t end) {
+    tiling.for_each_tile(g, false, [&](int64_t i, int64_t begin, int64_t end) {
       tiling.reduce<A, T>(dys + i * sample, xs + i * sample, begin, end,
                           parts + i * tiling.nparts * C);
     });
@@ -729,7 +733,7 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
       for (int64_t l = 0; l < n; ++l) dp[i * C + c + l] = v[l] / static_cast<A>(p.HW);
     });
     // dx = dy * s + dp / HW
-    tiling.for_each_tile(g, [&](int64_t i, int64_t begin, int64_t end) {
+    tiling.for_each_tile(g, true, [&](int64_t i, int64_t begin, int64_t end) {
       const A* gi = gate + i * C;
       const A* dpi = dp + i * C;
       tiling.map(dys + i * sample, dxd + (n0 + i) * sample, begin, end,
