@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <initializer_list>
 #include <utility>
 #if defined(__AVX512F__) || defined(__F16C__)
@@ -180,15 +181,40 @@ inline A sum_lanes(const Vec<A>& v) {
 // each step adds the upper half of every row's live lanes to the lower half,
 // two rows per vector (shuffled side by side), so that the kLanes rows end in
 // one vector, lane o holding row bit_reverse(o). out[r] = sum_lanes(v[r]).
+// Lane o of the fold step over S-lane segments: from a (or b, index >= V),
+// the lower (hi = 0) or upper (hi = 1) half of its segment.
+constexpr int fold_index(int o, int S, int V, int hi) {
+  return (o % S < S / 2 ? 0 : V) + o / S * S + o % S % (S / 2) + hi * (S / 2);
+}
+
+#if !(defined(__clang__) || __GNUC__ >= 12)
+// Integer lanes of A's width: GCC before 12 has only __builtin_shuffle, whose
+// index list is such a vector.
+template <typename A>
+struct LaneIndexType;
+template <>
+struct LaneIndexType<float> {
+  typedef int32_t type __attribute__((vector_size(64)));
+};
+template <>
+struct LaneIndexType<double> {
+  typedef int64_t type __attribute__((vector_size(64)));
+};
+#endif
+
+// a and b hold rows in segments of S lanes; the result holds each segment's
+// lower plus upper half, a's and b's segments alternately.
 template <int S, typename A, std::size_t... O>
 inline Vec<A> fold_pair(const Vec<A>& a, const Vec<A>& b, std::index_sequence<O...>) {
-  // a and b hold rows in segments of S lanes; the result holds each segment's
-  // lo + hi half, a's and b's alternately.
-  constexpr int V = kLanes<A>, H = S / 2;
-  const Vec<A> lo = __builtin_shufflevector(
-      a, b, (int(O % S) < H ? 0 : V) + int(O / S) * S + int(O % S) % H...);
-  const Vec<A> hi = __builtin_shufflevector(
-      a, b, (int(O % S) < H ? 0 : V) + int(O / S) * S + int(O % S) % H + H...);
+  constexpr int V = kLanes<A>;
+#if defined(__clang__) || __GNUC__ >= 12
+  const Vec<A> lo = __builtin_shufflevector(a, b, fold_index(O, S, V, 0)...);
+  const Vec<A> hi = __builtin_shufflevector(a, b, fold_index(O, S, V, 1)...);
+#else
+  using Index = typename LaneIndexType<A>::type;
+  const Vec<A> lo = __builtin_shuffle(a, b, Index{fold_index(O, S, V, 0)...});
+  const Vec<A> hi = __builtin_shuffle(a, b, Index{fold_index(O, S, V, 1)...});
+#endif
   return lo + hi;
 }
 
