@@ -1,5 +1,7 @@
 """Memory layouts (NCHW, channels_last, strided views) and bitwise determinism:
 run to run, batch invariance, thread-count invariance."""
+import threading
+
 import pytest
 import torch
 
@@ -217,3 +219,40 @@ def test_thread_count_invariance_cpu(layout, dtype):
         torch.set_num_threads(before)
     for k in one:
         assert_bitwise_equal(many[k], one[k], what=f"{k}: {max(2, before)} threads vs 1")
+
+
+def test_concurrent_callers_cpu():
+    """The CPU kernels keep scratch memory per calling thread, from call to call, uninitialised:
+    calls from several threads, each alternating between problems of other shapes, layouts and
+    dtypes (so that each call gets a block last written by a different problem), give the bits
+    of each problem run alone."""
+    variant = (True, "silu", "sigmoid")
+    problems = [
+        _problem((5, 48, 7, 7), 12, variant, torch.float32, "cpu", "nchw", "concurrent"),
+        _problem((3, 96, 9, 5), 6, variant, torch.bfloat16, "cpu", "channels_last", "concurrent"),
+        _problem((9, 40, 4, 4), 10, variant, torch.float64, "cpu", "nchw", "concurrent"),
+        _problem((2, 200, 3, 3), 50, variant, torch.float32, "cpu", "channels_last", "concurrent"),
+    ]
+    alone = [_fwd_bwd(x, wts, variant, dy) for x, wts, dy in problems]
+    results, errors = {}, []
+
+    def worker(t):
+        try:
+            for rep in range(3):
+                for i in range(len(problems)):
+                    k = (i + t) % len(problems)
+                    results[(t, rep, k)] = _fwd_bwd(*problems[k][:2], variant, problems[k][2])
+        except Exception as e:  # reported below: an exception in a thread does not fail the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, f"a calling thread raised: {errors[0]!r}"
+    assert len(results) == 3 * 3 * len(problems)
+    for (t, rep, k), out in results.items():
+        for name in alone[k]:
+            assert_bitwise_equal(out[name], alone[k][name],
+                                 what=f"{name} of problem {k}, thread {t}, repeat {rep}")
