@@ -519,8 +519,11 @@ inline void outer_tile(const A* a, int64_t sg, int64_t sk, const T* b, int64_t l
   for (int64_t k = 0; k < K; ++k) {
     Vec<A> bv[kV];
     for (int v = 0; v < kV; ++v) bv[v] = load_lanes<A>(b + k * ldb + m0 + v * kLanes<A>);
+    // Fully unrolled, or GCC keeps acc in memory (a store-to-load chain per FMA).
+#pragma GCC unroll 16
     for (int g = 0; g < kG; ++g) {
       const Vec<A> s = splat<A>(a[(g0 + g) * sg + k * sk]);
+#pragma GCC unroll 16
       for (int v = 0; v < kV; ++v) acc[g][v] = fma_lanes<A>(s, bv[v], acc[g][v]);
     }
   }
