@@ -45,15 +45,18 @@ namespace {
 // or two ymm) instead of choosing its own vectorisation across rows.
 template <typename A>
 constexpr int64_t kLanes = 64 / sizeof(A);
+// `index`: integer lanes of A's width (the lane indices of __builtin_shuffle).
 template <typename A>
 struct VecType;  // (vector_size is ignored on a dependent alias: one typedef per type)
 template <>
 struct VecType<float> {
   typedef float type __attribute__((vector_size(64)));
+  typedef int32_t index __attribute__((vector_size(64)));
 };
 template <>
 struct VecType<double> {
   typedef double type __attribute__((vector_size(64)));
+  typedef int64_t index __attribute__((vector_size(64)));
 };
 template <typename A>
 using Vec = typename VecType<A>::type;
@@ -187,21 +190,6 @@ constexpr int fold_index(int o, int S, int V, int hi) {
   return (o % S < S / 2 ? 0 : V) + o / S * S + o % S % (S / 2) + hi * (S / 2);
 }
 
-#if !(defined(__clang__) || __GNUC__ >= 12)
-// Integer lanes of A's width: GCC before 12 has only __builtin_shuffle, whose
-// index list is such a vector.
-template <typename A>
-struct LaneIndexType;
-template <>
-struct LaneIndexType<float> {
-  typedef int32_t type __attribute__((vector_size(64)));
-};
-template <>
-struct LaneIndexType<double> {
-  typedef int64_t type __attribute__((vector_size(64)));
-};
-#endif
-
 // a and b hold rows in segments of S lanes; the result holds each segment's
 // lower plus upper half, a's and b's segments alternately.
 template <int S, typename A, std::size_t... O>
@@ -210,8 +198,8 @@ inline Vec<A> fold_pair(const Vec<A>& a, const Vec<A>& b, std::index_sequence<O.
 #if defined(__clang__) || __GNUC__ >= 12
   const Vec<A> lo = __builtin_shufflevector(a, b, fold_index(O, S, V, 0)...);
   const Vec<A> hi = __builtin_shufflevector(a, b, fold_index(O, S, V, 1)...);
-#else
-  using Index = typename LaneIndexType<A>::type;
+#else  // GCC before 12 has only __builtin_shuffle
+  using Index = typename VecType<A>::index;
   const Vec<A> lo = __builtin_shuffle(a, b, Index{fold_index(O, S, V, 0)...});
   const Vec<A> hi = __builtin_shuffle(a, b, Index{fold_index(O, S, V, 1)...});
 #endif
