@@ -180,10 +180,6 @@ inline A sum_lanes(const Vec<A>& v) {
   return lanes[0];
 }
 
-// sum_lanes of kLanes vectors at once, the same additions in the same tree:
-// each step adds the upper half of every row's live lanes to the lower half,
-// two rows per vector (shuffled side by side), so that the kLanes rows end in
-// one vector, lane o holding row bit_reverse(o). out[r] = sum_lanes(v[r]).
 // Lane o of the fold step over S-lane segments: from a (or b, index >= V),
 // the lower (hi = 0) or upper (hi = 1) half of its segment.
 constexpr int fold_index(int o, int S, int V, int hi) {
@@ -221,6 +217,10 @@ constexpr int bit_reverse(int o, int n) {  // o's bits in reverse order, for 0 <
   return r;
 }
 
+// sum_lanes of kLanes vectors at once, the same additions in the same tree:
+// each step adds the upper half of every row's live lanes to the lower half,
+// two rows per vector (shuffled side by side), so that the kLanes rows end in
+// one vector, lane o holding row bit_reverse(o). out[r] = sum_lanes(v[r]).
 template <typename A>
 inline void sum_lanes_rows(Vec<A>* v, A* out) {  // v: kLanes vectors, overwritten
   fold_rows<kLanes<A>, A>(v);
@@ -411,9 +411,10 @@ inline Vec<A> splat(A s) {
   return splat<A>(s, std::make_index_sequence<kLanes<A>>());
 }
 
-// acc[m][g] (acc rows kDotG apart; k0 == 0: starting from 0) += the lanes of sum_{k0 <= k < k1} w[m, k] * in[g, k]
-// for m < kM, g < kG: lane l sums the k = l (mod kLanes) in order. w and in
-// have rows of K elements; k0 and k1 are multiples of kLanes.
+// acc[m][g] (rows kDotG apart; from 0 when k0 == 0) += the lanes of
+// sum_{k0 <= k < k1} w[m, k] * in[g, k] for m < kM, g < kG: lane l sums the
+// k = l (mod kLanes) in order. w and in have rows of K elements; k0 and k1
+// are multiples of kLanes.
 template <int kM, int kG, typename A, typename T>
 inline void dot_tile(const T* w, const A* in, int64_t K, int64_t k0, int64_t k1, Vec<A>* acc) {
   Vec<A> r[kM][kG];
@@ -471,7 +472,8 @@ void linear(const A* in, const T* w, const T* bias, int64_t G, int64_t M, int64_
           int64_t m = 0;
           for (; m + kDotM <= mn; m += kDotM)
             dot_tiles<kDotM>(w + (m0 + m) * K, in + g0 * K, K, k0, k1, acc + m * kDotG, gn);
-          for (; m < mn; ++m) dot_tiles<1>(w + (m0 + m) * K, in + g0 * K, K, k0, k1, acc + m * kDotG, gn);
+          for (; m < mn; ++m)
+            dot_tiles<1>(w + (m0 + m) * K, in + g0 * K, K, k0, k1, acc + m * kDotG, gn);
         }
         // The lanes' sums, kLanes accumulators at a time (unused ones are 0).
         for (int64_t i0 = 0; i0 < mn * kDotG; i0 += kLanes<A>) {
@@ -497,9 +499,10 @@ void linear(const A* in, const T* w, const T* bias, int64_t G, int64_t M, int64_
   });
 }
 
-// For g < kG, m < kV * kLanes: the sums s(g0 + g, m0 + m) = sum_k a[(g0 + g) * sg + k * sk] *
-// b[k * ldb + m0 + m] over k < K in order, one accumulator per sum, handed
-// out a row at a time: out(g, m, &s(g, m), count).
+// For g < kG, m < kV * kLanes: the sums
+// s(g0 + g, m0 + m) = sum_k a[(g0 + g) * sg + k * sk] * b[k * ldb + m0 + m]
+// over k < K in order, one accumulator per sum, handed out a row at a time:
+// out(g, m, &s(g, m), count).
 template <int kG, int kV, typename A, typename T, typename Out>
 inline void outer_tile(const A* a, int64_t sg, int64_t sk, const T* b, int64_t ldb, int64_t K,
                        int64_t g0, int64_t m0, const Out& out) {
@@ -524,8 +527,8 @@ inline void outer_tile(const A* a, int64_t sg, int64_t sk, const T* b, int64_t l
 
 // For g < G, m < M: s(g, m) = sum_k a(g, k) * b[k * ldb + m] over k < K in
 // order, with a(g, k) = a[g * sg + k * sk], handed to out(g, m, &s(g, m), count)
-// for count consecutive m (so that the epilogue's loop vectorises). The backward's transposed
-// products (a = the gradient [G, K], b = a weight [K, M] as stored) and the
+// for count consecutive m (so that the epilogue's loop vectorises). The
+// backward's transposed products (a = the gradient [G, K], b = a weight [K, M] as stored) and the
 // weight gradients (a = a gradient [K = N, G], b = the layer's input [N, M],
 // summed over samples in order). A task is kOuterV vectors of columns (or
 // the columns past the last full vector) for kOuterG rows.
@@ -536,7 +539,8 @@ void outer_sums(const A* a, int64_t sg, int64_t sk, const T* b, int64_t ldb, int
   const int64_t vecs = M / L;
   const int64_t col_blocks = (vecs + kOuterV - 1) / kOuterV + (M % L != 0 ? 1 : 0);
   const int64_t row_blocks = (G + kOuterG - 1) / kOuterG;
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(kOuterG * kOuterV * L * K, 1));
+  const int64_t tile_work = kOuterG * kOuterV * L * K;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(tile_work, 1));
   at::parallel_for(0, col_blocks * row_blocks, grain, [&](int64_t first, int64_t last) {
     for (int64_t t = first; t < last; ++t) {
       const int64_t cb = t / row_blocks, g0 = t % row_blocks * kOuterG;
@@ -546,7 +550,8 @@ void outer_sums(const A* a, int64_t sg, int64_t sk, const T* b, int64_t ldb, int
         for (int64_t g = g0; g < g0 + gn; ++g)
           for (int64_t m = vecs * L; m < M; ++m) {
             A acc = 0;
-            for (int64_t k = 0; k < K; ++k) acc = std::fma(a[g * sg + k * sk], to_acc<A>(b[k * ldb + m]), acc);
+            for (int64_t k = 0; k < K; ++k)
+              acc = std::fma(a[g * sg + k * sk], to_acc<A>(b[k * ldb + m]), acc);
             out(g, m, &acc, 1);
           }
         continue;
@@ -557,11 +562,13 @@ void outer_sums(const A* a, int64_t sg, int64_t sk, const T* b, int64_t ldb, int
         if (rows && nv == kOuterV) {
           outer_tile<kOuterG, kOuterV>(a, sg, sk, b, ldb, K, g, v0 * L, out);
         } else if (rows) {
-          for (int64_t v = v0; v < v0 + nv; ++v) outer_tile<kOuterG, 1>(a, sg, sk, b, ldb, K, g, v * L, out);
+          for (int64_t v = v0; v < v0 + nv; ++v)
+            outer_tile<kOuterG, 1>(a, sg, sk, b, ldb, K, g, v * L, out);
         } else if (nv == kOuterV) {
           outer_tile<1, kOuterV>(a, sg, sk, b, ldb, K, g, v0 * L, out);
         } else {
-          for (int64_t v = v0; v < v0 + nv; ++v) outer_tile<1, 1>(a, sg, sk, b, ldb, K, g, v * L, out);
+          for (int64_t v = v0; v < v0 + nv; ++v)
+            outer_tile<1, 1>(a, sg, sk, b, ldb, K, g, v * L, out);
         }
         g += rows ? kOuterG : 1;
       }
@@ -705,7 +712,8 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   const A* pd = pooled.data_ptr<A>();
 
   // dz1 and act [N, hidden] and dz2 [N, C] are kept for the weight gradients.
-  const Scratch<A> scratch({N * H, N * H, N * C, G * tiling.nparts * C, G * H, G * C, G * C, G * C});
+  const Scratch<A> scratch(
+      {N * H, N * H, N * C, G * tiling.nparts * C, G * H, G * C, G * C, G * C});
   A* const dz1 = scratch[0];
   A* const act = scratch[1];
   A* const dz2 = scratch[2];
@@ -742,13 +750,15 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
       }
     });
     // da = w2^T dz2, dz1 = da * activation'(z1), dp = w1^T dz1 / HW
-    outer_sums(dz2s, C, 1, storage_ptr<T>(w2), H, g, H, C, [&](int64_t i, int64_t j, const A* da, int64_t n) {
-      for (int64_t l = 0; l < n; ++l)
-        dz1s[i * H + j + l] = da[l] * activation_grad(p.activation, z1[i * H + j + l]);
-    });
-    outer_sums(dz1s, H, 1, storage_ptr<T>(w1), C, g, C, H, [&](int64_t i, int64_t c, const A* v, int64_t n) {
-      for (int64_t l = 0; l < n; ++l) dp[i * C + c + l] = v[l] / static_cast<A>(p.HW);
-    });
+    outer_sums(dz2s, C, 1, storage_ptr<T>(w2), H, g, H, C,
+               [&](int64_t i, int64_t j, const A* da, int64_t n) {
+                 for (int64_t l = 0; l < n; ++l)
+                   dz1s[i * H + j + l] = da[l] * activation_grad(p.activation, z1[i * H + j + l]);
+               });
+    outer_sums(dz1s, H, 1, storage_ptr<T>(w1), C, g, C, H,
+               [&](int64_t i, int64_t c, const A* v, int64_t n) {
+                 for (int64_t l = 0; l < n; ++l) dp[i * C + c + l] = v[l] / static_cast<A>(p.HW);
+               });
     // dx = dy * s + dp / HW
     tiling.for_each_tile(g, true, [&](int64_t i, int64_t begin, int64_t end) {
       const A* gi = gate + i * C;
