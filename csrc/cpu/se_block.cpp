@@ -252,6 +252,40 @@ void row_sums(const T* a, const T* b, int64_t stride, int64_t n, A* out) {
   for (int r = 0; r < kRows; ++r) out[r] = sum_lanes<A>(lanes[r]) + tail[r];
 }
 
+// channels_last: out[c] for the kVecs * kLanes channels at a (and b), whose
+// rows are C apart: the sum over n rows in order (kDot: of a * b), held in
+// registers across the rows.
+template <int kVecs, bool kDot, typename A, typename T>
+inline void column_sums(const T* a, const T* b, int64_t C, int64_t n, A* out) {
+  Vec<A> s[kVecs] = {};
+  for (int64_t r = 0; r < n; ++r) {
+#pragma GCC unroll 8
+    for (int v = 0; v < kVecs; ++v) {
+      const Vec<A> x = load_lanes<A>(a + r * C + v * kLanes<A>);
+      s[v] = kDot ? fma_lanes<A>(x, load_lanes<A>(b + r * C + v * kLanes<A>), s[v]) : s[v] + x;
+    }
+  }
+  __builtin_memcpy(out, s, sizeof(s));
+}
+
+// column_sums over the first `cols` channels: 4 vectors at a time, then one,
+// then the channels past the last full vector.
+template <bool kDot, typename A, typename T>
+void column_sums(const T* a, const T* b, int64_t C, int64_t n, int64_t cols, A* out) {
+  constexpr int64_t L = kLanes<A>;
+  int64_t c = 0;
+  for (; c + 4 * L <= cols; c += 4 * L)
+    column_sums<4, kDot>(a + c, kDot ? b + c : b, C, n, out + c);
+  for (; c + L <= cols; c += L) column_sums<1, kDot>(a + c, kDot ? b + c : b, C, n, out + c);
+  for (; c < cols; ++c) {
+    A acc = 0;
+    for (int64_t r = 0; r < n; ++r)
+      acc = kDot ? std::fma(to_acc<A>(a[r * C + c]), to_acc<A>(b[r * C + c]), acc)
+                 : acc + to_acc<A>(a[r * C + c]);
+    out[c] = acc;
+  }
+}
+
 // row_sums over `rows` rows, 4 at a time.
 template <bool kDot, typename A, typename T>
 void row_sums(const T* a, const T* b, int64_t stride, int64_t n, int64_t rows, A* out) {
@@ -329,26 +363,28 @@ struct Tiling {
       return;
     }
     A* acc = parts + (begin / span) * C;
-    for (int64_t c = 0; c < C; ++c) acc[c] = A(0);
-    for (int64_t hw = begin; hw < end; ++hw) {
-      const T* ar = a + hw * C;
-      if (b == nullptr) {
-        for (int64_t c = 0; c < C; ++c) acc[c] += to_acc<A>(ar[c]);
-      } else {
-        const T* br = b + hw * C;
-        for (int64_t c = 0; c < C; ++c)
-          acc[c] = std::fma(to_acc<A>(ar[c]), to_acc<A>(br[c]), acc[c]);
-      }
+    if (b == nullptr) {
+      column_sums<false>(a + begin * C, b, C, end - begin, C, acc);
+    } else {
+      column_sums<true>(a + begin * C, b + begin * C, C, end - begin, C, acc);
     }
   }
 
-  // The sample's per-channel totals from its partial sums, times `factor`.
+  // Each of g samples' per-channel totals from its partial sums ([nparts, C]
+  // per sample), times `factor`, in parallel over the samples.
   template <typename A>
-  void finish(const A* parts, A factor, A* out) const {
-    for (int64_t c = 0; c < C; ++c) out[c] = parts[c];
-    for (int64_t t = 1; t < nparts; ++t)
-      for (int64_t c = 0; c < C; ++c) out[c] += parts[t * C + c];
-    for (int64_t c = 0; c < C; ++c) out[c] *= factor;
+  void finish(int64_t g, const A* parts, A factor, A* out) const {
+    const int64_t grain = std::max<int64_t>(1, 32768 / (nparts * C + 1));
+    at::parallel_for(0, g, grain, [&](int64_t first, int64_t last) {
+      for (int64_t i = first; i < last; ++i) {
+        const A* pi = parts + i * nparts * C;
+        A* oi = out + i * C;
+        for (int64_t c = 0; c < C; ++c) oi[c] = pi[c];
+        for (int64_t t = 1; t < nparts; ++t)
+          for (int64_t c = 0; c < C; ++c) oi[c] += pi[t * C + c];
+        for (int64_t c = 0; c < C; ++c) oi[c] *= factor;
+      }
+    });
   }
 
   // out[c, hw] = fn(in[c, hw], c) over the tile.
@@ -676,8 +712,7 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
     tiling.for_each_tile(g, false, [&](int64_t i, int64_t begin, int64_t end) {
       tiling.reduce<A, T>(xs + i * sample, nullptr, begin, end, parts + i * tiling.nparts * p.C);
     });
-    for (int64_t i = 0; i < g; ++i)
-      tiling.finish(parts + i * tiling.nparts * p.C, A(1) / static_cast<A>(p.HW), ps + i * p.C);
+    tiling.finish(g, parts, A(1) / static_cast<A>(p.HW), ps);
     // excite
     excite<T, A>(p, ps, storage_ptr<T>(w1), optional_data<T>(b1), storage_ptr<T>(w2),
                  optional_data<T>(b2), g, z1, a,
@@ -732,8 +767,7 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
       tiling.reduce<A, T>(dys + i * sample, xs + i * sample, begin, end,
                           parts + i * tiling.nparts * C);
     });
-    for (int64_t i = 0; i < g; ++i)
-      tiling.finish(parts + i * tiling.nparts * C, A(1), ds + i * C);
+    tiling.finish(g, parts, A(1), ds);
     // excite backward: recompute the MLP from the pooled means, then go back through it.
     A* a = act + n0 * H;
     A* dz1s = dz1 + n0 * H;
