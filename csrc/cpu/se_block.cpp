@@ -469,15 +469,13 @@ inline void dot_tile(const T* w, const A* in, int64_t K, int64_t k0, int64_t k1,
     for (int g = 0; g < kG; ++g) acc[m * kDotG + g] = r[m][g];
 }
 
-// dot_tile for gn <= kDotG samples, in tiles of kDotG, 4, 2 and 1.
+// dot_tile for gn <= kDotG (4 or 2) samples, in tiles of kDotG, 2 and 1.
 template <int kM, typename A, typename T>
 inline void dot_tiles(const T* w, const A* in, int64_t K, int64_t k0, int64_t k1, Vec<A>* acc,
                       int64_t gn) {
+  static_assert(kDotG == 4 || kDotG == 2, "the remainder tiles below cover kDotG <= 4");
   if (gn == kDotG) return dot_tile<kM, kDotG>(w, in, K, k0, k1, acc);
   int64_t g = 0;
-  if constexpr (kDotG > 4) {
-    if (gn - g >= 4) dot_tile<kM, 4>(w, in + g * K, K, k0, k1, acc + g), g += 4;
-  }
   if constexpr (kDotG > 2) {
     if (gn - g >= 2) dot_tile<kM, 2>(w, in + g * K, K, k0, k1, acc + g), g += 2;
   }
