@@ -18,7 +18,7 @@
 // count nor the batch size: a channel's mean or dot product runs over H x W
 // in a fixed pattern (kLanes partial sums, then a fixed tree for NCHW; in
 // order of hw for channels_last), the gate MLP's dot products over kLanes
-// partial sums, and the weight gradients over samples in order.
+// partial sums, the backward's products in blocks of 64 terms in order.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -295,6 +295,23 @@ void row_sums(const T* a, const T* b, int64_t stride, int64_t n, int64_t rows, A
   for (; r < rows; ++r) row_sums<1, kDot>(a + r * stride, kDot ? b + r * stride : b, stride, n, out + r);
 }
 
+// The backward's products past the gate (through the weights' transposes,
+// and the weight gradients) run in grad_t: float for every tensor type but
+// double, as in the plain block. Gradients need the plain block's accuracy
+// in the tensor's dtype, not the forward's single rounding; the gate s that
+// dx is scaled by, the recomputed MLP it comes from, dx's sum and the bias
+// gradients' sums stay in acc_t.
+template <typename T>
+struct GradType {
+  using type = float;
+};
+template <>
+struct GradType<double> {
+  using type = double;
+};
+template <typename T>
+using grad_t = typename GradType<T>::type;
+
 // ---------------------------------------------------------------------------
 // How a gate is stored and applied, per tensor dtype: rounding happens once.
 
@@ -409,10 +426,10 @@ struct Tiling {
 // Samples per chunk: few enough that a chunk's tensors (bytes_per_sample
 // each) stay in the caches. When the gate MLP costs more than the sample's
 // elements (2 * C * hidden multiply-adds against C * H * W), at least
-// kMlpChunk samples, so that the MLP runs 8 rows at a time and reuses each
-// weight it loads for all of them.
+// kMlpChunk samples, so that the MLP loads its weights once per kMlpChunk
+// samples (benchmarks/NOTES.md 20).
 int64_t chunk_samples(const SEProblem& p, int64_t bytes_per_sample) {
-  constexpr int64_t kMlpChunk = 8;
+  constexpr int64_t kMlpChunk = 32;
   const int64_t budget = kChunkBytesPerThread * at::get_num_threads();
   int64_t g = budget / std::max<int64_t>(bytes_per_sample, 1);
   if (2 * p.hidden >= p.HW) g = std::max(g, kMlpChunk);
@@ -433,6 +450,7 @@ constexpr int kDotM = 2, kDotG = 2;
 constexpr int kOuterG = 2, kOuterV = 2;
 #endif
 constexpr int64_t kDotK = 256;            // k per block: a tile's inputs stay in L1
+constexpr int64_t kOuterK = 64;           // outer_sums: k per block of a sum
 constexpr int64_t kDotPanel = 4 * kDotM;  // rows of w per task of linear
 
 // A vector of kLanes copies of s (written as an initializer list: one
@@ -535,26 +553,36 @@ void linear(const A* in, const T* w, const T* bias, int64_t G, int64_t M, int64_
 
 // For g < kG, m < kV * kLanes: the sums
 // s(g0 + g, m0 + m) = sum_k a[(g0 + g) * sg + k * sk] * b[k * ldb + m0 + m]
-// over k < K in order, one accumulator per sum, handed out a row at a time:
+// over k < K, in blocks of kOuterK in order (each block summed in order from
+// 0, then added to the total), handed out a row at a time:
 // out(g, m, &s(g, m), count).
 template <int kG, int kV, typename A, typename T, typename Out>
 inline void outer_tile(const A* a, int64_t sg, int64_t sk, const T* b, int64_t ldb, int64_t K,
                        int64_t g0, int64_t m0, const Out& out) {
-  Vec<A> acc[kG][kV] = {};
-  for (int64_t k = 0; k < K; ++k) {
-    Vec<A> bv[kV];
-    for (int v = 0; v < kV; ++v) bv[v] = load_lanes<A>(b + k * ldb + m0 + v * kLanes<A>);
-    // Fully unrolled, or GCC keeps acc in memory (a store-to-load chain per FMA).
+  Vec<A> total[kG][kV] = {};
+  for (int64_t k0 = 0; k0 < K; k0 += kOuterK) {
+    Vec<A> acc[kG][kV] = {};
+    for (int64_t k = k0; k < std::min(k0 + kOuterK, K); ++k) {
+      // Fully unrolled, or GCC keeps bv and acc in memory (a store-to-load
+      // chain per load and per FMA).
+      Vec<A> bv[kV];
 #pragma GCC unroll 16
-    for (int g = 0; g < kG; ++g) {
-      const Vec<A> s = splat<A>(a[(g0 + g) * sg + k * sk]);
+      for (int v = 0; v < kV; ++v) bv[v] = load_lanes<A>(b + k * ldb + m0 + v * kLanes<A>);
 #pragma GCC unroll 16
-      for (int v = 0; v < kV; ++v) acc[g][v] = fma_lanes<A>(s, bv[v], acc[g][v]);
+      for (int g = 0; g < kG; ++g) {
+        const Vec<A> s = splat<A>(a[(g0 + g) * sg + k * sk]);
+#pragma GCC unroll 16
+        for (int v = 0; v < kV; ++v) acc[g][v] = fma_lanes<A>(s, bv[v], acc[g][v]);
+      }
     }
+#pragma GCC unroll 16
+    for (int g = 0; g < kG; ++g)
+#pragma GCC unroll 16
+      for (int v = 0; v < kV; ++v) total[g][v] += acc[g][v];
   }
   for (int g = 0; g < kG; ++g) {
     A row[kV * kLanes<A>];
-    __builtin_memcpy(row, acc[g], sizeof(row));
+    __builtin_memcpy(row, total[g], sizeof(row));
     out(g0 + g, m0, row, kV * kLanes<A>);
   }
 }
@@ -564,7 +592,7 @@ inline void outer_tile(const A* a, int64_t sg, int64_t sk, const T* b, int64_t l
 // for count consecutive m (so that the epilogue's loop vectorises). The
 // backward's transposed products (a = the gradient [G, K], b = a weight [K, M] as stored) and the
 // weight gradients (a = a gradient [K = N, G], b = the layer's input [N, M],
-// summed over samples in order). A task is kOuterV vectors of columns (or
+// summed over samples). Sums run in blocks of kOuterK in order (see outer_tile). A task is kOuterV vectors of columns (or
 // the columns past the last full vector) for kOuterG rows.
 template <typename A, typename T, typename Out>
 void outer_sums(const A* a, int64_t sg, int64_t sk, const T* b, int64_t ldb, int64_t G,
@@ -583,10 +611,14 @@ void outer_sums(const A* a, int64_t sg, int64_t sk, const T* b, int64_t ldb, int
       if (v0 >= vecs) {  // the columns past the last full vector
         for (int64_t g = g0; g < g0 + gn; ++g)
           for (int64_t m = vecs * L; m < M; ++m) {
-            A acc = 0;
-            for (int64_t k = 0; k < K; ++k)
-              acc = std::fma(a[g * sg + k * sk], to_acc<A>(b[k * ldb + m]), acc);
-            out(g, m, &acc, 1);
+            A total = 0;
+            for (int64_t k0 = 0; k0 < K; k0 += kOuterK) {
+              A acc = 0;
+              for (int64_t k = k0; k < std::min(k0 + kOuterK, K); ++k)
+                acc = std::fma(a[g * sg + k * sk], to_acc<A>(b[k * ldb + m]), acc);
+              total += acc;
+            }
+            out(g, m, &total, 1);
           }
         continue;
       }
@@ -610,9 +642,9 @@ void outer_sums(const A* a, int64_t sg, int64_t sk, const T* b, int64_t ldb, int
   });
 }
 
-// out[m] = sum_n u[n, m] for u: [N, M], summed over n in order.
-template <typename A, typename T>
-void sum_over_samples(const A* u, int64_t N, int64_t M, T* out) {
+// out[m] = sum_n u[n, m] for u: [N, M], summed over n in order, in A.
+template <typename A, typename U, typename T>
+void sum_over_samples(const U* u, int64_t N, int64_t M, T* out) {
   std::vector<A> acc(M, A(0));
   for (int64_t n = 0; n < N; ++n)
     for (int64_t m = 0; m < M; ++m) acc[m] += u[n * M + m];
@@ -636,11 +668,13 @@ void for_each_gate(Gate gate, int64_t n, const Fn& fn) {
 }
 
 // A call's scratch buffers of A, carved from one block per calling thread
-// that is kept from call to call: fresh pages cost a page fault each (about
-// 2 us per 4 KB page on the 2-core dev machine, as much as the gate MLP's
-// work at 32 x 2048 x 7 x 7). The block grows to the largest call a thread
-// has made and is freed when the thread ends. Contents are not initialised.
-template <typename A>
+// and slot that is kept from call to call: fresh pages cost a page fault each
+// (about 2 us per 4 KB page on the 2-core dev machine, as much as the gate
+// MLP's work at 32 x 2048 x 7 x 7). The block grows to the largest call a
+// thread has made and is freed when the thread ends. Contents are not
+// initialised. A call that needs two lists of buffers (of A and of another
+// type that may be A) takes them from two slots.
+template <typename A, int kSlot = 0>
 class Scratch {
  public:
   explicit Scratch(std::initializer_list<int64_t> sizes) {
@@ -734,6 +768,7 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
                      const std::optional<at::Tensor>& b2, at::Tensor& dx, at::Tensor& dw1,
                      at::Tensor& db1, at::Tensor& dw2, at::Tensor& db2) {
   using A = acc_t<T>;
+  using B = grad_t<T>;
   using Ops = GateOps<T>;
   const Tiling tiling(p);
   const int64_t sample = p.C * p.HW;
@@ -744,17 +779,20 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   T* dxd = storage_ptr<T>(dx);
   const A* pd = pooled.data_ptr<A>();
 
-  // dz1 and act [N, hidden] and dz2 [N, C] are kept for the weight gradients.
-  const Scratch<A> scratch(
-      {N * H, N * H, N * C, G * tiling.nparts * C, G * H, G * C, G * C, G * C});
-  A* const dz1 = scratch[0];
-  A* const act = scratch[1];
-  A* const dz2 = scratch[2];
-  A* const parts = scratch[3];
-  A* const z1 = scratch[4];
-  A* const ds = scratch[5];
-  A* const dp = scratch[6];
-  A* const gate = scratch[7];
+  const Scratch<A> scratch({G * tiling.nparts * C, G * H, G * H, G * C, G * C, G * C});
+  A* const parts = scratch[0];
+  A* const z1 = scratch[1];
+  A* const a = scratch[2];
+  A* const ds = scratch[3];
+  A* const dp = scratch[4];
+  A* const gate = scratch[5];
+  // The weight gradients' operands, kept for the whole batch: dz1 and the
+  // activations [N, hidden], dz2 and the pooled means [N, C].
+  const Scratch<B, 1> grads({N * H, N * H, N * C, N * C});
+  B* const dz1 = grads[0];
+  B* const act = grads[1];
+  B* const dz2 = grads[2];
+  B* const pooled_b = grads[3];
 
   for (int64_t n0 = 0; n0 < N; n0 += G) {
     const int64_t g = std::min(G, N - n0);
@@ -767,29 +805,33 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
     });
     tiling.finish(g, parts, A(1), ds);
     // excite backward: recompute the MLP from the pooled means, then go back through it.
-    A* a = act + n0 * H;
-    A* dz1s = dz1 + n0 * H;
-    A* dz2s = dz2 + n0 * C;
-    excite<T, A>(p, pd + n0 * C, storage_ptr<T>(w1), optional_data<T>(b1), storage_ptr<T>(w2),
+    const A* ps = pd + n0 * C;
+    B* dz1s = dz1 + n0 * H;
+    B* dz2s = dz2 + n0 * C;
+    excite<T, A>(p, ps, storage_ptr<T>(w1), optional_data<T>(b1), storage_ptr<T>(w2),
                  optional_data<T>(b2), g, z1, a,
                  [&](int64_t i, int64_t c, A z2) { gate[i * C + c] = z2; });
+    for (int64_t i = 0; i < g * H; ++i) act[n0 * H + i] = static_cast<B>(a[i]);
+    for (int64_t i = 0; i < g * C; ++i) pooled_b[n0 * C + i] = static_cast<B>(ps[i]);
     for_each_gate(p.gate, g * C, [&](auto gate_kind, int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {  // s and dz2 from z2
         A s, ds_dz;
         gate_fwd_grad(gate_kind(), gate[i], s, ds_dz);
         gate[i] = s;
-        dz2s[i] = ds[i] * ds_dz;
+        dz2s[i] = static_cast<B>(ds[i] * ds_dz);
       }
     });
     // da = w2^T dz2, dz1 = da * activation'(z1), dp = w1^T dz1 / HW
     outer_sums(dz2s, C, 1, storage_ptr<T>(w2), H, g, H, C,
-               [&](int64_t i, int64_t j, const A* da, int64_t n) {
+               [&](int64_t i, int64_t j, const B* da, int64_t n) {
                  for (int64_t l = 0; l < n; ++l)
-                   dz1s[i * H + j + l] = da[l] * activation_grad(p.activation, z1[i * H + j + l]);
+                   dz1s[i * H + j + l] = static_cast<B>(
+                       da[l] * activation_grad(p.activation, z1[i * H + j + l]));
                });
     outer_sums(dz1s, H, 1, storage_ptr<T>(w1), C, g, C, H,
-               [&](int64_t i, int64_t c, const A* v, int64_t n) {
-                 for (int64_t l = 0; l < n; ++l) dp[i * C + c + l] = v[l] / static_cast<A>(p.HW);
+               [&](int64_t i, int64_t c, const B* v, int64_t n) {
+                 for (int64_t l = 0; l < n; ++l)
+                   dp[i * C + c + l] = static_cast<A>(v[l]) / static_cast<A>(p.HW);
                });
     // dx = dy * s + dp / HW
     tiling.for_each_tile(g, true, [&](int64_t i, int64_t begin, int64_t end) {
@@ -803,16 +845,16 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   // Weight and bias gradients, summed over samples in order.
   T* dw1d = storage_ptr<T>(dw1);
   T* dw2d = storage_ptr<T>(dw2);
-  outer_sums(dz1, 1, H, pd, C, H, C, N, [&](int64_t j, int64_t c, const A* v, int64_t n) {
+  outer_sums(dz1, 1, H, pooled_b, C, H, C, N, [&](int64_t j, int64_t c, const B* v, int64_t n) {
     // dw1[j, c] = sum_n dz1[n, j] * pooled[n, c]
     for (int64_t l = 0; l < n; ++l) dw1d[j * C + c + l] = from_acc<T>(v[l]);
   });
-  outer_sums(dz2, 1, C, act, H, C, H, N, [&](int64_t c, int64_t j, const A* v, int64_t n) {
+  outer_sums(dz2, 1, C, act, H, C, H, N, [&](int64_t c, int64_t j, const B* v, int64_t n) {
     // dw2[c, j] = sum_n dz2[n, c] * a[n, j]
     for (int64_t l = 0; l < n; ++l) dw2d[c * H + j + l] = from_acc<T>(v[l]);
   });
-  sum_over_samples(dz1, N, H, storage_ptr<T>(db1));
-  sum_over_samples(dz2, N, C, storage_ptr<T>(db2));
+  sum_over_samples<A>(dz1, N, H, storage_ptr<T>(db1));
+  sum_over_samples<A>(dz2, N, C, storage_ptr<T>(db2));
 }
 
 // ---------------------------------------------------------------------------
