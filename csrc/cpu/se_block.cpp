@@ -28,6 +28,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 #include <utility>
 #if defined(__AVX512F__) || defined(__F16C__)
 #include <immintrin.h>
@@ -302,15 +303,7 @@ void row_sums(const T* a, const T* b, int64_t stride, int64_t n, int64_t rows, A
 // dx is scaled by, the recomputed MLP it comes from, dx's sum and the bias
 // gradients' sums stay in acc_t.
 template <typename T>
-struct GradType {
-  using type = float;
-};
-template <>
-struct GradType<double> {
-  using type = double;
-};
-template <typename T>
-using grad_t = typename GradType<T>::type;
+using grad_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 // ---------------------------------------------------------------------------
 // How a gate is stored and applied, per tensor dtype: rounding happens once.
