@@ -88,18 +88,24 @@ SEProblem check_forward(const at::Tensor& x, const at::Tensor& w1,
 }
 
 SEProblem check_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& pooled,
-                         const at::Tensor& w1, const std::optional<at::Tensor>& b1,
-                         const at::Tensor& w2, const std::optional<at::Tensor>& b2,
-                         c10::string_view activation, c10::string_view gate) {
-  SEProblem p = check_forward(x, w1, b1, w2, b2, activation, gate);
+                         const at::Tensor& z1, const at::Tensor& z2, const at::Tensor& w1,
+                         const at::Tensor& w2, c10::string_view activation,
+                         c10::string_view gate) {
+  SEProblem p = check_forward(x, w1, std::nullopt, w2, std::nullopt, activation, gate);
   check_shape(dy, "dy (the gradient of y)", x.sizes(), "the shape of x");
   check_same_device_and_dtype(x, dy, "dy (the gradient of y)");
-  check_shape(pooled, "pooled", {p.N, p.C}, "[N, C], as returned by the forward");
-  TORCH_CHECK(pooled.device() == x.device(), "se_fused: pooled is on ", pooled.device(),
-              " but x is on ", x.device());
-  TORCH_CHECK_TYPE(pooled.scalar_type() == accumulation_dtype(x.scalar_type()),
-                   "se_fused: pooled must have dtype ", accumulation_dtype(x.scalar_type()),
-                   " for x of dtype ", x.scalar_type(), ", got ", pooled.scalar_type());
+  const at::ScalarType acc = accumulation_dtype(x.scalar_type());
+  auto check_saved = [&](const at::Tensor& t, const char* name, at::IntArrayRef shape,
+                         const char* what) {
+    check_shape(t, name, shape, what);
+    TORCH_CHECK(t.device() == x.device(), "se_fused: ", name, " is on ", t.device(),
+                " but x is on ", x.device());
+    TORCH_CHECK_TYPE(t.scalar_type() == acc, "se_fused: ", name, " must have dtype ", acc,
+                     " for x of dtype ", x.scalar_type(), ", got ", t.scalar_type());
+  };
+  check_saved(pooled, "pooled", {p.N, p.C}, "[N, C], as returned by the forward");
+  check_saved(z1, "z1", {p.N, p.hidden}, "[N, hidden], as returned by the forward");
+  check_saved(z2, "z2", {p.N, p.C}, "[N, C], as returned by the forward");
   return p;
 }
 

@@ -28,14 +28,14 @@ SEProblem check_forward(const at::Tensor& x, const at::Tensor& w1,
                         const std::optional<at::Tensor>& b2,
                         c10::string_view activation, c10::string_view gate);
 
-// The forward checks plus dy (shape of x) and pooled ([N, C], accumulation
-// dtype) for se_fused::_squeeze_excite_backward.
+// The forward checks (without biases: the backward does not read them) plus
+// dy (shape of x) and the forward's saved state, pooled and z2 ([N, C]) and
+// z1 ([N, hidden]) in the accumulation dtype, for se_fused::_squeeze_excite_backward.
 SEProblem check_backward(const at::Tensor& dy, const at::Tensor& x,
-                         const at::Tensor& pooled, const at::Tensor& w1,
-                         const std::optional<at::Tensor>& b1,
-                         const at::Tensor& w2,
-                         const std::optional<at::Tensor>& b2,
-                         c10::string_view activation, c10::string_view gate);
+                         const at::Tensor& pooled, const at::Tensor& z1,
+                         const at::Tensor& z2, const at::Tensor& w1,
+                         const at::Tensor& w2, c10::string_view activation,
+                         c10::string_view gate);
 
 // dtype of the pooled means (and of every intermediate): float64 for
 // float32/float64 tensors, float32 for float16/bfloat16.

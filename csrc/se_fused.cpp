@@ -14,16 +14,18 @@ PyObject* PyInit__C(void) {
 
 TORCH_LIBRARY(se_fused, m) {
   // y = x * gate(w2 @ activation(w1 @ mean_hw(x) + b1) + b2), per (sample, channel).
-  // Returns y (x's shape, dtype and memory format) and the pooled means
-  // [N, C] in the accumulation dtype (float64 for float32/float64 x, float32
-  // for float16/bfloat16), which the backward reuses.
+  // Returns y (x's shape, dtype and memory format) and, for the backward, the
+  // gate MLP's state in the accumulation dtype (float64 for float32/float64 x,
+  // float32 for float16/bfloat16): the pooled means [N, C] and the
+  // pre-activations z1 = w1 @ pooled + b1 [N, hidden] and z2 [N, C].
   m.def(
       "squeeze_excite(Tensor x, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2, "
-      "str activation, str gate) -> (Tensor y, Tensor pooled)");
-  // Returns dx, dw1, db1, dw2, db2 (the bias gradients are computed whether
-  // or not the biases exist; they are cheap).
+      "str activation, str gate) -> (Tensor y, Tensor pooled, Tensor z1, Tensor z2)");
+  // Returns dx, dw1, db1, dw2, db2 from the forward's saved state (no MLP is
+  // recomputed, so the biases are not needed; their gradients are computed
+  // whether or not they exist: they are cheap).
   m.def(
-      "_squeeze_excite_backward(Tensor dy, Tensor x, Tensor pooled, Tensor w1, Tensor? b1, "
-      "Tensor w2, Tensor? b2, str activation, str gate) "
+      "_squeeze_excite_backward(Tensor dy, Tensor x, Tensor pooled, Tensor z1, Tensor z2, "
+      "Tensor w1, Tensor w2, str activation, str gate) "
       "-> (Tensor dx, Tensor dw1, Tensor db1, Tensor dw2, Tensor db2)");
 }

@@ -28,12 +28,15 @@ def _squeeze_excite_fake(x, w1, b1, w2, b2, activation, gate):
     torch._check(w1.size(1) == x.size(1) and w2.size(0) == x.size(1),
                  lambda: f"se_fused: weights for {w1.size(1)} channels, x has {x.size(1)}")
     y = torch.empty_like(x, memory_format=_memory_format(x))
-    pooled = x.new_empty((x.size(0), x.size(1)), dtype=accumulation_dtype(x.dtype))
-    return y, pooled
+    acc = accumulation_dtype(x.dtype)
+    pooled = x.new_empty((x.size(0), x.size(1)), dtype=acc)
+    z1 = x.new_empty((x.size(0), w1.size(0)), dtype=acc)
+    z2 = x.new_empty((x.size(0), x.size(1)), dtype=acc)
+    return y, pooled, z1, z2
 
 
 @torch.library.register_fake("se_fused::_squeeze_excite_backward")
-def _squeeze_excite_backward_fake(dy, x, pooled, w1, b1, w2, b2, activation, gate):
+def _squeeze_excite_backward_fake(dy, x, pooled, z1, z2, w1, w2, activation, gate):
     dx = torch.empty_like(x, memory_format=_memory_format(x))
     return (dx, torch.empty_like(w1), w1.new_empty(w1.size(0)), torch.empty_like(w2),
             w2.new_empty(w2.size(0)))
@@ -41,18 +44,18 @@ def _squeeze_excite_backward_fake(dy, x, pooled, w1, b1, w2, b2, activation, gat
 
 def _setup_context(ctx, inputs, output):
     x, w1, b1, w2, b2, activation, gate = inputs
-    _, pooled = output
-    ctx.save_for_backward(x, pooled, w1, b1, w2, b2)
+    _, pooled, z1, z2 = output
+    ctx.save_for_backward(x, pooled, z1, z2, w1, w2)
+    ctx.has_b1, ctx.has_b2 = b1 is not None, b2 is not None
     ctx.activation, ctx.gate = activation, gate
 
 
-def _backward(ctx, dy, _dpooled):
-    # pooled is an implementation detail of the forward: no gradient flows into it.
-    x, pooled, w1, b1, w2, b2 = ctx.saved_tensors
+def _backward(ctx, dy, _dpooled, _dz1, _dz2):
+    # pooled, z1 and z2 are the forward's saved state: no gradient flows into them.
+    x, pooled, z1, z2, w1, w2 = ctx.saved_tensors
     dx, dw1, db1, dw2, db2 = _ops._squeeze_excite_backward(
-        dy, x, pooled, w1, b1, w2, b2, ctx.activation, ctx.gate)
-    return (dx, dw1, db1 if b1 is not None else None, dw2,
-            db2 if b2 is not None else None, None, None)
+        dy, x, pooled, z1, z2, w1, w2, ctx.activation, ctx.gate)
+    return (dx, dw1, db1 if ctx.has_b1 else None, dw2, db2 if ctx.has_b2 else None, None, None)
 
 
 torch.library.register_autograd("se_fused::squeeze_excite", _backward, setup_context=_setup_context)

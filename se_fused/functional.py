@@ -26,5 +26,5 @@ def squeeze_excitation(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor,
         w1, w2 = w1.to(x.dtype), w2.to(x.dtype)
         b1 = b1.to(x.dtype) if b1 is not None else None
         b2 = b2.to(x.dtype) if b2 is not None else None
-    y, _ = _ops.squeeze_excite(x, w1, b1, w2, b2, activation, gate)
+    y, *_ = _ops.squeeze_excite(x, w1, b1, w2, b2, activation, gate)
     return y

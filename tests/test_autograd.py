@@ -103,15 +103,15 @@ def test_opcheck_forward(device, case, requires_grad):
 def _backward_args(case, device, requires_grad):
     x, w1, b1, w2, b2, act, gate = _forward_args(case, device, False)
     with torch.no_grad():
-        y, pooled = OPS.squeeze_excite(x, w1, b1, w2, b2, act, gate)
+        _, pooled, z1, z2 = OPS.squeeze_excite(x, w1, b1, w2, b2, act, gate)
     gen = torch.Generator().manual_seed(seed_of("dy", _opcheck_id(case)))
     dy = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.dtype).to(device)
     dy = dy.contiguous(memory_format=torch.channels_last) if case[1] == "channels_last" else dy
-    args = [dy, x, pooled, w1, b1, w2, b2]
+    args = [dy, x, pooled, z1, z2, w1, w2]
     if requires_grad:
-        # pooled is not differentiable (an integer-free, but saved, intermediate);
+        # pooled, z1 and z2 (the forward's saved state) are not differentiable;
         # everything else is.
-        args = [a if (a is None or i == 2) else a.detach().requires_grad_(True)
+        args = [a if i in (2, 3, 4) else a.detach().requires_grad_(True)
                 for i, a in enumerate(args)]
     return (*args, act, gate)
 
@@ -155,17 +155,19 @@ def _dense_strides(t):
 def test_fake_matches_real_layout(shape, layout):
     from torch._subclasses.fake_tensor import FakeTensorMode
     case = (torch.float32, layout, shape, 1, (True, "relu", "sigmoid"))
+    real_fwd_args = _forward_args(case, "cpu", False)
     real_args = _backward_args(case, "cpu", False)
-    real_y, real_pooled = OPS.squeeze_excite(*real_args[1:2], *real_args[3:])
+    real_fwd = OPS.squeeze_excite(*real_fwd_args)
     real_bwd = OPS._squeeze_excite_backward(*real_args)
     mode = FakeTensorMode()
-    fake_args = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in real_args]
+    fake = lambda args: [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+    fake_fwd_args, fake_args = fake(real_fwd_args), fake(real_args)
     with mode:
-        fake_y, fake_pooled = OPS.squeeze_excite(*fake_args[1:2], *fake_args[3:])
+        fake_fwd = OPS.squeeze_excite(*fake_fwd_args)
         fake_bwd = OPS._squeeze_excite_backward(*fake_args)
-    for name, r, f in [("y", real_y, fake_y), ("pooled", real_pooled, fake_pooled),
-                       *[(n, r, f) for n, r, f in zip(("dx", "dw1", "db1", "dw2", "db2"),
-                                                       real_bwd, fake_bwd)]]:
+    names = ("y", "pooled", "z1", "z2", "dx", "dw1", "db1", "dw2", "db2")
+    assert len(real_fwd) + len(real_bwd) == len(names) == len(fake_fwd) + len(fake_bwd)
+    for name, r, f in zip(names, (*real_fwd, *real_bwd), (*fake_fwd, *fake_bwd)):
         assert r.shape == f.shape and r.dtype == f.dtype, (
             f"{name}: real {tuple(r.shape)} {r.dtype}, fake {tuple(f.shape)} {f.dtype}")
         assert _dense_strides(r) == _dense_strides(f), (

@@ -111,17 +111,26 @@ def test_mixed_devices_are_a_runtime_error():
 
 def test_backward_op_checks():
     x, w = _args()
-    y, pooled = OPS.squeeze_excite(x, w["w1"], w["b1"], w["w2"], w["b2"], "relu", "sigmoid")
+    y, pooled, z1, z2 = OPS.squeeze_excite(x, w["w1"], w["b1"], w["w2"], w["b2"], "relu", "sigmoid")
     dy = torch.randn_like(y)
-    rest = (w["w1"], w["b1"], w["w2"], w["b2"], "relu", "sigmoid")
+    rest = (w["w1"], w["w2"], "relu", "sigmoid")
+    OPS._squeeze_excite_backward(dy, x, pooled, z1, z2, *rest)  # the good call
     with pytest.raises(ValueError, match="dy"):
-        OPS._squeeze_excite_backward(dy[:1], x, pooled, *rest)
+        OPS._squeeze_excite_backward(dy[:1], x, pooled, z1, z2, *rest)
     with pytest.raises(TypeError, match="dy"):
-        OPS._squeeze_excite_backward(dy.double(), x, pooled, *rest)
+        OPS._squeeze_excite_backward(dy.double(), x, pooled, z1, z2, *rest)
     with pytest.raises(ValueError, match="pooled"):
-        OPS._squeeze_excite_backward(dy, x, pooled[:1], *rest)
+        OPS._squeeze_excite_backward(dy, x, pooled[:1], z1, z2, *rest)
     with pytest.raises(TypeError, match="pooled"):
-        OPS._squeeze_excite_backward(dy, x, pooled.float(), *rest)
+        OPS._squeeze_excite_backward(dy, x, pooled.float(), z1, z2, *rest)
+    with pytest.raises(ValueError, match=r"z1 must have shape \[2, 2\]"):
+        OPS._squeeze_excite_backward(dy, x, pooled, z1[:, :1], z2, *rest)
+    with pytest.raises(TypeError, match="z1 must have dtype"):
+        OPS._squeeze_excite_backward(dy, x, pooled, z1.float(), z2, *rest)
+    with pytest.raises(ValueError, match=r"z2 must have shape \[2, 8\]"):
+        OPS._squeeze_excite_backward(dy, x, pooled, z1, z2.T.contiguous(), *rest)
+    with pytest.raises(TypeError, match="z2 must have dtype"):
+        OPS._squeeze_excite_backward(dy, x, pooled, z1, z2.float(), *rest)
 
 
 # ---------------------------------------------------------------------------
@@ -179,7 +188,7 @@ def test_empty_batch(device, dtype, layout, bias):
         assert p.grad is not None, f"{name} got no gradient"
         assert p.grad.shape == p.shape
         assert torch.all(p.grad == 0), f"{name}: gradient over an empty batch must be 0"
-    _, pooled = OPS.squeeze_excite(x.detach(), block.excitation[0].weight, block.excitation[0].bias,
-                                   block.excitation[2].weight, block.excitation[2].bias,
-                                   "relu", "sigmoid")
-    assert pooled.shape == (0, c)
+    _, pooled, z1, z2 = OPS.squeeze_excite(
+        x.detach(), block.excitation[0].weight, block.excitation[0].bias,
+        block.excitation[2].weight, block.excitation[2].bias, "relu", "sigmoid")
+    assert pooled.shape == (0, c) and z1.shape == (0, hidden) and z2.shape == (0, c)

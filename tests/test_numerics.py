@@ -88,18 +88,28 @@ def test_forward_float64(device, shape, variant, layout):
 @pytest.mark.parametrize("dtype", [torch.float64, *LOW_DTYPES], ids=dtype_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("device", DEVICES)
-def test_pooled_output(device, layout, dtype):
-    """The op's second output: the mean over H x W in the accumulation dtype."""
-    variant = (True, "relu", "sigmoid")
+def test_saved_state_outputs(device, layout, dtype):
+    """The op's outputs past y, the state the backward reads, in the
+    accumulation dtype: the means over H x W and the pre-activations z1, z2."""
+    variant = (True, "silu", "sigmoid")
     x, wts = _inputs((3, 20, 13, 7, 4), variant, dtype, device, layout, "pooled")
-    _, pooled = torch.ops.se_fused.squeeze_excite(x, wts["w1"], wts["b1"], wts["w2"], wts["b2"],
-                                                  "relu", "sigmoid")
+    _, pooled, z1, z2 = torch.ops.se_fused.squeeze_excite(
+        x, wts["w1"], wts["b1"], wts["w2"], wts["b2"], "silu", "sigmoid")
     acc = se_fused.accumulation_dtype(dtype)
     assert acc == (torch.float32 if dtype in (torch.float16, torch.bfloat16) else torch.float64)
-    assert pooled.dtype == acc and pooled.shape == (3, 20)
+    for name, t, shape in (("pooled", pooled, (3, 20)), ("z1", z1, (3, 5)), ("z2", z2, (3, 20))):
+        assert t.dtype == acc and t.shape == shape, f"{name}: {t.dtype} {tuple(t.shape)}"
+    w = {k: (v.double().cpu() if v is not None else None) for k, v in wts.items()}
     ref = x.double().cpu().mean(dim=(2, 3))
+    ref_z1 = ref @ w["w1"].T + w["b1"]
+    ref_z2 = torch.nn.functional.silu(ref_z1) @ w["w2"].T + w["b2"]
     rtol = 1e-14 if acc == torch.float64 else 1e-6
     assert_close(pooled, ref, rtol=rtol, atol=rtol, what="pooled")
+    # Sums of 20 and 5 products: the tolerance scales with the terms' magnitude.
+    assert_close(z1, ref_z1, rtol=0, atol=20 * rtol * (ref.abs() @ w["w1"].abs().T).max().item(),
+                 what="z1")
+    mag2 = torch.nn.functional.silu(ref_z1).abs() @ w["w2"].abs().T
+    assert_close(z2, ref_z2, rtol=0, atol=20 * rtol * mag2.max().item(), what="z2")
 
 
 @pytest.mark.parametrize("dtype", LOW_DTYPES, ids=dtype_id)

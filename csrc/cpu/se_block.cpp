@@ -3,8 +3,8 @@
 // The batch is processed in chunks of samples small enough to stay in the
 // cores' caches. For each chunk the data path runs as three parallel phases
 // (see se_math.h for the math):
-//   forward : squeeze (x -> pooled)  | excite (pooled -> gate) | scale (x, gate -> y)
-//   backward: squeeze (dy, x -> ds)  | excite backward         | dx = dy * s + dp / HW
+//   forward : squeeze (x -> pooled)  | excite (pooled -> z1, z2, gate) | scale (x, gate -> y)
+//   backward: squeeze (dy, x -> ds)  | excite backward (z1, z2 saved)  | dx = dy * s + dp / HW
 // then the weight gradients are reduced over the batch. The squeeze and
 // scale phases split the chunk into the same tiles (sample, channel block)
 // with the same static partition, so each thread re-reads in its scale phase
@@ -714,7 +714,8 @@ void excite(const SEProblem& p, const A* pooled, const T* w1, const T* b1, const
 template <typename T>
 void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w1,
                     const std::optional<at::Tensor>& b1, const at::Tensor& w2,
-                    const std::optional<at::Tensor>& b2, at::Tensor& y, at::Tensor& pooled) {
+                    const std::optional<at::Tensor>& b2, at::Tensor& y, at::Tensor& pooled,
+                    at::Tensor& z1, at::Tensor& z2) {
   using A = acc_t<T>;
   using Ops = GateOps<T>;
   const Tiling tiling(p);
@@ -723,16 +724,18 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
   const T* xd = storage_ptr<T>(x);
   T* yd = storage_ptr<T>(y);
   A* pd = pooled.data_ptr<A>();
-  const Scratch<A> scratch({G * tiling.nparts * p.C, G * p.hidden, G * p.hidden, G * p.C});
+  A* z1d = z1.data_ptr<A>();
+  A* z2d = z2.data_ptr<A>();
+  const Scratch<A> scratch({G * tiling.nparts * p.C, G * p.hidden, G * p.C});
   A* const parts = scratch[0];
-  A* const z1 = scratch[1];
-  A* const a = scratch[2];
-  A* const gate = scratch[3];
+  A* const a = scratch[1];
+  A* const gate = scratch[2];
 
   for (int64_t n0 = 0; n0 < p.N; n0 += G) {
     const int64_t g = std::min(G, p.N - n0);
     const T* xs = xd + n0 * sample;
     A* ps = pd + n0 * p.C;
+    A* z2s = z2d + n0 * p.C;
     // squeeze
     tiling.for_each_tile(g, false, [&](int64_t i, int64_t begin, int64_t end) {
       tiling.reduce<A, T>(xs + i * sample, nullptr, begin, end, parts + i * tiling.nparts * p.C);
@@ -740,10 +743,10 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
     tiling.finish(g, parts, A(1) / static_cast<A>(p.HW), ps);
     // excite
     excite<T, A>(p, ps, storage_ptr<T>(w1), optional_data<T>(b1), storage_ptr<T>(w2),
-                 optional_data<T>(b2), g, z1, a,
-                 [&](int64_t i, int64_t c, A z2) { gate[i * p.C + c] = z2; });
+                 optional_data<T>(b2), g, z1d + n0 * p.hidden, a,
+                 [&](int64_t i, int64_t c, A v) { z2s[i * p.C + c] = v; });
     for_each_gate(p.gate, g * p.C, [&](auto gate_kind, int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) gate[i] = gate_fwd(gate_kind(), gate[i]);  // s
+      for (int64_t i = begin; i < end; ++i) gate[i] = gate_fwd(gate_kind(), z2s[i]);  // s
     });
     // scale
     tiling.for_each_tile(g, true, [&](int64_t i, int64_t begin, int64_t end) {
@@ -756,10 +759,9 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
 
 template <typename T>
 void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor& x,
-                     const at::Tensor& pooled, const at::Tensor& w1,
-                     const std::optional<at::Tensor>& b1, const at::Tensor& w2,
-                     const std::optional<at::Tensor>& b2, at::Tensor& dx, at::Tensor& dw1,
-                     at::Tensor& db1, at::Tensor& dw2, at::Tensor& db2) {
+                     const at::Tensor& pooled, const at::Tensor& z1, const at::Tensor& z2,
+                     const at::Tensor& w1, const at::Tensor& w2, at::Tensor& dx,
+                     at::Tensor& dw1, at::Tensor& db1, at::Tensor& dw2, at::Tensor& db2) {
   using A = acc_t<T>;
   using B = grad_t<T>;
   using Ops = GateOps<T>;
@@ -771,14 +773,14 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   const T* xd = storage_ptr<T>(x);
   T* dxd = storage_ptr<T>(dx);
   const A* pd = pooled.data_ptr<A>();
+  const A* z1d = z1.data_ptr<A>();
+  const A* z2d = z2.data_ptr<A>();
 
-  const Scratch<A> scratch({G * tiling.nparts * C, G * H, G * H, G * C, G * C, G * C});
+  const Scratch<A> scratch({G * tiling.nparts * C, G * C, G * C, G * C});
   A* const parts = scratch[0];
-  A* const z1 = scratch[1];
-  A* const a = scratch[2];
-  A* const ds = scratch[3];
-  A* const dp = scratch[4];
-  A* const gate = scratch[5];
+  A* const ds = scratch[1];
+  A* const dp = scratch[2];
+  A* const gate = scratch[3];
   // The weight gradients' operands, kept for the whole batch: dz1 and the
   // activations [N, hidden], dz2 and the pooled means [N, C].
   const Scratch<B, 1> grads({N * H, N * H, N * C, N * C});
@@ -797,19 +799,19 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
                           parts + i * tiling.nparts * C);
     });
     tiling.finish(g, parts, A(1), ds);
-    // excite backward: recompute the MLP from the pooled means, then go back through it.
+    // excite backward, from the forward's pooled means and pre-activations.
     const A* ps = pd + n0 * C;
+    const A* z1s = z1d + n0 * H;
+    const A* z2s = z2d + n0 * C;
     B* dz1s = dz1 + n0 * H;
     B* dz2s = dz2 + n0 * C;
-    excite<T, A>(p, ps, storage_ptr<T>(w1), optional_data<T>(b1), storage_ptr<T>(w2),
-                 optional_data<T>(b2), g, z1, a,
-                 [&](int64_t i, int64_t c, A z2) { gate[i * C + c] = z2; });
-    for (int64_t i = 0; i < g * H; ++i) act[n0 * H + i] = static_cast<B>(a[i]);
+    for (int64_t i = 0; i < g * H; ++i)
+      act[n0 * H + i] = static_cast<B>(activation_fwd(p.activation, z1s[i]));
     for (int64_t i = 0; i < g * C; ++i) pooled_b[n0 * C + i] = static_cast<B>(ps[i]);
     for_each_gate(p.gate, g * C, [&](auto gate_kind, int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {  // s and dz2 from z2
         A s, ds_dz;
-        gate_fwd_grad(gate_kind(), gate[i], s, ds_dz);
+        gate_fwd_grad(gate_kind(), z2s[i], s, ds_dz);
         gate[i] = s;
         dz2s[i] = static_cast<B>(ds[i] * ds_dz);
       }
@@ -819,7 +821,7 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
                [&](int64_t i, int64_t j, const B* da, int64_t n) {
                  for (int64_t l = 0; l < n; ++l)
                    dz1s[i * H + j + l] = static_cast<B>(
-                       da[l] * activation_grad(p.activation, z1[i * H + j + l]));
+                       da[l] * activation_grad(p.activation, z1s[i * H + j + l]));
                });
     outer_sums(dz1s, H, 1, storage_ptr<T>(w1), C, g, C, H,
                [&](int64_t i, int64_t c, const B* v, int64_t n) {
@@ -853,7 +855,7 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
 // ---------------------------------------------------------------------------
 // Launchers: checks, layout, allocation, dtype dispatch.
 
-std::tuple<at::Tensor, at::Tensor> squeeze_excite_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_cpu(
     const at::Tensor& x_in, const at::Tensor& w1_in, const std::optional<at::Tensor>& b1_in,
     const at::Tensor& w2_in, const std::optional<at::Tensor>& b2_in, c10::string_view activation,
     c10::string_view gate) {
@@ -863,32 +865,33 @@ std::tuple<at::Tensor, at::Tensor> squeeze_excite_cpu(
   const std::optional<at::Tensor> b1 = b1_in ? std::optional(b1_in->contiguous()) : std::nullopt;
   const std::optional<at::Tensor> b2 = b2_in ? std::optional(b2_in->contiguous()) : std::nullopt;
   at::Tensor y = at::empty_like(x);
-  at::Tensor pooled = at::empty({p.N, p.C}, x.options().dtype(accumulation_dtype(x.scalar_type())));
+  const auto acc = x.options().dtype(accumulation_dtype(x.scalar_type()));
+  at::Tensor pooled = at::empty({p.N, p.C}, acc);
+  at::Tensor z1 = at::empty({p.N, p.hidden}, acc), z2 = at::empty({p.N, p.C}, acc);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "squeeze_excite_cpu",
                                   [&] {
-    forward_kernel<typename Storage<scalar_t>::type>(p, x, w1, b1, w2, b2, y, pooled);
+    forward_kernel<typename Storage<scalar_t>::type>(p, x, w1, b1, w2, b2, y, pooled, z1, z2);
   });
-  return {y, pooled};
+  return {y, pooled, z1, z2};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_backward_cpu(
     const at::Tensor& dy_in, const at::Tensor& x_in, const at::Tensor& pooled_in,
-    const at::Tensor& w1_in, const std::optional<at::Tensor>& b1_in, const at::Tensor& w2_in,
-    const std::optional<at::Tensor>& b2_in, c10::string_view activation, c10::string_view gate) {
+    const at::Tensor& z1_in, const at::Tensor& z2_in, const at::Tensor& w1_in,
+    const at::Tensor& w2_in, c10::string_view activation, c10::string_view gate) {
   const SEProblem p =
-      check_backward(dy_in, x_in, pooled_in, w1_in, b1_in, w2_in, b2_in, activation, gate);
+      check_backward(dy_in, x_in, pooled_in, z1_in, z2_in, w1_in, w2_in, activation, gate);
   const at::Tensor x = dense_in_format(x_in, p);
   const at::Tensor dy = dense_in_format(dy_in, p);
   const at::Tensor pooled = pooled_in.contiguous();
+  const at::Tensor z1 = z1_in.contiguous(), z2 = z2_in.contiguous();
   const at::Tensor w1 = w1_in.contiguous(), w2 = w2_in.contiguous();
-  const std::optional<at::Tensor> b1 = b1_in ? std::optional(b1_in->contiguous()) : std::nullopt;
-  const std::optional<at::Tensor> b2 = b2_in ? std::optional(b2_in->contiguous()) : std::nullopt;
   at::Tensor dx = at::empty_like(x);
   at::Tensor dw1 = at::empty_like(w1), dw2 = at::empty_like(w2);
   at::Tensor db1 = at::empty({p.hidden}, w1.options()), db2 = at::empty({p.C}, w2.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
                                   "squeeze_excite_backward_cpu", [&] {
-    backward_kernel<typename Storage<scalar_t>::type>(p, dy, x, pooled, w1, b1, w2, b2, dx, dw1,
+    backward_kernel<typename Storage<scalar_t>::type>(p, dy, x, pooled, z1, z2, w1, w2, dx, dw1,
                                                       db1, dw2, db2);
   });
   return {dx, dw1, db1, dw2, db2};

@@ -7,15 +7,15 @@
 //     1. squeezes its channels: pooled[n, c] = sum_hw x / HW, each channel
 //        reduced by one block in a fixed order;
 //     2. arrives on the sample's counter; the last of the B blocks to arrive
-//        runs the gate MLP of the sample (z1, a, z2, s) and publishes s[n, :]
-//        with a release flag;
+//        runs the gate MLP of the sample (z1, a, z2, s), writes z1 and z2 for
+//        the backward and publishes s[n, :] with a release flag;
 //     3. waits for that flag and scales its channels: y = x * s[n, c]
 //        (x re-read, usually from L2).
 // Backward, two launches (after the memset):
 //   se_block_kernel<T, true, layout>: the same persistent structure with
 //     1. ds[n, c] = sum_hw dy * x;
-//     2. the last block of the sample runs the gate backward (recomputes z1,
-//        a, z2, s from pooled) and writes s, dp / HW, dz2, dz1 and a;
+//     2. the last block of the sample runs the gate backward (a and s from the
+//        forward's z1 and z2) and writes s, dp / HW, dz2, dz1 and a;
 //     3. dx = dy * s + dp / HW for its channels.
 //   se_weight_grad_kernel<T>: dw1, dw2 (tiled; each output sums over n in
 //     order 0..N-1), db1, db2.
@@ -589,6 +589,8 @@ struct MainArgs {
   const T* dy;   // backward only
   T* out;        // y or dx
   A* pooled;     // forward: written; backward: read
+  A* z1;         // [N, hidden] forward: written; backward: read
+  A* z2;         // [N, C] forward: written; backward: read
   const T* w1;
   const T* b1;   // may be null
   const T* w2;
@@ -614,7 +616,7 @@ struct MainArgs {
   A* g;    // [N, C] dp / HW (backward)
   A* ds;   // [N, C] (backward)
   A* dz2;  // [N, C] (backward)
-  A* dz1;  // [N, hidden] (backward; holds z1 until overwritten)
+  A* dz1;  // [N, hidden] (backward)
   A* a;    // [N, hidden] activations (backward)
   A* h;    // [N, hidden] forward activations when hidden exceeds shared memory
 };
@@ -679,8 +681,11 @@ __device__ __forceinline__ void excite_forward(const MainArgs<T>& p, Smem<acc_t<
   const int64_t C = p.C, H = p.hidden;
   const bool hid_global = H > Caps<A>::kHidden;
   A* hb = hid_global ? p.h + n * H : sm.hid;
+  A* z1_n = p.z1 + n * H;
+  A* z2_n = p.z2 + n * C;
   auto store_a = [&](int64_t j, A v) {
     const A z1 = v + (p.b1 ? to_acc(p.b1[j]) : A(0));
+    z1_n[j] = z1;
     hb[j] = activation_fwd(p.act, z1);
   };
   if (C <= Caps<A>::kPooled) {  // block-uniform
@@ -700,11 +705,13 @@ __device__ __forceinline__ void excite_forward(const MainArgs<T>& p, Smem<acc_t<
       C, H, p.G2, sm.red, [&](int64_t c) { return RowDotVec<T>{p.w2 + c * H, av}; },
       [&](int64_t c, A v) {
         const A z2 = v + (p.b2 ? to_acc(p.b2[c]) : A(0));
+        z2_n[c] = z2;
         s_n[c] = gate_fwd(p.gate, z2);
       });
 }
 
-// 2b. gate backward of sample n (the whole block): s, g = dp / HW, dz2, dz1, a.
+// 2b. gate backward of sample n (the whole block): s, g = dp / HW, dz2, dz1, a,
+// from the forward's z1 and z2 (inputs of this launch: plain loads are fine).
 template <typename T>
 __device__ __forceinline__ void excite_backward(const MainArgs<T>& p, Smem<acc_t<T>>& sm, int64_t n) {
   using A = acc_t<T>;
@@ -716,36 +723,19 @@ __device__ __forceinline__ void excite_backward(const MainArgs<T>& p, Smem<acc_t
   A* g_n = p.g + n * C;
   A* dz2_n = p.dz2 + n * C;
   const A* ds_n = p.ds + n * C;
-  // pooled is an input here (written before this launch): plain loads are fine.
-  const bool staged = C <= Caps<A>::kPooled;
-  if (staged) stage_pooled(p, sm, n);  // block-uniform
-  const VecSrc<A> pv{staged ? sm.buf : p.pooled + n * C};
-  // z1 = w1 p + b1 (kept in dz1 until dz1 is known), a = activation(z1).
-  row_reduce(
-      H, C, p.G1, sm.red, [&](int64_t j) { return RowDotVec<T>{p.w1 + j * C, pv}; },
-      [&](int64_t j, A v) {
-        const A z1 = v + (p.b1 ? to_acc(p.b1[j]) : A(0));
-        a_n[j] = activation_fwd(p.act, z1);
-        dz1_n[j] = z1;
-      });
+  const A* z1_n = p.z1 + n * H;
+  const A* z2_n = p.z2 + n * C;
+  // a = activation(z1); s = gate(z2), dz2 = ds * gate'(z2).
+  for (int64_t j = threadIdx.x; j < H; j += kThreads) a_n[j] = activation_fwd(p.act, z1_n[j]);
+  for (int64_t c = threadIdx.x; c < C; c += kThreads) {
+    const A z2 = z2_n[c];
+    s_n[c] = gate_fwd(p.gate, z2);
+    dz2_n[c] = __ldcg(ds_n + c) * gate_grad(p.gate, z2);
+  }
   __syncthreads();
-  // z2 = w2 a + b2, s = gate(z2), dz2 = ds * gate'(z2).
-  const VecSrc<A> av{a_n};
-  row_reduce(
-      C, H, p.G2, sm.red, [&](int64_t c) { return RowDotVec<T>{p.w2 + c * H, av}; },
-      [&](int64_t c, A v) {
-        const A z2 = v + (p.b2 ? to_acc(p.b2[c]) : A(0));
-        s_n[c] = gate_fwd(p.gate, z2);
-        dz2_n[c] = __ldcg(ds_n + c) * gate_grad(p.gate, z2);
-      });
-  __syncthreads();
-  // da[j] = sum_c w2[c, j] dz2[c]; dz1 = da * activation'(z1). sm.buf (the
-  // staged pooled) is dead from here on and holds the column partials.
+  // da[j] = sum_c w2[c, j] dz2[c]; dz1 = da * activation'(z1).
   col_reduce(ColDotVec<T>{p.w2, H, VecSrc<A>{dz2_n}}, C, H, p.CWa, sm.buf,
-             [&](int64_t j, A da) {
-               const A z1 = __ldcg(dz1_n + j);
-               dz1_n[j] = da * activation_grad(p.act, z1);
-             });
+             [&](int64_t j, A da) { dz1_n[j] = da * activation_grad(p.act, z1_n[j]); });
   // dp[c] = sum_j w1[j, c] dz1[j]; g = dp / HW.
   col_reduce(ColDotVec<T>{p.w1, C, VecSrc<A>{dz1_n}}, H, C, p.CWp, sm.buf,
              [&](int64_t c, A dp) { g_n[c] = dp / inv_hw_div; });
@@ -1147,6 +1137,8 @@ cudaError_t launch_se_forward(const SEForwardParams& q, cudaStream_t stream) {
   p.dy = nullptr;
   p.out = static_cast<T*>(q.y);
   p.pooled = static_cast<A*>(q.pooled);
+  p.z1 = static_cast<A*>(q.z1);
+  p.z2 = static_cast<A*>(q.z2);
   p.w1 = static_cast<const T*>(q.w1);
   p.b1 = static_cast<const T*>(q.b1);
   p.w2 = static_cast<const T*>(q.w2);
@@ -1172,11 +1164,14 @@ cudaError_t launch_se_backward(const SEBackwardParams& q, cudaStream_t stream) {
   p.x = static_cast<const T*>(q.x);
   p.dy = static_cast<const T*>(q.dy);
   p.out = static_cast<T*>(q.dx);
-  p.pooled = const_cast<A*>(static_cast<const A*>(q.pooled));  // read only in the backward
+  // pooled, z1 and z2 are read only in the backward; it reads no bias.
+  p.pooled = const_cast<A*>(static_cast<const A*>(q.pooled));
+  p.z1 = const_cast<A*>(static_cast<const A*>(q.z1));
+  p.z2 = const_cast<A*>(static_cast<const A*>(q.z2));
   p.w1 = static_cast<const T*>(q.w1);
-  p.b1 = static_cast<const T*>(q.b1);
+  p.b1 = nullptr;
   p.w2 = static_cast<const T*>(q.w2);
-  p.b2 = static_cast<const T*>(q.b2);
+  p.b2 = nullptr;
   fill_common(p, q.N, q.C, q.HW, q.hidden, q.channels_last, q.activation, q.gate);
   p.ticket = reinterpret_cast<unsigned long long*>(ws);
   p.arrive = reinterpret_cast<unsigned*>(ws + sizeof(unsigned long long));

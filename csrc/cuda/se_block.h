@@ -4,8 +4,10 @@
 //
 // Every tensor is dense: x, dy, y and dx in the problem's layout (NCHW, or
 // NHWC when channels_last), the weights contiguous ([hidden, C] and
-// [C, hidden]), pooled [N, C] contiguous in the accumulation type (double for
-// float/double tensors, float for half/bfloat16; se_math.h acc_t).
+// [C, hidden]), and the gate MLP's state the forward writes and the backward
+// reads, contiguous in the accumulation type (double for float/double tensors,
+// float for half/bfloat16; se_math.h acc_t): pooled [N, C], z1 [N, hidden],
+// z2 [N, C].
 //
 // The workspace (se_*_workspace_bytes) is owned by the caller and comes from
 // the torch caching allocator, so the launches can be captured in CUDA graphs;
@@ -30,6 +32,8 @@ struct SEForwardParams {
   const void* b2 = nullptr;  // [C], T, or nullptr
   void* y = nullptr;         // like x
   void* pooled = nullptr;    // [N, C], acc_t<T>: mean over H*W
+  void* z1 = nullptr;        // [N, hidden], acc_t<T>: w1 pooled + b1
+  void* z2 = nullptr;        // [N, C], acc_t<T>: w2 activation(z1) + b2
   int64_t N = 0, C = 0, HW = 0, hidden = 0;
   bool channels_last = false;  // x, y are [N, H, W, C] in memory
   Activation activation = Activation::ReLU;
@@ -42,10 +46,10 @@ struct SEBackwardParams {
   const void* dy = nullptr;      // like x, T
   const void* x = nullptr;       // [N, C, H, W] dense, T
   const void* pooled = nullptr;  // [N, C], acc_t<T>, from the forward
+  const void* z1 = nullptr;      // [N, hidden], acc_t<T>, from the forward
+  const void* z2 = nullptr;      // [N, C], acc_t<T>, from the forward
   const void* w1 = nullptr;
-  const void* b1 = nullptr;  // may be nullptr
   const void* w2 = nullptr;
-  const void* b2 = nullptr;  // may be nullptr
   void* dx = nullptr;        // like x, T
   void* dw1 = nullptr;       // [hidden, C], T
   void* db1 = nullptr;       // [hidden], T (always written)

@@ -34,18 +34,12 @@ std::optional<at::Tensor> contiguous_optional(const std::optional<at::Tensor>& t
   return t->contiguous();
 }
 
-// The fields the forward and backward params share: sizes, options, weights.
-struct Weights {
-  at::Tensor w1, w2;
-  std::optional<at::Tensor> b1, b2;
-};
-
+// The fields the forward and backward params share: sizes, options, weights
+// (w1 and w2 held contiguous by the caller).
 template <typename Params>
-void set_common(Params& params, const SEProblem& p, const Weights& w) {
-  params.w1 = w.w1.const_data_ptr();
-  params.b1 = optional_ptr(w.b1);
-  params.w2 = w.w2.const_data_ptr();
-  params.b2 = optional_ptr(w.b2);
+void set_common(Params& params, const SEProblem& p, const at::Tensor& w1, const at::Tensor& w2) {
+  params.w1 = w1.const_data_ptr();
+  params.w2 = w2.const_data_ptr();
   params.N = p.N;
   params.C = p.C;
   params.HW = p.HW;
@@ -85,7 +79,7 @@ void run_backward(SEBackwardParams& params, const at::Tensor& x, cudaStream_t st
   C10_CUDA_CHECK(cuda_kernels::launch_se_backward<T>(params, stream));
 }
 
-std::tuple<at::Tensor, at::Tensor> squeeze_excite_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_cuda(
     const at::Tensor& x, const at::Tensor& w1, const std::optional<at::Tensor>& b1,
     const at::Tensor& w2, const std::optional<at::Tensor>& b2, c10::string_view activation,
     c10::string_view gate) {
@@ -93,26 +87,32 @@ std::tuple<at::Tensor, at::Tensor> squeeze_excite_cuda(
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xd = dense_in_format(x, p);
   at::Tensor y = at::empty_like(xd);
-  at::Tensor pooled = at::empty({p.N, p.C}, x.options().dtype(accumulation_dtype(x.scalar_type())));
-  if (p.N == 0) return {y, pooled};
+  const auto acc = x.options().dtype(accumulation_dtype(x.scalar_type()));
+  at::Tensor pooled = at::empty({p.N, p.C}, acc);
+  at::Tensor z1 = at::empty({p.N, p.hidden}, acc), z2 = at::empty({p.N, p.C}, acc);
+  if (p.N == 0) return {y, pooled, z1, z2};
 
-  const Weights weights{w1.contiguous(), w2.contiguous(), contiguous_optional(b1),
-                        contiguous_optional(b2)};
+  const at::Tensor w1c = w1.contiguous(), w2c = w2.contiguous();
+  const std::optional<at::Tensor> b1c = contiguous_optional(b1), b2c = contiguous_optional(b2);
   SEForwardParams params;
-  set_common(params, p, weights);
+  set_common(params, p, w1c, w2c);
+  params.b1 = optional_ptr(b1c);
+  params.b2 = optional_ptr(b2c);
   params.x = xd.const_data_ptr();
   params.y = y.data_ptr();
   params.pooled = pooled.data_ptr();
+  params.z1 = z1.data_ptr();
+  params.z2 = z2.data_ptr();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_dtype(x.scalar_type(), [&](auto t) { run_forward<decltype(t)>(params, x, stream); });
-  return {y, pooled};
+  return {y, pooled, z1, z2};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_backward_cuda(
-    const at::Tensor& dy, const at::Tensor& x, const at::Tensor& pooled, const at::Tensor& w1,
-    const std::optional<at::Tensor>& b1, const at::Tensor& w2, const std::optional<at::Tensor>& b2,
-    c10::string_view activation, c10::string_view gate) {
-  const SEProblem p = check_backward(dy, x, pooled, w1, b1, w2, b2, activation, gate);
+    const at::Tensor& dy, const at::Tensor& x, const at::Tensor& pooled, const at::Tensor& z1,
+    const at::Tensor& z2, const at::Tensor& w1, const at::Tensor& w2, c10::string_view activation,
+    c10::string_view gate) {
+  const SEProblem p = check_backward(dy, x, pooled, z1, z2, w1, w2, activation, gate);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xd = dense_in_format(x, p);
   at::Tensor dx = at::empty_like(xd);
@@ -126,14 +126,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_e
   at::Tensor db2 = at::empty({p.C}, w2.options());
 
   const at::Tensor dyd = dense_in_format(dy, p);
-  const at::Tensor pooledc = pooled.contiguous();
-  const Weights weights{w1.contiguous(), w2.contiguous(), contiguous_optional(b1),
-                        contiguous_optional(b2)};
+  const at::Tensor pooledc = pooled.contiguous(), z1c = z1.contiguous(), z2c = z2.contiguous();
+  const at::Tensor w1c = w1.contiguous(), w2c = w2.contiguous();
   SEBackwardParams params;
-  set_common(params, p, weights);
+  set_common(params, p, w1c, w2c);
   params.dy = dyd.const_data_ptr();
   params.x = xd.const_data_ptr();
   params.pooled = pooledc.const_data_ptr();
+  params.z1 = z1c.const_data_ptr();
+  params.z2 = z2c.const_data_ptr();
   params.dx = dx.data_ptr();
   params.dw1 = dw1.data_ptr();
   params.db1 = db1.data_ptr();

@@ -63,7 +63,7 @@ struct Result {
 template <typename T>
 struct Run {
   std::vector<T> y, dx, dw1, db1, dw2, db2;
-  std::vector<acc_t<T>> pooled;
+  std::vector<acc_t<T>> pooled, z1, z2;
 };
 
 // x, dy in logical [n][c][hw] order; stored per layout, x and dy offset by `off` elements.
@@ -81,17 +81,19 @@ Run<T> run_kernels(const Case& k, const std::vector<T>& xl, const std::vector<T>
     x[mem(n, c, hw)] = xl[(n * C + c) * HW + hw]; dy[mem(n, c, hw)] = dyl[(n * C + c) * HW + hw]; }
   Run<T> r;
   r.pooled.assign(N * C, A(-777));
+  r.z1.assign(N * H, A(-777));
+  r.z2.assign(N * C, A(-777));
   emu::g_resident = resident;
   SEForwardParams f;
   f.x = x; f.w1 = w1.data(); f.b1 = k.bias ? b1.data() : nullptr; f.w2 = w2.data(); f.b2 = k.bias ? b2.data() : nullptr;
-  f.y = ybuf.data(); f.pooled = r.pooled.data(); f.N = N; f.C = C; f.HW = HW; f.hidden = H; f.channels_last = cl;
+  f.y = ybuf.data(); f.pooled = r.pooled.data(); f.z1 = r.z1.data(); f.z2 = r.z2.data(); f.N = N; f.C = C; f.HW = HW; f.hidden = H; f.channels_last = cl;
   f.activation = k.act; f.gate = k.gate;
   std::vector<A> ws((se_forward_workspace_bytes<T>(N, C, H) + sizeof(A) - 1) / sizeof(A), A(-555));
   f.workspace = ws.data(); f.workspace_bytes = se_forward_workspace_bytes<T>(N, C, H);
   if (launch_se_forward<T>(f, nullptr) != cudaSuccess) res.errors.push_back("launch_se_forward failed");
   SEBackwardParams b;
   std::vector<T> dw1(H * C, fromd<T>(-777)), db1(H, fromd<T>(-777)), dw2(C * H, fromd<T>(-777)), db2(C, fromd<T>(-777));
-  b.dy = dy; b.x = x; b.pooled = r.pooled.data(); b.w1 = w1.data(); b.b1 = f.b1; b.w2 = w2.data(); b.b2 = f.b2;
+  b.dy = dy; b.x = x; b.pooled = r.pooled.data(); b.z1 = r.z1.data(); b.z2 = r.z2.data(); b.w1 = w1.data(); b.w2 = w2.data();
   b.dx = dxbuf.data(); b.dw1 = dw1.data(); b.db1 = db1.data(); b.dw2 = dw2.data(); b.db2 = db2.data();
   b.N = N; b.C = C; b.HW = HW; b.hidden = H; b.channels_last = cl; b.activation = k.act; b.gate = k.gate;
   std::vector<A> wsb((se_backward_workspace_bytes<T>(N, C, H) + sizeof(A) - 1) / sizeof(A), A(-555));
@@ -154,12 +156,17 @@ Result test(const Case& k, uint32_t seed) {
     for (int64_t hw = 0; hw < HW; ++hw) { auto& e = x[(n * C + c) * HW + hw]; e = fromd<T>(tod(e) + sh); } }
   // float64 reference (se_math.h's activation/gate functions in double).
   std::vector<double> p(N * C), pmag(N * C), dxmag(N * C * HW), s(N * C), y(N * C * HW), dx(N * C * HW), dw1(H * C, 0), db1(H, 0), dw2(C * H, 0), db2(C, 0);
+  std::vector<double> rz1(N * H), rz1mag(N * H), rz2(N * C), rz2mag(N * C);  // the forward's saved z1, z2
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t c = 0; c < C; ++c) { double t = 0; for (int64_t hw = 0; hw < HW; ++hw) t += tod(x[(n*C+c)*HW+hw]); p[n*C+c] = t / HW;
       double m = 0; for (int64_t hw = 0; hw < HW; ++hw) m += std::fabs(tod(x[(n*C+c)*HW+hw])); pmag[n*C+c] = m / HW; }
     std::vector<double> z1(H), a(H), z2(C), dz2(C), dz1(H);
-    for (int64_t j = 0; j < H; ++j) { double t = k.bias ? tod(b1[j]) : 0; for (int64_t c = 0; c < C; ++c) t += tod(w1[j*C+c]) * p[n*C+c]; z1[j] = t; a[j] = activation_fwd(k.act, t); }
-    for (int64_t c = 0; c < C; ++c) { double t = k.bias ? tod(b2[c]) : 0; for (int64_t j = 0; j < H; ++j) t += tod(w2[c*H+j]) * a[j]; z2[c] = t; s[n*C+c] = gate_fwd(k.gate, t); }
+    for (int64_t j = 0; j < H; ++j) { double t = k.bias ? tod(b1[j]) : 0, m = std::fabs(t);
+      for (int64_t c = 0; c < C; ++c) { t += tod(w1[j*C+c]) * p[n*C+c]; m += std::fabs(tod(w1[j*C+c]) * p[n*C+c]); }
+      z1[j] = rz1[n*H+j] = t; rz1mag[n*H+j] = m; a[j] = activation_fwd(k.act, t); }
+    for (int64_t c = 0; c < C; ++c) { double t = k.bias ? tod(b2[c]) : 0, m = std::fabs(t);
+      for (int64_t j = 0; j < H; ++j) { t += tod(w2[c*H+j]) * a[j]; m += std::fabs(tod(w2[c*H+j]) * a[j]); }
+      z2[c] = rz2[n*C+c] = t; rz2mag[n*C+c] = m; s[n*C+c] = gate_fwd(k.gate, t); }
     for (int64_t c = 0; c < C; ++c) for (int64_t hw = 0; hw < HW; ++hw) y[(n*C+c)*HW+hw] = tod(x[(n*C+c)*HW+hw]) * s[n*C+c];
     for (int64_t c = 0; c < C; ++c) { double t = 0; for (int64_t hw = 0; hw < HW; ++hw) t += tod(dy[(n*C+c)*HW+hw]) * tod(x[(n*C+c)*HW+hw]); dz2[c] = t * gate_grad(k.gate, z2[c]); }
     for (int64_t j = 0; j < H; ++j) { double t = 0; for (int64_t c = 0; c < C; ++c) t += tod(w2[c*H+j]) * dz2[c]; dz1[j] = t * activation_grad(k.act, z1[j]); }
@@ -180,6 +187,8 @@ Result test(const Case& k, uint32_t seed) {
   const double t = tol<T>();
   const double tacc = std::is_same_v<A, double> ? 1e-12 : 2e-5;
   check("pooled", r.pooled, p, tacc * 10, res, &pmag);
+  check("z1", r.z1, rz1, tacc * 10, res, &rz1mag);
+  check("z2", r.z2, rz2, tacc * 10, res, &rz2mag);
   check("y", r.y, y, t, res);
   check("dx", r.dx, dx, t * 2, res, &dxmag);
   const double tw = std::is_same_v<A, double> ? t * 2 : t * 4;
@@ -188,10 +197,11 @@ Result test(const Case& k, uint32_t seed) {
   // Determinism: the same bits with another tiling / resident count, and with x and dy misaligned.
   const int res2 = k.resident == 1 ? 5 : 1;
   Run<T> r2 = run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, res2, res);
-  const char* names[] = {"y", "pooled", "dx", "dw1", "db1", "dw2", "db2"};
-  const bool eq[] = {same_bits(r.y, r2.y), same_bits(r.pooled, r2.pooled), same_bits(r.dx, r2.dx), same_bits(r.dw1, r2.dw1),
-                     same_bits(r.db1, r2.db1), same_bits(r.dw2, r2.dw2), same_bits(r.db2, r2.db2)};
-  for (int i = 0; i < 7; ++i)
+  const char* names[] = {"y", "pooled", "z1", "z2", "dx", "dw1", "db1", "dw2", "db2"};
+  const bool eq[] = {same_bits(r.y, r2.y), same_bits(r.pooled, r2.pooled), same_bits(r.z1, r2.z1), same_bits(r.z2, r2.z2),
+                     same_bits(r.dx, r2.dx), same_bits(r.dw1, r2.dw1), same_bits(r.db1, r2.db1), same_bits(r.dw2, r2.dw2),
+                     same_bits(r.db2, r2.db2)};
+  for (int i = 0; i < 9; ++i)
     if (!eq[i]) res.errors.push_back(std::string(names[i]) + " bits differ with x/dy misaligned by 1 and res" + std::to_string(res2));
   // Batch invariance: the last sample alone gives the bits it has inside the batch.
   if (N > 1) {
@@ -202,6 +212,9 @@ Result test(const Case& k, uint32_t seed) {
       res.errors.push_back("y of the last sample alone differs from inside the batch");
     if (std::memcmp(r1.pooled.data(), r.pooled.data() + (N - 1) * C, C * sizeof(A)))
       res.errors.push_back("pooled of the last sample alone differs from inside the batch");
+    if (std::memcmp(r1.z1.data(), r.z1.data() + (N - 1) * H, H * sizeof(A)) ||
+        std::memcmp(r1.z2.data(), r.z2.data() + (N - 1) * C, C * sizeof(A)))
+      res.errors.push_back("z1 or z2 of the last sample alone differs from inside the batch");
     if (std::memcmp(r1.dx.data(), r.dx.data() + (N - 1) * C * HW, C * HW * sizeof(T)))
       res.errors.push_back("dx of the last sample alone differs from inside the batch");
   }
