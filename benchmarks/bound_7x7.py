@@ -16,21 +16,10 @@ asserts.
   python benchmarks/bound_7x7.py [N,C,H,W,hidden ...]     # default 32,2048,7,7,128
 """
 import sys
-import time
 
 import torch
 
-
-def median_us(fn, reps=301):
-    for _ in range(20):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2] * 1e6
+from fwd_vs_clone import median_us  # benchmarks/ is on sys.path when run as a script
 
 
 def bound(n, c, h, w, hidden, dtype):
@@ -40,11 +29,12 @@ def bound(n, c, h, w, hidden, dtype):
     act = torch.randn(n, hidden, dtype=acc)
     w1 = torch.randn(hidden, c, dtype=acc)
     w2 = torch.randn(c, hidden, dtype=acc)
-    z1, z2, s = torch.empty(n, hidden, dtype=acc), torch.empty(n, c, dtype=acc), torch.empty(n, c, dtype=acc)
-    clone = median_us(lambda: x.clone())
-    layer1 = median_us(lambda: torch.mm(pooled, w1.T, out=z1))
-    layer2 = median_us(lambda: torch.mm(act, w2.T, out=z2))
-    gate = median_us(lambda: torch.sigmoid(z2, out=s))
+    z1 = torch.empty(n, hidden, dtype=acc)
+    z2, s = torch.empty(n, c, dtype=acc), torch.empty(n, c, dtype=acc)
+    clone = median_us(lambda: x.clone(), 301)
+    layer1 = median_us(lambda: torch.mm(pooled, w1.T, out=z1), 301)
+    layer2 = median_us(lambda: torch.mm(act, w2.T, out=z2), 301)
+    gate = median_us(lambda: torch.sigmoid(z2, out=s), 301)
     total = clone + layer1 + layer2 + gate
     name = str(dtype).replace("torch.", "")
     print(f"{n}x{c}x{h}x{w} hidden {hidden} {name} (MLP in {str(acc).replace('torch.', '')}), "
