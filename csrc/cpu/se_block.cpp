@@ -417,15 +417,18 @@ struct Tiling {
 };
 
 // Samples per chunk: few enough that a chunk's tensors (bytes_per_sample
-// each) stay in the caches. When the gate MLP costs more than the sample's
-// elements (2 * C * hidden multiply-adds against C * H * W), at least
-// kMlpChunk samples, so that the MLP loads its weights once per kMlpChunk
-// samples (benchmarks/NOTES.md 20).
-int64_t chunk_samples(const SEProblem& p, int64_t bytes_per_sample) {
+// each) stay in the caches. When the chunk's products with the weights cost
+// more than the sample's elements (mlp_weight * 2 * C * hidden against
+// C * H * W), at least kMlpChunk samples, so that they load the weights once
+// per kMlpChunk samples. The forward passes mlp_weight 1; the backward 4: its
+// per-chunk products take one sample per register tile below kOuterG samples,
+// and larger chunks measured faster there down to hidden = H * W / 8
+// (benchmarks/NOTES.md 20, 24).
+int64_t chunk_samples(const SEProblem& p, int64_t bytes_per_sample, int64_t mlp_weight) {
   constexpr int64_t kMlpChunk = 32;
   const int64_t budget = kChunkBytesPerThread * at::get_num_threads();
   int64_t g = budget / std::max<int64_t>(bytes_per_sample, 1);
-  if (2 * p.hidden >= p.HW) g = std::max(g, kMlpChunk);
+  if (2 * mlp_weight * p.hidden >= p.HW) g = std::max(g, kMlpChunk);
   return std::clamp<int64_t>(g, 1, std::max<int64_t>(p.N, 1));
 }
 
@@ -720,7 +723,7 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
   using Ops = GateOps<T>;
   const Tiling tiling(p);
   const int64_t sample = p.C * p.HW;
-  const int64_t G = chunk_samples(p, sample * static_cast<int64_t>(sizeof(T)));
+  const int64_t G = chunk_samples(p, sample * static_cast<int64_t>(sizeof(T)), 1);
   const T* xd = storage_ptr<T>(x);
   T* yd = storage_ptr<T>(y);
   A* pd = pooled.data_ptr<A>();
@@ -768,7 +771,7 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   const Tiling tiling(p);
   const int64_t sample = p.C * p.HW;
   const int64_t N = p.N, C = p.C, H = p.hidden;
-  const int64_t G = chunk_samples(p, 2 * sample * static_cast<int64_t>(sizeof(T)));
+  const int64_t G = chunk_samples(p, 2 * sample * static_cast<int64_t>(sizeof(T)), 4);
   const T* dyd = storage_ptr<T>(dy);
   const T* xd = storage_ptr<T>(x);
   T* dxd = storage_ptr<T>(dx);
