@@ -300,8 +300,7 @@ void row_sums(const T* a, const T* b, int64_t stride, int64_t n, int64_t rows, A
 // and the weight gradients) run in grad_t: float for every tensor type but
 // double, as in the plain block. Gradients need the plain block's accuracy
 // in the tensor's dtype, not the forward's single rounding; the gate s that
-// dx is scaled by, the recomputed MLP it comes from, dx's sum and the bias
-// gradients' sums stay in acc_t.
+// dx is scaled by, dx's sum and the bias gradients' sums stay in acc_t.
 template <typename T>
 using grad_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
@@ -586,10 +585,12 @@ inline void outer_tile(const A* a, int64_t sg, int64_t sk, const T* b, int64_t l
 // For g < G, m < M: s(g, m) = sum_k a(g, k) * b[k * ldb + m] over k < K in
 // order, with a(g, k) = a[g * sg + k * sk], handed to out(g, m, &s(g, m), count)
 // for count consecutive m (so that the epilogue's loop vectorises). The
-// backward's transposed products (a = the gradient [G, K], b = a weight [K, M] as stored) and the
-// weight gradients (a = a gradient [K = N, G], b = the layer's input [N, M],
-// summed over samples). Sums run in blocks of kOuterK in order (see outer_tile). A task is kOuterV vectors of columns (or
-// the columns past the last full vector) for kOuterG rows.
+// backward's transposed products (a = the gradient [G, K], b = a weight
+// [K, M] as stored) and the weight gradients (a = a gradient [K = N, G],
+// b = the layer's input [N, M], summed over samples); b is converted to A as
+// it is loaded. Sums run in blocks of kOuterK in order (see outer_tile). A
+// task is kOuterV vectors of columns (or the columns past the last full
+// vector) for kOuterG rows.
 template <typename A, typename T, typename Out>
 void outer_sums(const A* a, int64_t sg, int64_t sk, const T* b, int64_t ldb, int64_t G,
                 int64_t M, int64_t K, const Out& out) {
@@ -785,12 +786,12 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   A* const dp = scratch[2];
   A* const gate = scratch[3];
   // The weight gradients' operands, kept for the whole batch: dz1 and the
-  // activations [N, hidden], dz2 and the pooled means [N, C].
-  const Scratch<B, 1> grads({N * H, N * H, N * C, N * C});
+  // activations [N, hidden], dz2 [N, C] (and the pooled means, read as they are).
+  const Scratch<B, 1> grads({N * H, N * H, N * C});
   B* const dz1 = grads[0];
   B* const act = grads[1];
   B* const dz2 = grads[2];
-  B* const pooled_b = grads[3];
+  for (int64_t i = 0; i < N * H; ++i) act[i] = static_cast<B>(activation_fwd(p.activation, z1d[i]));
 
   for (int64_t n0 = 0; n0 < N; n0 += G) {
     const int64_t g = std::min(G, N - n0);
@@ -802,15 +803,11 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
                           parts + i * tiling.nparts * C);
     });
     tiling.finish(g, parts, A(1), ds);
-    // excite backward, from the forward's pooled means and pre-activations.
-    const A* ps = pd + n0 * C;
+    // excite backward, from the forward's pre-activations.
     const A* z1s = z1d + n0 * H;
     const A* z2s = z2d + n0 * C;
     B* dz1s = dz1 + n0 * H;
     B* dz2s = dz2 + n0 * C;
-    for (int64_t i = 0; i < g * H; ++i)
-      act[n0 * H + i] = static_cast<B>(activation_fwd(p.activation, z1s[i]));
-    for (int64_t i = 0; i < g * C; ++i) pooled_b[n0 * C + i] = static_cast<B>(ps[i]);
     for_each_gate(p.gate, g * C, [&](auto gate_kind, int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {  // s and dz2 from z2
         A s, ds_dz;
@@ -843,7 +840,7 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   // Weight and bias gradients, summed over samples in order.
   T* dw1d = storage_ptr<T>(dw1);
   T* dw2d = storage_ptr<T>(dw2);
-  outer_sums(dz1, 1, H, pooled_b, C, H, C, N, [&](int64_t j, int64_t c, const B* v, int64_t n) {
+  outer_sums(dz1, 1, H, pd, C, H, C, N, [&](int64_t j, int64_t c, const B* v, int64_t n) {
     // dw1[j, c] = sum_n dz1[n, j] * pooled[n, c]
     for (int64_t l = 0; l < n; ++l) dw1d[j * C + c + l] = from_acc<T>(v[l]);
   });
