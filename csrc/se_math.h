@@ -89,20 +89,26 @@ inline F exp_poly(F x, F lo, F hi, F ln2_hi, F ln2_lo) {
 }
 #endif
 
+// Past the format's overflow threshold exp is +Inf, as the library's is, so
+// that sigmoid(-Inf) and sigmoid(z) for z below -88.7 (float) or -709.8
+// (double) are exactly 0 as in PyTorch (x * 0 is NaN for an infinite x: the
+// NaN and Inf masks follow the plain block's).
 SE_HOST_DEVICE float se_exp(float v) {
 #if defined(__CUDA_ARCH__)
   return expf(v);
 #else
-  return exp_poly<float, int32_t, 23, 127, 7>(v, -87.0f, 88.0f, 0.693145751953125f,
-                                             1.428606765330187045e-06f);
+  const float e = exp_poly<float, int32_t, 23, 127, 7>(v, -87.0f, 88.0f, 0.693145751953125f,
+                                                       1.428606765330187045e-06f);
+  return v > 88.72283905206835f ? __builtin_inff() : e;
 #endif
 }
 SE_HOST_DEVICE double se_exp(double v) {
 #if defined(__CUDA_ARCH__)
   return exp(v);
 #else
-  return exp_poly<double, int64_t, 52, 1023, 13>(v, -708.0, 709.0, 6.93147180369123816490e-01,
-                                                1.90821492927058770002e-10);
+  const double e = exp_poly<double, int64_t, 52, 1023, 13>(
+      v, -708.0, 709.0, 6.93147180369123816490e-01, 1.90821492927058770002e-10);
+  return v > 709.782712893384 ? __builtin_inf() : e;
 #endif
 }
 
@@ -111,18 +117,23 @@ SE_HOST_DEVICE A sigmoid(A z) {
   return A(1) / (A(1) + se_exp(-z));
 }
 
+// NaN and Inf follow PyTorch's kernels, so that the fused block's NaN and Inf
+// masks are the plain block's: relu(NaN) = NaN; the backward of relu and of
+// hardsigmoid selects (threshold_backward: z <= 0 ? 0 : g, so a NaN gradient
+// becomes 0 where the unit is off and passes where z is NaN), the backward of
+// sigmoid and SiLU multiplies.
 template <typename A>
 SE_HOST_DEVICE A activation_fwd(Activation act, A z) {
-  if (act == Activation::ReLU) return z > A(0) ? z : A(0);
+  if (act == Activation::ReLU) return (z > A(0) || z != z) ? z : A(0);
   return z * sigmoid(z);  // SiLU
 }
 
-// d activation(z) / dz, with PyTorch's conventions (relu'(0) = 0).
+// g * d activation(z) / dz, for the gradient g of activation(z) (relu'(0) = 0).
 template <typename A>
-SE_HOST_DEVICE A activation_grad(Activation act, A z) {
-  if (act == Activation::ReLU) return z > A(0) ? A(1) : A(0);
+SE_HOST_DEVICE A activation_backward(Activation act, A z, A g) {
+  if (act == Activation::ReLU) return z <= A(0) ? A(0) : g;
   const A sg = sigmoid(z);
-  return sg * (A(1) + z * (A(1) - sg));
+  return g * (sg * (A(1) + z * (A(1) - sg)));
 }
 
 template <typename A>
@@ -133,21 +144,12 @@ SE_HOST_DEVICE A gate_fwd(Gate gate, A z) {
   return (t <= A(0) ? A(0) : (t >= A(6) ? A(6) : t)) / A(6);
 }
 
-// d gate(z) / dz, with PyTorch's conventions (hardsigmoid' = 1/6 on (-3, 3)).
+// g * d gate(z) / dz for the gradient g of s = gate(z), with PyTorch's
+// conventions (hardsigmoid' = 1/6 on (-3, 3), selected; sigmoid' = s (1 - s)).
 template <typename A>
-SE_HOST_DEVICE A gate_grad(Gate gate, A z) {
-  if (gate == Gate::Sigmoid) {
-    const A sg = sigmoid(z);
-    return sg * (A(1) - sg);
-  }
-  return (z > A(-3) && z < A(3)) ? A(1) / A(6) : A(0);
-}
-
-// gate(z) and its derivative together (one exp).
-template <typename A>
-SE_HOST_DEVICE void gate_fwd_grad(Gate gate, A z, A& s, A& ds) {
-  s = gate_fwd(gate, z);
-  ds = gate == Gate::Sigmoid ? s * (A(1) - s) : gate_grad(gate, z);
+SE_HOST_DEVICE A gate_backward(Gate gate, A z, A s, A g) {
+  if (gate == Gate::Sigmoid) return g * (s * (A(1) - s));
+  return (z > A(-3) && z < A(3)) ? g * (A(1) / A(6)) : A(0);
 }
 
 // The gate of one (sample, channel) in the form the scale loop wants: for

@@ -1,9 +1,9 @@
-"""The Python side of the se_fused operators: fake (meta) kernels for
-torch.compile and the autograd wiring. The schema and the real kernels live
-in csrc/; this file stays thin."""
+"""The Python side of the se_fused operators: the fake (meta) kernels that
+torch.compile traces with. The schema, the kernels, autograd and autocast all
+live in csrc/ (autograd and autocast in csrc/se_autograd.cpp); this file stays thin."""
 import torch
 
-from . import _C  # noqa: F401  (loads the library: schema + CPU/CUDA kernels)
+from . import _C  # noqa: F401  (loads the library: schema, kernels, autograd, autocast)
 
 _ops = torch.ops.se_fused
 
@@ -21,12 +21,22 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch._prims_common.suggest_memory_format(x)
 
 
-@torch.library.register_fake("se_fused::squeeze_excite")
-def _squeeze_excite_fake(x, w1, b1, w2, b2, activation, gate):
+def _check_forward(x, w1, w2):
     torch._check(x.dim() == 4, lambda: f"se_fused: x must be 4-D [N, C, H, W], got {x.dim()}-D")
     torch._check(w1.dim() == 2 and w2.dim() == 2, lambda: "se_fused: w1 and w2 must be 2-D")
     torch._check(w1.size(1) == x.size(1) and w2.size(0) == x.size(1),
                  lambda: f"se_fused: weights for {w1.size(1)} channels, x has {x.size(1)}")
+
+
+@torch.library.register_fake("se_fused::squeeze_excite")
+def _squeeze_excite_fake(x, w1, b1, w2, b2, activation, gate):
+    _check_forward(x, w1, w2)
+    return torch.empty_like(x, memory_format=_memory_format(x))
+
+
+@torch.library.register_fake("se_fused::_squeeze_excite_forward")
+def _squeeze_excite_forward_fake(x, w1, b1, w2, b2, activation, gate):
+    _check_forward(x, w1, w2)
     y = torch.empty_like(x, memory_format=_memory_format(x))
     acc = accumulation_dtype(x.dtype)
     pooled = x.new_empty((x.size(0), x.size(1)), dtype=acc)
@@ -36,41 +46,11 @@ def _squeeze_excite_fake(x, w1, b1, w2, b2, activation, gate):
 
 
 @torch.library.register_fake("se_fused::_squeeze_excite_backward")
-def _squeeze_excite_backward_fake(dy, x, pooled, z1, z2, w1, w2, activation, gate):
+def _squeeze_excite_backward_fake(dy, x, pooled, z1, z2, w1, w2, activation, gate,
+                                  want_db1, want_db2):
     dx = torch.empty_like(x, memory_format=_memory_format(x))
-    return (dx, torch.empty_like(w1), w1.new_empty(w1.size(0)), torch.empty_like(w2),
-            w2.new_empty(w2.size(0)))
-
-
-def _setup_context(ctx, inputs, output):
-    x, w1, b1, w2, b2, activation, gate = inputs
-    _, pooled, z1, z2 = output
-    ctx.save_for_backward(x, pooled, z1, z2, w1, w2)
-    ctx.has_b1, ctx.has_b2 = b1 is not None, b2 is not None
-    ctx.activation, ctx.gate = activation, gate
-
-
-def _backward(ctx, dy, _dpooled, _dz1, _dz2):
-    # pooled, z1 and z2 are the forward's saved state: no gradient flows into them.
-    x, pooled, z1, z2, w1, w2 = ctx.saved_tensors
-    dx, dw1, db1, dw2, db2 = _ops._squeeze_excite_backward(
-        dy, x, pooled, z1, z2, w1, w2, ctx.activation, ctx.gate)
-    return (dx, dw1, db1 if ctx.has_b1 else None, dw2, db2 if ctx.has_b2 else None, None, None)
-
-
-torch.library.register_autograd("se_fused::squeeze_excite", _backward, setup_context=_setup_context)
-
-
-def _no_double_backward(ctx, *grads):
-    raise RuntimeError("se_fused: double backward (a gradient of the gradient) is not supported")
-
-
-def _setup_backward_context(ctx, inputs, output):
-    pass
-
-
-torch.library.register_autograd("se_fused::_squeeze_excite_backward", _no_double_backward,
-                                setup_context=_setup_backward_context)
+    return (dx, torch.empty_like(w1), w1.new_empty(w1.size(0) if want_db1 else 0),
+            torch.empty_like(w2), w2.new_empty(w2.size(0) if want_db2 else 0))
 
 
 def has_cuda_kernels() -> bool:

@@ -3,7 +3,7 @@ FusedSEBlock, its drop-in replacement backed by the fused operators."""
 import torch
 from torch import nn
 
-from .functional import ACTIVATIONS, GATES, squeeze_excitation
+from .functional import ACTIVATIONS, GATES, _squeeze_excite
 
 _ACTIVATION_MODULES = {"relu": nn.ReLU, "silu": nn.SiLU}
 _GATE_MODULES = {"sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid}
@@ -60,9 +60,11 @@ class FusedSEBlock(SEBlock):
     and the biases when bias=True), computed by the fused se_fused kernels."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fc1, fc2 = self.excitation[0], self.excitation[2]
-        return squeeze_excitation(x, fc1.weight, fc2.weight, fc1.bias, fc2.bias,
-                                  self.activation, self.gate)
+        # The layers by key: Sequential's integer indexing walks its modules.
+        layers = self.excitation._modules
+        fc1, fc2 = layers["0"], layers["2"]
+        return _squeeze_excite(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias,
+                               self.activation, self.gate)
 
     @classmethod
     def from_module(cls, module: nn.Module) -> nn.Module:

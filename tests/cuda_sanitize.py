@@ -89,8 +89,9 @@ def same_bits(tag, what, a, b):
 
 def fused(x, dy, w1, b1, w2, b2, activation, gate):
     ops = torch.ops.se_fused
-    y, pooled, z1, z2 = ops.squeeze_excite(x, w1, b1, w2, b2, activation, gate)
-    grads = ops._squeeze_excite_backward(dy, x, pooled, z1, z2, w1, w2, activation, gate)
+    y, pooled, z1, z2 = ops._squeeze_excite_forward(x, w1, b1, w2, b2, activation, gate)
+    grads = ops._squeeze_excite_backward(dy, x, pooled, z1, z2, w1, w2, activation, gate,
+                                       True, True)
     return (y, pooled) + tuple(grads)
 
 
@@ -179,9 +180,9 @@ def run_case(case, seed):
 def run_empty():
     x = torch.empty(0, 8, 3, 3, device="cuda")
     w1, w2 = torch.randn(2, 8, device="cuda"), torch.randn(8, 2, device="cuda")
-    y, pooled, z1, z2 = torch.ops.se_fused.squeeze_excite(x, w1, None, w2, None, "relu", "sigmoid")
+    y, pooled, z1, z2 = torch.ops.se_fused._squeeze_excite_forward(x, w1, None, w2, None, "relu", "sigmoid")
     dx, dw1, db1, dw2, db2 = torch.ops.se_fused._squeeze_excite_backward(
-        x, x, pooled, z1, z2, w1, w2, "relu", "sigmoid")
+        x, x, pooled, z1, z2, w1, w2, "relu", "sigmoid", True, True)
     if y.shape != x.shape or pooled.shape != (0, 8) or dx.shape != x.shape:
         fail("N=0", "wrong output shapes")
     if dw1.abs().sum().item() != 0 or dw2.abs().sum().item() != 0 or db1.abs().sum().item() != 0:

@@ -103,7 +103,7 @@ def test_opcheck_forward(device, case, requires_grad):
 def _backward_args(case, device, requires_grad):
     x, w1, b1, w2, b2, act, gate = _forward_args(case, device, False)
     with torch.no_grad():
-        _, pooled, z1, z2 = OPS.squeeze_excite(x, w1, b1, w2, b2, act, gate)
+        _, pooled, z1, z2 = OPS._squeeze_excite_forward(x, w1, b1, w2, b2, act, gate)
     gen = torch.Generator().manual_seed(seed_of("dy", _opcheck_id(case)))
     dy = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.dtype).to(device)
     dy = dy.contiguous(memory_format=torch.channels_last) if case[1] == "channels_last" else dy
@@ -113,7 +113,7 @@ def _backward_args(case, device, requires_grad):
         # everything else is.
         args = [a if i in (2, 3, 4) else a.detach().requires_grad_(True)
                 for i, a in enumerate(args)]
-    return (*args, act, gate)
+    return (*args, act, gate, case[4][0], case[4][0])
 
 
 @pytest.mark.parametrize("case", OPCHECK_CASES, ids=_opcheck_id)
@@ -157,13 +157,13 @@ def test_fake_matches_real_layout(shape, layout):
     case = (torch.float32, layout, shape, 1, (True, "relu", "sigmoid"))
     real_fwd_args = _forward_args(case, "cpu", False)
     real_args = _backward_args(case, "cpu", False)
-    real_fwd = OPS.squeeze_excite(*real_fwd_args)
+    real_fwd = OPS._squeeze_excite_forward(*real_fwd_args)
     real_bwd = OPS._squeeze_excite_backward(*real_args)
     mode = FakeTensorMode()
     fake = lambda args: [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
     fake_fwd_args, fake_args = fake(real_fwd_args), fake(real_args)
     with mode:
-        fake_fwd = OPS.squeeze_excite(*fake_fwd_args)
+        fake_fwd = OPS._squeeze_excite_forward(*fake_fwd_args)
         fake_bwd = OPS._squeeze_excite_backward(*fake_args)
     names = ("y", "pooled", "z1", "z2", "dx", "dw1", "db1", "dw2", "db2")
     assert len(real_fwd) + len(real_bwd) == len(names) == len(fake_fwd) + len(fake_bwd)

@@ -111,9 +111,9 @@ def test_mixed_devices_are_a_runtime_error():
 
 def test_backward_op_checks():
     x, w = _args()
-    y, pooled, z1, z2 = OPS.squeeze_excite(x, w["w1"], w["b1"], w["w2"], w["b2"], "relu", "sigmoid")
+    y, pooled, z1, z2 = OPS._squeeze_excite_forward(x, w["w1"], w["b1"], w["w2"], w["b2"], "relu", "sigmoid")
     dy = torch.randn_like(y)
-    rest = (w["w1"], w["w2"], "relu", "sigmoid")
+    rest = (w["w1"], w["w2"], "relu", "sigmoid", True, True)
     OPS._squeeze_excite_backward(dy, x, pooled, z1, z2, *rest)  # the good call
     with pytest.raises(ValueError, match="dy"):
         OPS._squeeze_excite_backward(dy[:1], x, pooled, z1, z2, *rest)
@@ -188,7 +188,7 @@ def test_empty_batch(device, dtype, layout, bias):
         assert p.grad is not None, f"{name} got no gradient"
         assert p.grad.shape == p.shape
         assert torch.all(p.grad == 0), f"{name}: gradient over an empty batch must be 0"
-    _, pooled, z1, z2 = OPS.squeeze_excite(
+    _, pooled, z1, z2 = OPS._squeeze_excite_forward(
         x.detach(), block.excitation[0].weight, block.excitation[0].bias,
         block.excitation[2].weight, block.excitation[2].bias, "relu", "sigmoid")
     assert pooled.shape == (0, c) and z1.shape == (0, hidden) and z2.shape == (0, c)

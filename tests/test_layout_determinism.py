@@ -48,9 +48,10 @@ def test_output_and_dx_keep_the_layout(device, layout, dtype):
     x, wts, dy = _problem(shape, hidden, variant, dtype, device, layout)
     if layout == "channels_last":
         dy = dy.contiguous(memory_format=torch.channels_last)
-    y, *state = OPS.squeeze_excite(x, wts["w1"], wts["b1"], wts["w2"], wts["b2"], "relu", "sigmoid")
+    y, *state = OPS._squeeze_excite_forward(x, wts["w1"], wts["b1"], wts["w2"], wts["b2"], "relu", "sigmoid")
     assert_layout(y, layout, "y")
-    dx, *_ = OPS._squeeze_excite_backward(dy, x, *state, wts["w1"], wts["w2"], "relu", "sigmoid")
+    dx, *_ = OPS._squeeze_excite_backward(dy, x, *state, wts["w1"], wts["w2"], "relu", "sigmoid",
+                                          True, True)
     assert_layout(dx, layout, "dx from the backward op")
     got = _fwd_bwd(x, wts, variant, dy)
     assert_layout(got["y"], layout, "y through autograd")

@@ -93,7 +93,7 @@ def test_saved_state_outputs(device, layout, dtype):
     accumulation dtype: the means over H x W and the pre-activations z1, z2."""
     variant = (True, "silu", "sigmoid")
     x, wts = _inputs((3, 20, 13, 7, 4), variant, dtype, device, layout, "pooled")
-    _, pooled, z1, z2 = torch.ops.se_fused.squeeze_excite(
+    _, pooled, z1, z2 = torch.ops.se_fused._squeeze_excite_forward(
         x, wts["w1"], wts["b1"], wts["w2"], wts["b2"], "silu", "sigmoid")
     acc = se_fused.accumulation_dtype(dtype)
     assert acc == (torch.float32 if dtype in (torch.float16, torch.bfloat16) else torch.float64)

@@ -127,6 +127,30 @@ inline Vec<A> load_lanes(const T* p) {
   return v;
 }
 
+// The same as one load (and one convert): built lane by lane, GCC assembles
+// a 64-byte vector on AVX2 targets through general registers (vpinsrq).
+template <>
+inline Vec<float> load_lanes<float, float>(const float* p) {
+  Vec<float> v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <>
+inline Vec<double> load_lanes<double, double>(const double* p) {
+  Vec<double> v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <>
+inline Vec<double> load_lanes<double, float>(const float* p) {
+  typedef float Float8 __attribute__((vector_size(32)));
+  Float8 f;
+  __builtin_memcpy(&f, p, sizeof(f));
+  return __builtin_convertvector(f, Vec<double>);
+}
+
 // bfloat16 (its bits; accumulated in float): a float's bits are the bfloat16's
 // shifted left by 16, done on a vector of integers so that it stays one.
 template <typename A>
@@ -715,11 +739,20 @@ void excite(const SEProblem& p, const A* pooled, const T* w1, const T* b1, const
 
 // ---------------------------------------------------------------------------
 
+// y = the block on x; when `saved` (the pooled means, z1 and z2 for the
+// backward, [N, C], [N, hidden], [N, C]) is null they live in per-chunk scratch.
+template <typename A>
+struct SavedState {
+  A* pooled;
+  A* z1;
+  A* z2;
+};
+
 template <typename T>
 void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w1,
                     const std::optional<at::Tensor>& b1, const at::Tensor& w2,
-                    const std::optional<at::Tensor>& b2, at::Tensor& y, at::Tensor& pooled,
-                    at::Tensor& z1, at::Tensor& z2) {
+                    const std::optional<at::Tensor>& b2, at::Tensor& y,
+                    const SavedState<acc_t<T>>* saved) {
   using A = acc_t<T>;
   using Ops = GateOps<T>;
   const Tiling tiling(p);
@@ -727,10 +760,10 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
   const int64_t G = chunk_samples(p, sample * static_cast<int64_t>(sizeof(T)), 1);
   const T* xd = storage_ptr<T>(x);
   T* yd = storage_ptr<T>(y);
-  A* pd = pooled.data_ptr<A>();
-  A* z1d = z1.data_ptr<A>();
-  A* z2d = z2.data_ptr<A>();
-  const Scratch<A> scratch({G * tiling.nparts * p.C, G * p.hidden, G * p.C});
+  const int64_t chunk_state = saved ? 0 : 1;  // per-chunk scratch for the state, or none
+  const Scratch<A> scratch({G * tiling.nparts * p.C, G * p.hidden, G * p.C,
+                            chunk_state * G * p.C, chunk_state * G * p.hidden,
+                            chunk_state * G * p.C});
   A* const parts = scratch[0];
   A* const a = scratch[1];
   A* const gate = scratch[2];
@@ -738,8 +771,9 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
   for (int64_t n0 = 0; n0 < p.N; n0 += G) {
     const int64_t g = std::min(G, p.N - n0);
     const T* xs = xd + n0 * sample;
-    A* ps = pd + n0 * p.C;
-    A* z2s = z2d + n0 * p.C;
+    A* ps = saved ? saved->pooled + n0 * p.C : scratch[3];
+    A* z1s = saved ? saved->z1 + n0 * p.hidden : scratch[4];
+    A* z2s = saved ? saved->z2 + n0 * p.C : scratch[5];
     // squeeze
     tiling.for_each_tile(g, false, [&](int64_t i, int64_t begin, int64_t end) {
       tiling.reduce<A, T>(xs + i * sample, nullptr, begin, end, parts + i * tiling.nparts * p.C);
@@ -747,7 +781,7 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
     tiling.finish(g, parts, A(1) / static_cast<A>(p.HW), ps);
     // excite
     excite<T, A>(p, ps, storage_ptr<T>(w1), optional_data<T>(b1), storage_ptr<T>(w2),
-                 optional_data<T>(b2), g, z1d + n0 * p.hidden, a,
+                 optional_data<T>(b2), g, z1s, a,
                  [&](int64_t i, int64_t c, A v) { z2s[i * p.C + c] = v; });
     for_each_gate(p.gate, g * p.C, [&](auto gate_kind, int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) gate[i] = gate_fwd(gate_kind(), z2s[i]);  // s
@@ -765,7 +799,7 @@ template <typename T>
 void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor& x,
                      const at::Tensor& pooled, const at::Tensor& z1, const at::Tensor& z2,
                      const at::Tensor& w1, const at::Tensor& w2, at::Tensor& dx,
-                     at::Tensor& dw1, at::Tensor& db1, at::Tensor& dw2, at::Tensor& db2) {
+                     at::Tensor& dw1, at::Tensor* db1, at::Tensor& dw2, at::Tensor* db2) {
   using A = acc_t<T>;
   using B = grad_t<T>;
   using Ops = GateOps<T>;
@@ -810,18 +844,17 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
     B* dz2s = dz2 + n0 * C;
     for_each_gate(p.gate, g * C, [&](auto gate_kind, int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {  // s and dz2 from z2
-        A s, ds_dz;
-        gate_fwd_grad(gate_kind(), z2s[i], s, ds_dz);
+        const A s = gate_fwd(gate_kind(), z2s[i]);
         gate[i] = s;
-        dz2s[i] = static_cast<B>(ds[i] * ds_dz);
+        dz2s[i] = static_cast<B>(gate_backward(gate_kind(), z2s[i], s, ds[i]));
       }
     });
-    // da = w2^T dz2, dz1 = da * activation'(z1), dp = w1^T dz1 / HW
+    // da = w2^T dz2, dz1 = activation's backward of da at z1, dp = w1^T dz1 / HW
     outer_sums(dz2s, C, 1, storage_ptr<T>(w2), H, g, H, C,
                [&](int64_t i, int64_t j, const B* da, int64_t n) {
                  for (int64_t l = 0; l < n; ++l)
-                   dz1s[i * H + j + l] = static_cast<B>(
-                       da[l] * activation_grad(p.activation, z1s[i * H + j + l]));
+                   dz1s[i * H + j + l] = static_cast<B>(activation_backward<A>(
+                       p.activation, z1s[i * H + j + l], static_cast<A>(da[l])));
                });
     outer_sums(dz1s, H, 1, storage_ptr<T>(w1), C, g, C, H,
                [&](int64_t i, int64_t c, const B* v, int64_t n) {
@@ -848,37 +881,66 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
     // dw2[c, j] = sum_n dz2[n, c] * a[n, j]
     for (int64_t l = 0; l < n; ++l) dw2d[c * H + j + l] = from_acc<T>(v[l]);
   });
-  sum_over_samples<A>(dz1, N, H, storage_ptr<T>(db1));
-  sum_over_samples<A>(dz2, N, C, storage_ptr<T>(db2));
+  if (db1) sum_over_samples<A>(dz1, N, H, storage_ptr<T>(*db1));
+  if (db2) sum_over_samples<A>(dz2, N, C, storage_ptr<T>(*db2));
 }
 
 // ---------------------------------------------------------------------------
 // Launchers: checks, layout, allocation, dtype dispatch.
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_cpu(
-    const at::Tensor& x_in, const at::Tensor& w1_in, const std::optional<at::Tensor>& b1_in,
-    const at::Tensor& w2_in, const std::optional<at::Tensor>& b2_in, c10::string_view activation,
-    c10::string_view gate) {
+// The forward, writing y and, when `saved`, the state for the backward.
+at::Tensor forward_cpu(const at::Tensor& x_in, const at::Tensor& w1_in,
+                       const std::optional<at::Tensor>& b1_in, const at::Tensor& w2_in,
+                       const std::optional<at::Tensor>& b2_in, c10::string_view activation,
+                       c10::string_view gate, at::Tensor* saved) {
   const SEProblem p = check_forward(x_in, w1_in, b1_in, w2_in, b2_in, activation, gate);
   const at::Tensor x = dense_in_format(x_in, p);
   const at::Tensor w1 = w1_in.contiguous(), w2 = w2_in.contiguous();
   const std::optional<at::Tensor> b1 = b1_in ? std::optional(b1_in->contiguous()) : std::nullopt;
   const std::optional<at::Tensor> b2 = b2_in ? std::optional(b2_in->contiguous()) : std::nullopt;
   at::Tensor y = at::empty_like(x);
-  const auto acc = x.options().dtype(accumulation_dtype(x.scalar_type()));
-  at::Tensor pooled = at::empty({p.N, p.C}, acc);
-  at::Tensor z1 = at::empty({p.N, p.hidden}, acc), z2 = at::empty({p.N, p.C}, acc);
+  if (saved) {
+    const auto acc = x.options().dtype(accumulation_dtype(x.scalar_type()));
+    saved[0] = at::empty({p.N, p.C}, acc);
+    saved[1] = at::empty({p.N, p.hidden}, acc);
+    saved[2] = at::empty({p.N, p.C}, acc);
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "squeeze_excite_cpu",
                                   [&] {
-    forward_kernel<typename Storage<scalar_t>::type>(p, x, w1, b1, w2, b2, y, pooled, z1, z2);
+    using T = typename Storage<scalar_t>::type;
+    using A = acc_t<T>;
+    if (saved) {
+      const SavedState<A> state{saved[0].data_ptr<A>(), saved[1].data_ptr<A>(),
+                                saved[2].data_ptr<A>()};
+      forward_kernel<T>(p, x, w1, b1, w2, b2, y, &state);
+    } else {
+      forward_kernel<T>(p, x, w1, b1, w2, b2, y, nullptr);
+    }
   });
-  return {y, pooled, z1, z2};
+  return y;
+}
+
+at::Tensor squeeze_excite_cpu(const at::Tensor& x, const at::Tensor& w1,
+                              const std::optional<at::Tensor>& b1, const at::Tensor& w2,
+                              const std::optional<at::Tensor>& b2, c10::string_view activation,
+                              c10::string_view gate) {
+  return forward_cpu(x, w1, b1, w2, b2, activation, gate, nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_forward_cpu(
+    const at::Tensor& x, const at::Tensor& w1, const std::optional<at::Tensor>& b1,
+    const at::Tensor& w2, const std::optional<at::Tensor>& b2, c10::string_view activation,
+    c10::string_view gate) {
+  at::Tensor saved[3];
+  at::Tensor y = forward_cpu(x, w1, b1, w2, b2, activation, gate, saved);
+  return {y, saved[0], saved[1], saved[2]};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_backward_cpu(
     const at::Tensor& dy_in, const at::Tensor& x_in, const at::Tensor& pooled_in,
     const at::Tensor& z1_in, const at::Tensor& z2_in, const at::Tensor& w1_in,
-    const at::Tensor& w2_in, c10::string_view activation, c10::string_view gate) {
+    const at::Tensor& w2_in, c10::string_view activation, c10::string_view gate, bool want_db1,
+    bool want_db2) {
   const SEProblem p =
       check_backward(dy_in, x_in, pooled_in, z1_in, z2_in, w1_in, w2_in, activation, gate);
   const at::Tensor x = dense_in_format(x_in, p);
@@ -888,11 +950,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_e
   const at::Tensor w1 = w1_in.contiguous(), w2 = w2_in.contiguous();
   at::Tensor dx = at::empty_like(x);
   at::Tensor dw1 = at::empty_like(w1), dw2 = at::empty_like(w2);
-  at::Tensor db1 = at::empty({p.hidden}, w1.options()), db2 = at::empty({p.C}, w2.options());
+  at::Tensor db1 = at::empty({want_db1 ? p.hidden : 0}, w1.options());
+  at::Tensor db2 = at::empty({want_db2 ? p.C : 0}, w2.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
                                   "squeeze_excite_backward_cpu", [&] {
     backward_kernel<typename Storage<scalar_t>::type>(p, dy, x, pooled, z1, z2, w1, w2, dx, dw1,
-                                                      db1, dw2, db2);
+                                                      want_db1 ? &db1 : nullptr, dw2,
+                                                      want_db2 ? &db2 : nullptr);
   });
   return {dx, dw1, db1, dw2, db2};
 }
@@ -901,6 +965,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_e
 
 TORCH_LIBRARY_IMPL(se_fused, CPU, m) {
   m.impl("squeeze_excite", &squeeze_excite_cpu);
+  m.impl("_squeeze_excite_forward", &squeeze_excite_forward_cpu);
   m.impl("_squeeze_excite_backward", &squeeze_excite_backward_cpu);
 }
 

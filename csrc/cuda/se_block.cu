@@ -730,12 +730,12 @@ __device__ __forceinline__ void excite_backward(const MainArgs<T>& p, Smem<acc_t
   for (int64_t c = threadIdx.x; c < C; c += kThreads) {
     const A z2 = z2_n[c];
     s_n[c] = gate_fwd(p.gate, z2);
-    dz2_n[c] = __ldcg(ds_n + c) * gate_grad(p.gate, z2);
+    dz2_n[c] = gate_backward(p.gate, z2, s_n[c], __ldcg(ds_n + c));
   }
   __syncthreads();
   // da[j] = sum_c w2[c, j] dz2[c]; dz1 = da * activation'(z1).
   col_reduce(ColDotVec<T>{p.w2, H, VecSrc<A>{dz2_n}}, C, H, p.CWa, sm.buf,
-             [&](int64_t j, A da) { dz1_n[j] = da * activation_grad(p.act, z1_n[j]); });
+             [&](int64_t j, A da) { dz1_n[j] = activation_backward(p.act, z1_n[j], da); });
   // dp[c] = sum_j w1[j, c] dz1[j]; g = dp / HW.
   col_reduce(ColDotVec<T>{p.w1, C, VecSrc<A>{dz1_n}}, H, C, p.CWp, sm.buf,
              [&](int64_t c, A dp) { g_n[c] = dp / inv_hw_div; });

@@ -79,7 +79,7 @@ void run_backward(SEBackwardParams& params, const at::Tensor& x, cudaStream_t st
   C10_CUDA_CHECK(cuda_kernels::launch_se_backward<T>(params, stream));
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_forward_cuda(
     const at::Tensor& x, const at::Tensor& w1, const std::optional<at::Tensor>& b1,
     const at::Tensor& w2, const std::optional<at::Tensor>& b2, c10::string_view activation,
     c10::string_view gate) {
@@ -108,7 +108,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_cuda(
   return {y, pooled, z1, z2};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_backward_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_backward_all_cuda(
     const at::Tensor& dy, const at::Tensor& x, const at::Tensor& pooled, const at::Tensor& z1,
     const at::Tensor& z2, const at::Tensor& w1, const at::Tensor& w2, c10::string_view activation,
     c10::string_view gate) {
@@ -145,10 +145,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_e
   return {dx, dw1, db1, dw2, db2};
 }
 
+at::Tensor squeeze_excite_cuda(const at::Tensor& x, const at::Tensor& w1,
+                               const std::optional<at::Tensor>& b1, const at::Tensor& w2,
+                               const std::optional<at::Tensor>& b2, c10::string_view activation,
+                               c10::string_view gate) {
+  return std::get<0>(squeeze_excite_forward_cuda(x, w1, b1, w2, b2, activation, gate));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_backward_cuda(
+    const at::Tensor& dy, const at::Tensor& x, const at::Tensor& pooled, const at::Tensor& z1,
+    const at::Tensor& z2, const at::Tensor& w1, const at::Tensor& w2, c10::string_view activation,
+    c10::string_view gate, bool want_db1, bool want_db2) {
+  auto [dx, dw1, db1, dw2, db2] =
+      squeeze_excite_backward_all_cuda(dy, x, pooled, z1, z2, w1, w2, activation, gate);
+  return {dx, dw1, want_db1 ? db1 : db1.new_empty({0}), dw2, want_db2 ? db2 : db2.new_empty({0})};
+}
+
 }  // namespace
 }  // namespace se_fused
 
 TORCH_LIBRARY_IMPL(se_fused, CUDA, m) {
   m.impl("squeeze_excite", &se_fused::squeeze_excite_cuda);
+  m.impl("_squeeze_excite_forward", &se_fused::squeeze_excite_forward_cuda);
   m.impl("_squeeze_excite_backward", &se_fused::squeeze_excite_backward_cuda);
 }

@@ -1,0 +1,185 @@
+// Autograd and autocast for the se_fused operators, in C++ so that a call
+// costs one dispatcher hop and one autograd node, not a Python round trip
+// (the shape of torchvision's csrc/ops/autograd and autocast kernels).
+//
+//   squeeze_excite  --Autocast-->  weights cast to x's dtype, then
+//                   --Autograd-->  a gradient to record: SqueezeExcite node
+//                                  around _squeeze_excite_forward (saves x,
+//                                  pooled, z1, z2, w1, w2);
+//                                  none: the backend's y-only kernel.
+//   _squeeze_excite_backward --Autograd--> refuses double backward.
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <string>
+#include <tuple>
+
+namespace se_fused {
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Typed handles to the ops, looked up once.
+Tensor call_squeeze_excite(const Tensor& x, const Tensor& w1, const OptTensor& b1,
+                           const Tensor& w2, const OptTensor& b2, c10::string_view activation,
+                           c10::string_view gate) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("se_fused::squeeze_excite", "")
+                             .typed<Tensor(const Tensor&, const Tensor&, const OptTensor&,
+                                           const Tensor&, const OptTensor&, c10::string_view,
+                                           c10::string_view)>();
+  return op.call(x, w1, b1, w2, b2, activation, gate);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> call_forward(const Tensor& x, const Tensor& w1,
+                                                        const OptTensor& b1, const Tensor& w2,
+                                                        const OptTensor& b2,
+                                                        c10::string_view activation,
+                                                        c10::string_view gate) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("se_fused::_squeeze_excite_forward", "")
+          .typed<std::tuple<Tensor, Tensor, Tensor, Tensor>(
+              const Tensor&, const Tensor&, const OptTensor&, const Tensor&, const OptTensor&,
+              c10::string_view, c10::string_view)>();
+  return op.call(x, w1, b1, w2, b2, activation, gate);
+}
+
+using BackwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
+
+BackwardResult call_backward(const Tensor& dy, const Tensor& x, const Tensor& pooled,
+                             const Tensor& z1, const Tensor& z2, const Tensor& w1,
+                             const Tensor& w2, c10::string_view activation,
+                             c10::string_view gate, bool want_db1, bool want_db2) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("se_fused::_squeeze_excite_backward", "")
+          .typed<BackwardResult(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                const Tensor&, const Tensor&, const Tensor&, c10::string_view,
+                                c10::string_view, bool, bool)>();
+  return op.call(dy, x, pooled, z1, z2, w1, w2, activation, gate, want_db1, want_db2);
+}
+
+// The SE block's autograd node. Inputs: x, w1, b1?, w2, b2? (the differentiable
+// ones, in this order; an absent bias has no edge) and the two option strings.
+class SqueezeExcite : public torch::autograd::Function<SqueezeExcite> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& w1,
+                               const OptTensor& b1, const Tensor& w2, const OptTensor& b2,
+                               c10::string_view activation, c10::string_view gate) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [y, pooled, z1, z2] = call_forward(x, w1, b1, w2, b2, activation, gate);
+    ctx->save_for_backward({x, pooled, z1, z2, w1, w2});
+    ctx->saved_data["activation"] = std::string(activation);
+    ctx->saved_data["gate"] = std::string(gate);
+    ctx->saved_data["has_b1"] = b1.has_value();
+    ctx->saved_data["has_b2"] = b2.has_value();
+    return {y};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const bool has_b1 = ctx->saved_data["has_b1"].toBool();
+    const bool has_b2 = ctx->saved_data["has_b2"].toBool();
+    // Edges: x 0, w1 1, b1 2 (when present), w2, b2.
+    const bool want_db1 = has_b1 && ctx->needs_input_grad(2);
+    const bool want_db2 = has_b2 && ctx->needs_input_grad(has_b1 ? 4 : 3);
+    auto [dx, dw1, db1, dw2, db2] =
+        call_backward(grads[0], saved[0], saved[1], saved[2], saved[3], saved[4], saved[5],
+                      ctx->saved_data["activation"].toStringRef(),
+                      ctx->saved_data["gate"].toStringRef(), want_db1, want_db2);
+    return {dx, dw1, want_db1 ? db1 : Tensor(), dw2, want_db2 ? db2 : Tensor(), Tensor(),
+            Tensor()};
+  }
+};
+
+bool requires_grad(const Tensor& t) { return t.requires_grad(); }
+bool requires_grad(const OptTensor& t) { return t.has_value() && t->requires_grad(); }
+
+Tensor squeeze_excite_autograd(const Tensor& x, const Tensor& w1, const OptTensor& b1,
+                               const Tensor& w2, const OptTensor& b2, c10::string_view activation,
+                               c10::string_view gate) {
+  const bool record = at::GradMode::is_enabled() &&
+                      (requires_grad(x) || requires_grad(w1) || requires_grad(w2) ||
+                       requires_grad(b1) || requires_grad(b2));
+  if (record) return SqueezeExcite::apply(x, w1, b1, w2, b2, activation, gate)[0];
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return call_squeeze_excite(x, w1, b1, w2, b2, activation, gate);
+}
+
+// The backward op as a node whose own backward refuses: a gradient of the
+// gradient is not implemented.
+class SqueezeExciteBackward : public torch::autograd::Function<SqueezeExciteBackward> {
+ public:
+  static variable_list forward(AutogradContext*, const Tensor& dy, const Tensor& x,
+                               const Tensor& pooled, const Tensor& z1, const Tensor& z2,
+                               const Tensor& w1, const Tensor& w2, c10::string_view activation,
+                               c10::string_view gate, bool want_db1, bool want_db2) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [dx, dw1, db1, dw2, db2] =
+        call_backward(dy, x, pooled, z1, z2, w1, w2, activation, gate, want_db1, want_db2);
+    return {dx, dw1, db1, dw2, db2};
+  }
+
+  static variable_list backward(AutogradContext*, variable_list) {
+    TORCH_CHECK(false,
+                "se_fused: double backward (a gradient of the gradient) is not supported");
+  }
+};
+
+BackwardResult squeeze_excite_backward_autograd(const Tensor& dy, const Tensor& x,
+                                                const Tensor& pooled, const Tensor& z1,
+                                                const Tensor& z2, const Tensor& w1,
+                                                const Tensor& w2, c10::string_view activation,
+                                                c10::string_view gate, bool want_db1,
+                                                bool want_db2) {
+  if (!at::GradMode::is_enabled()) {  // a first-order backward: nothing to record
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return call_backward(dy, x, pooled, z1, z2, w1, w2, activation, gate, want_db1, want_db2);
+  }
+  auto r = SqueezeExciteBackward::apply(dy, x, pooled, z1, z2, w1, w2, activation, gate,
+                                        want_db1, want_db2);
+  return {r[0], r[1], r[2], r[3], r[4]};
+}
+
+// Autocast: the gate is computed in float32 or better whatever the dtype, so
+// the (small) weights are cast to x's dtype and the op runs in x's precision,
+// as the plain block's multiply does. The casts are ordinary differentiable
+// ops: gradients reach the float32 parameters.
+OptTensor cast_optional(const OptTensor& t, at::ScalarType dtype) {
+  return t.has_value() ? OptTensor(t->to(dtype)) : std::nullopt;
+}
+
+Tensor squeeze_excite_autocast(const Tensor& x, const Tensor& w1, const OptTensor& b1,
+                               const Tensor& w2, const OptTensor& b2, c10::string_view activation,
+                               c10::string_view gate) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  const at::ScalarType dtype = x.scalar_type();
+  return call_squeeze_excite(x, w1.to(dtype), cast_optional(b1, dtype), w2.to(dtype),
+                             cast_optional(b2, dtype), activation, gate);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(se_fused, Autograd, m) {
+  m.impl("squeeze_excite", &squeeze_excite_autograd);
+  m.impl("_squeeze_excite_forward", torch::autograd::autogradNotImplementedFallback());
+  m.impl("_squeeze_excite_backward", &squeeze_excite_backward_autograd);
+}
+
+TORCH_LIBRARY_IMPL(se_fused, AutocastCPU, m) {
+  m.impl("squeeze_excite", &squeeze_excite_autocast);
+}
+
+TORCH_LIBRARY_IMPL(se_fused, AutocastCUDA, m) {
+  m.impl("squeeze_excite", &squeeze_excite_autocast);
+}
+
+}  // namespace se_fused
