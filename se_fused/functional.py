@@ -5,9 +5,6 @@ import torch
 
 from ._ops import _ops
 
-ACTIVATIONS = ("relu", "silu")
-GATES = ("sigmoid", "hardsigmoid")
-
 _squeeze_excite = _ops.squeeze_excite.default
 
 

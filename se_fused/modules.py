@@ -1,57 +1,14 @@
-"""SEBlock, the plain PyTorch SE block (the oracle and the baseline), and
-FusedSEBlock, its drop-in replacement backed by the fused operators."""
+"""The fused modules: FusedSEBlock, the drop-in replacement for SEBlock, and
+FusedSEAdapter, which runs a torchvision or timm SE module (read by _match) on the
+fused operator with the original's own parameters. Their forwards reach the
+parameters through the modules' dicts (no container indexing or attribute fallback
+per call: at batch 1 the host time is the latency)."""
 import torch
 from torch import nn
 
-from .functional import ACTIVATIONS, GATES, _squeeze_excite
-
-_ACTIVATION_MODULES = {"relu": nn.ReLU, "silu": nn.SiLU}
-_GATE_MODULES = {"sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid}
-
-
-def _hidden_size(channels: int, reduction: int) -> int:
-    if channels < 1:
-        raise ValueError(f"SE block: channels must be >= 1, got {channels}")
-    if reduction < 1:
-        raise ValueError(f"SE block: reduction r must be >= 1, got {reduction}")
-    hidden = channels // reduction
-    if hidden == 0:
-        raise ValueError(
-            f"SE block: channels // r = {channels} // {reduction} = 0 leaves no hidden "
-            f"channels; use r <= {channels}")
-    return hidden
-
-
-def _check_options(activation: str, gate: str) -> None:
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"SE block: activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if gate not in GATES:
-        raise ValueError(f"SE block: gate must be one of {GATES}, got {gate!r}")
-
-
-class SEBlock(nn.Module):
-    """The Squeeze-and-Excitation block as written in plain PyTorch (Hu et al.):
-    squeeze = AdaptiveAvgPool2d(1); excitation = Linear, activation, Linear, gate;
-    y = x * excitation(squeeze(x))."""
-
-    def __init__(self, channels: int, r: int = 16, *, bias: bool = False,
-                 activation: str = "relu", gate: str = "sigmoid"):
-        super().__init__()
-        hidden = _hidden_size(channels, r)
-        _check_options(activation, gate)
-        self.channels, self.r, self.activation, self.gate = channels, r, activation, gate
-        self.squeeze = nn.AdaptiveAvgPool2d(1)
-        self.excitation = nn.Sequential(
-            nn.Linear(channels, hidden, bias=bias),
-            _ACTIVATION_MODULES[activation](),
-            nn.Linear(hidden, channels, bias=bias),
-            _GATE_MODULES[gate](),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c = x.shape[:2]
-        s = self.excitation(self.squeeze(x).view(n, c)).view(n, c, 1, 1)
-        return x * s
+from ._match import SESpec, Unsupported, read_spec, reader, source_name
+from .functional import _squeeze_excite
+from .reference import SEBlock
 
 
 class FusedSEBlock(SEBlock):
@@ -60,10 +17,9 @@ class FusedSEBlock(SEBlock):
     and the biases when bias=True), computed by the fused se_fused kernels."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The layers by key: Sequential's integer indexing walks its modules.
-        layers = self.excitation._modules
-        fc1, fc2 = layers["0"], layers["2"]
-        return _squeeze_excite(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias,
+        layers = self._modules["excitation"]._modules
+        fc1, fc2 = layers["0"]._parameters, layers["2"]._parameters
+        return _squeeze_excite(x, fc1["weight"], fc1["bias"], fc2["weight"], fc2["bias"],
                                self.activation, self.gate)
 
     @classmethod
@@ -71,5 +27,79 @@ class FusedSEBlock(SEBlock):
         """The fused module for one SE module, sharing its parameters: a FusedSEBlock
         for an SEBlock, a se_fused.FusedSEAdapter for a torchvision or timm SE module
         (see se_fused.convert). ValueError when the module is not supported."""
-        from ._convert import from_module
         return from_module(module)
+
+
+# ---------------------------------------------------------------------------
+# the fused module for third-party SE blocks
+# ---------------------------------------------------------------------------
+def _as_matrix(weight: torch.Tensor) -> torch.Tensor:
+    # Conv2d 1x1 weight [out, in, 1, 1] -> [out, in]: a view (also for channels_last
+    # weights, whose size-1 dims carry no stride), so gradients land in the conv weight.
+    return weight.flatten(1) if weight.dim() == 4 else weight
+
+
+class FusedSEAdapter(nn.Module):
+    """An SE module from torchvision or timm run by the fused operator. It holds the
+    original's children under their original names (same state_dict keys, shapes and
+    parameter tensors); the children that the fused op replaces (pooling, activation,
+    gate) are kept, unused, so the structure still prints and loads as before."""
+
+    def __init__(self, original: nn.Module, spec: SESpec):
+        super().__init__()
+        for name, child in original.named_children():
+            self.add_module(name, child)
+        self.spec = spec
+        self.source = source_name(original)
+        self.training = original.training
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spec = self.spec
+        fc1, fc2 = self._modules[spec.fc1]._parameters, self._modules[spec.fc2]._parameters
+        return _squeeze_excite(x, _as_matrix(fc1["weight"]), fc1["bias"],
+                               _as_matrix(fc2["weight"]), fc2["bias"], spec.activation,
+                               spec.gate)
+
+    def extra_repr(self) -> str:
+        return (f"source={self.source}, activation={self.spec.activation}, "
+                f"gate={self.spec.gate}")
+
+
+def _fused_se_block(m: SEBlock, spec: SESpec) -> FusedSEBlock:
+    # Build on the meta device (nothing allocated), then take the original's children:
+    # the parameters are shared, not copied.
+    with torch.device("meta"):
+        fused = FusedSEBlock(m.channels, m.r, bias=m.excitation[0].bias is not None,
+                             activation=spec.activation, gate=spec.gate)
+    fused.squeeze, fused.excitation = m.squeeze, m.excitation
+    fused.training = m.training
+    return fused
+
+
+def fuse(module: nn.Module, spec: SESpec) -> nn.Module:
+    if isinstance(module, SEBlock):
+        return _fused_se_block(module, spec)
+    return FusedSEAdapter(module, spec)
+
+
+def from_module(module: nn.Module) -> nn.Module:
+    """The fused module for one SE module: a FusedSEBlock for an se_fused.SEBlock, a
+    FusedSEAdapter for a torchvision or timm SE module; either shares the original's
+    parameters. An already fused module is returned as is. Raises ValueError for a
+    module that is not a recognised SE module or whose configuration is unsupported."""
+    if is_fused(module):
+        return module
+    read = reader(module)
+    if read is None:
+        raise ValueError(f"se_fused: {source_name(module)} is not a supported SE module "
+                         f"(torchvision SqueezeExcitation, timm SEModule or SqueezeExcite, "
+                         f"se_fused.SEBlock)")
+    try:
+        spec = read_spec(module, read)
+    except Unsupported as e:
+        raise ValueError(f"se_fused: cannot fuse {source_name(module)}: {e}") from None
+    return fuse(module, spec)
+
+
+def is_fused(module: nn.Module) -> bool:
+    return isinstance(module, (FusedSEBlock, FusedSEAdapter))

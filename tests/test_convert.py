@@ -298,7 +298,7 @@ def test_conv_weights_are_views_and_get_the_gradients():
     se = SqueezeExcitation(16, 4)
     fused = se_fused.convert(nn.Sequential(se))[0]
     assert fused.fc1 is se.fc1 and fused.fc2 is se.fc2
-    from se_fused._convert import _as_matrix
+    from se_fused.modules import _as_matrix
     for conv in (se.fc1, se.fc2):
         for fmt in (torch.contiguous_format, torch.channels_last):
             conv.weight.data = conv.weight.data.contiguous(memory_format=fmt)

@@ -1,0 +1,44 @@
+"""SEBlock: the Squeeze-and-Excitation block as written in plain PyTorch (Hu et al.),
+the oracle and the baseline. Importable without the compiled extension."""
+import torch
+from torch import nn
+
+from ._variants import ACTIVATION_MODULES, GATE_MODULES, check_options
+
+
+def hidden_size(channels: int, reduction: int) -> int:
+    if channels < 1:
+        raise ValueError(f"SE block: channels must be >= 1, got {channels}")
+    if reduction < 1:
+        raise ValueError(f"SE block: reduction r must be >= 1, got {reduction}")
+    hidden = channels // reduction
+    if hidden == 0:
+        raise ValueError(
+            f"SE block: channels // r = {channels} // {reduction} = 0 leaves no hidden "
+            f"channels; use r <= {channels}")
+    return hidden
+
+
+class SEBlock(nn.Module):
+    """The Squeeze-and-Excitation block as written in plain PyTorch (Hu et al.):
+    squeeze = AdaptiveAvgPool2d(1); excitation = Linear, activation, Linear, gate;
+    y = x * excitation(squeeze(x))."""
+
+    def __init__(self, channels: int, r: int = 16, *, bias: bool = False,
+                 activation: str = "relu", gate: str = "sigmoid"):
+        super().__init__()
+        hidden = hidden_size(channels, r)
+        check_options(activation, gate)
+        self.channels, self.r, self.activation, self.gate = channels, r, activation, gate
+        self.squeeze = nn.AdaptiveAvgPool2d(1)
+        self.excitation = nn.Sequential(
+            nn.Linear(channels, hidden, bias=bias),
+            ACTIVATION_MODULES[activation](),
+            nn.Linear(hidden, channels, bias=bias),
+            GATE_MODULES[gate](),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        s = self.excitation(self.squeeze(x).view(n, c)).view(n, c, 1, 1)
+        return x * s
