@@ -33,6 +33,17 @@ void check_shape(const at::Tensor& t, const char* name, at::IntArrayRef expected
                     expected, " (", what, "), got ", t.sizes());
 }
 
+// Which of the two layouts x is closer to: for 4-D and 5-D tensors
+// suggest_memory_format (channels_last, channels_last_3d); for [N, C, L] the
+// [N, L, C]-strided form when the channels are the inner dimension.
+bool prefers_channels_last(const at::Tensor& x) {
+  switch (x.dim()) {
+    case 3: return x.stride(1) < x.stride(2);
+    case 4: return x.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+    default: return x.suggest_memory_format() == at::MemoryFormat::ChannelsLast3d;
+  }
+}
+
 }  // namespace
 
 at::ScalarType accumulation_dtype(at::ScalarType dtype) {
@@ -47,18 +58,20 @@ SEProblem check_forward(const at::Tensor& x, const at::Tensor& w1,
   p.activation = parse_activation(activation);
   p.gate = parse_gate(gate);
 
-  TORCH_CHECK_VALUE(x.dim() == 4, "se_fused: x must be 4-D [N, C, H, W], got ", x.dim(),
-                    "-D with shape ", x.sizes());
+  TORCH_CHECK_VALUE(x.dim() >= 3 && x.dim() <= 5,
+                    "se_fused: x must be [N, C, L], [N, C, H, W] or [N, C, D, H, W] (3-D to "
+                    "5-D), got ", x.dim(), "-D with shape ", x.sizes());
   const auto dt = x.scalar_type();
   TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf ||
                        dt == at::kBFloat16,
                    "se_fused: x must be float32, float64, float16 or bfloat16, got ", dt);
   p.N = x.size(0);
   p.C = x.size(1);
-  p.HW = x.size(2) * x.size(3);
+  p.HW = 1;
+  for (int64_t d = 2; d < x.dim(); ++d) p.HW *= x.size(d);
   TORCH_CHECK_VALUE(p.C > 0, "se_fused: x must have at least one channel, got shape ",
                     x.sizes());
-  TORCH_CHECK_VALUE(p.HW > 0, "se_fused: x must have a non-empty H x W map, got shape ",
+  TORCH_CHECK_VALUE(p.HW > 0, "se_fused: x must have a non-empty spatial map, got shape ",
                     x.sizes());
 
   TORCH_CHECK_VALUE(w1.dim() == 2, "se_fused: w1 must be 2-D [hidden, C], got shape ",
@@ -80,10 +93,10 @@ SEProblem check_forward(const at::Tensor& x, const at::Tensor& w1,
     check_same_device_and_dtype(x, *b2, "b2");
   }
 
-  // The kernels index two layouts: NCHW and NHWC (channels_last). When C == 1
-  // or H * W == 1 both describe the same memory, and NCHW indexing is used.
-  p.memory_format = x.suggest_memory_format();
-  p.channels_last = p.memory_format == at::MemoryFormat::ChannelsLast && p.C > 1 && p.HW > 1;
+  // The kernels index two layouts: [N, C, *spatial] and [N, *spatial, C]
+  // (channels_last). When C == 1 or the map has one element both describe the
+  // same memory, and the first is used.
+  p.channels_last = p.C > 1 && p.HW > 1 && prefers_channels_last(x);
   return p;
 }
 
@@ -110,8 +123,10 @@ SEProblem check_backward(const at::Tensor& dy, const at::Tensor& x, const at::Te
 }
 
 at::Tensor dense_in_format(const at::Tensor& t, const SEProblem& p) {
-  return t.contiguous(p.channels_last ? at::MemoryFormat::ChannelsLast
-                                      : at::MemoryFormat::Contiguous);
+  if (!p.channels_last) return t.contiguous();
+  // [N, C, *spatial] viewed from dense [N, *spatial, C] memory: movedim(1, -1) is
+  // contiguous exactly when t already is, and is copied once otherwise.
+  return t.movedim(1, -1).contiguous().movedim(-1, 1);
 }
 
 }  // namespace se_fused

@@ -9,14 +9,14 @@
 
 namespace se_fused {
 
-// What the kernels need to know about one call, after the checks.
+// What the kernels need to know about one call, after the checks. x is
+// [N, C, *spatial] with 1 to 3 spatial dims; the kernels see it as [N, C, HW].
 struct SEProblem {
   int64_t N = 0;       // samples
   int64_t C = 0;       // channels
-  int64_t HW = 0;      // H * W
+  int64_t HW = 0;      // the map's size: H * W (T for [N, C, T], D * H * W for [N, C, D, H, W])
   int64_t hidden = 0;  // w1.size(0)
-  bool channels_last = false;  // memory is [N, H, W, C]
-  at::MemoryFormat memory_format = at::MemoryFormat::Contiguous;
+  bool channels_last = false;  // memory is [N, *spatial, C] (channels_last, channels_last_3d)
   Activation activation = Activation::ReLU;
   Gate gate = Gate::Sigmoid;
 };
@@ -41,8 +41,9 @@ SEProblem check_backward(const at::Tensor& dy, const at::Tensor& x,
 // float32/float64 tensors, float32 for float16/bfloat16.
 at::ScalarType accumulation_dtype(at::ScalarType dtype);
 
-// x (or dy) in the layout the kernels index: dense in the problem's memory
-// format; a copy only when the input is not already.
+// x (or dy) in the layout the kernels index: dense [N, C, *spatial] or dense
+// [N, *spatial, C] (p.channels_last); a copy only when the input is not already.
+// at::empty_like of the result keeps that layout (y and dx keep x's format).
 at::Tensor dense_in_format(const at::Tensor& t, const SEProblem& p);
 
 }  // namespace se_fused

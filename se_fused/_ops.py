@@ -13,16 +13,26 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else torch.float64
 
 
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    # The layout the C++ launchers give y and dx: Tensor.suggest_memory_format(),
-    # which goes by stride order (a sliced channels_last x gives a channels_last y).
-    if x.dim() != 4:
-        return torch.contiguous_format
-    return torch._prims_common.suggest_memory_format(x)
+def _output_like(x: torch.Tensor) -> torch.Tensor:
+    """An empty tensor in the layout the C++ launchers give y and dx
+    (csrc/se_checks.cpp): dense [N, *spatial, C] when x prefers channels last
+    (suggest_memory_format for 4-D and 5-D, which goes by stride order; channels
+    inner for [N, C, L]) and C and the map both exceed 1; else contiguous."""
+    c, spatial = x.size(1), x.shape[2:]
+    if x.dim() == 3:
+        channels_last = x.stride(1) < x.stride(2)
+    else:
+        want = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        channels_last = torch._prims_common.suggest_memory_format(x) == want
+    if channels_last and c > 1 and spatial.numel() > 1:
+        return x.new_empty((x.size(0), *spatial, c)).movedim(-1, 1)
+    return x.new_empty(x.shape)
 
 
 def _check_forward(x, w1, w2):
-    torch._check(x.dim() == 4, lambda: f"se_fused: x must be 4-D [N, C, H, W], got {x.dim()}-D")
+    torch._check(3 <= x.dim() <= 5,
+                 lambda: f"se_fused: x must be [N, C, *spatial] with 1 to 3 spatial dims, "
+                         f"got {x.dim()}-D")
     torch._check(w1.dim() == 2 and w2.dim() == 2, lambda: "se_fused: w1 and w2 must be 2-D")
     torch._check(w1.size(1) == x.size(1) and w2.size(0) == x.size(1),
                  lambda: f"se_fused: weights for {w1.size(1)} channels, x has {x.size(1)}")
@@ -31,13 +41,13 @@ def _check_forward(x, w1, w2):
 @torch.library.register_fake("se_fused::squeeze_excite")
 def _squeeze_excite_fake(x, w1, b1, w2, b2, activation, gate):
     _check_forward(x, w1, w2)
-    return torch.empty_like(x, memory_format=_memory_format(x))
+    return _output_like(x)
 
 
 @torch.library.register_fake("se_fused::_squeeze_excite_forward")
 def _squeeze_excite_forward_fake(x, w1, b1, w2, b2, activation, gate):
     _check_forward(x, w1, w2)
-    y = torch.empty_like(x, memory_format=_memory_format(x))
+    y = _output_like(x)
     acc = accumulation_dtype(x.dtype)
     pooled = x.new_empty((x.size(0), x.size(1)), dtype=acc)
     z1 = x.new_empty((x.size(0), w1.size(0)), dtype=acc)
@@ -48,7 +58,7 @@ def _squeeze_excite_forward_fake(x, w1, b1, w2, b2, activation, gate):
 @torch.library.register_fake("se_fused::_squeeze_excite_backward")
 def _squeeze_excite_backward_fake(dy, x, pooled, z1, z2, w1, w2, activation, gate,
                                   want_db1, want_db2):
-    dx = torch.empty_like(x, memory_format=_memory_format(x))
+    dx = _output_like(x)
     return (dx, torch.empty_like(w1), w1.new_empty(w1.size(0) if want_db1 else 0),
             torch.empty_like(w2), w2.new_empty(w2.size(0) if want_db2 else 0))
 

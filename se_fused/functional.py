@@ -13,7 +13,8 @@ def squeeze_excitation(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor,
                        activation: str = "relu", gate: str = "sigmoid") -> torch.Tensor:
     """y = x * gate(w2 @ activation(w1 @ mean_hw(x) + b1) + b2), per (sample, channel).
 
-    x: [N, C, H, W] (NCHW or channels_last; y keeps x's memory format);
+    x: [N, C, H, W], [N, C, L] or [N, C, D, H, W], contiguous or channels last
+    (channels_last, channels_last_3d, or [N, L, C] strides for 1-D); y keeps x's layout;
     w1: [hidden, C]; w2: [C, hidden]; b1: [hidden] or None; b2: [C] or None.
     All tensors share one device and dtype (float32, float64, float16, bfloat16);
     under torch.autocast the weights are cast to x's dtype (by the op itself,

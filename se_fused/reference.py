@@ -22,7 +22,8 @@ def hidden_size(channels: int, reduction: int) -> int:
 class SEBlock(nn.Module):
     """The Squeeze-and-Excitation block as written in plain PyTorch (Hu et al.):
     squeeze = AdaptiveAvgPool2d(1); excitation = Linear, activation, Linear, gate;
-    y = x * excitation(squeeze(x))."""
+    y = x * excitation(squeeze(x)). x is [N, C, H, W]; [N, C, L] and [N, C, D, H, W]
+    are squeezed by the mean over their spatial dims."""
 
     def __init__(self, channels: int, r: int = 16, *, bias: bool = False,
                  activation: str = "relu", gate: str = "sigmoid"):
@@ -40,5 +41,7 @@ class SEBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[:2]
-        s = self.excitation(self.squeeze(x).view(n, c)).view(n, c, 1, 1)
+        spatial = tuple(range(2, x.dim()))
+        pooled = self.squeeze(x) if x.dim() == 4 else x.mean(dim=spatial)
+        s = self.excitation(pooled.view(n, c)).view(n, c, *(1 for _ in spatial))
         return x * s

@@ -22,10 +22,10 @@ def _args(device="cpu", dtype=torch.float32, c=8, hidden=2, bias=True):
 # shapes, dtypes, options
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("device", DEVICES)
-def test_rank_not_4(device):
+def test_rank_outside_3_to_5(device):
     x, w = _args(device)
-    for bad in (x[0], x.unsqueeze(0), x.reshape(2, 8, 12)):
-        with pytest.raises(ValueError, match=r"x must be 4-D"):
+    for bad in (x[0, :, 0], x.reshape(2, 8, 3, 2, 1, 2), x.flatten()):
+        with pytest.raises(ValueError, match=r"x must be \[N, C, L\], \[N, C, H, W\] or"):
             SE(bad, w["w1"], w["w2"])
 
 
@@ -56,7 +56,7 @@ def test_wrong_shapes_name_the_tensor(device):
 def test_empty_map_is_a_value_error(device):
     x = torch.randn(2, 8, 0, 4, device=device)
     w = make_weights(8, 2, False, torch.float32, device)
-    with pytest.raises(ValueError, match="H x W"):
+    with pytest.raises(ValueError, match="non-empty spatial map"):
         SE(x, w["w1"], w["w2"])
 
 
