@@ -6,7 +6,8 @@ namespace {
 Activation parse_activation(c10::string_view s) {
   if (s == "relu") return Activation::ReLU;
   if (s == "silu") return Activation::SiLU;
-  TORCH_CHECK_VALUE(false, "se_fused: activation must be 'relu' or 'silu', got '",
+  if (s == "hardswish") return Activation::HardSwish;
+  TORCH_CHECK_VALUE(false, "se_fused: activation must be 'relu', 'silu' or 'hardswish', got '",
                     std::string(s), "'");
 }
 

@@ -35,7 +35,7 @@
 
 namespace se_fused {
 
-enum class Activation : int32_t { ReLU = 0, SiLU = 1 };
+enum class Activation : int32_t { ReLU = 0, SiLU = 1, HardSwish = 2 };
 enum class Gate : int32_t { Sigmoid = 0, HardSigmoid = 1 };
 
 // Accumulation type: double for float/double tensors, float for 16-bit ones.
@@ -125,13 +125,22 @@ SE_HOST_DEVICE A sigmoid(A z) {
 template <typename A>
 SE_HOST_DEVICE A activation_fwd(Activation act, A z) {
   if (act == Activation::ReLU) return (z > A(0) || z != z) ? z : A(0);
+  if (act == Activation::HardSwish) {  // z * relu6(z + 3) / 6, as PyTorch orders it
+    const A t = z + A(3);
+    return z * (t <= A(0) ? A(0) : (t >= A(6) ? A(6) : t)) / A(6);
+  }
   return z * sigmoid(z);  // SiLU
 }
 
-// g * d activation(z) / dz, for the gradient g of activation(z) (relu'(0) = 0).
+// g * d activation(z) / dz, for the gradient g of activation(z) (relu'(0) = 0;
+// hardswish' as PyTorch's hardswish_backward: 0 below -3, z / 3 + 1/2 up to 3,
+// then 1, selected).
 template <typename A>
 SE_HOST_DEVICE A activation_backward(Activation act, A z, A g) {
   if (act == Activation::ReLU) return z <= A(0) ? A(0) : g;
+  if (act == Activation::HardSwish) {
+    return z < A(-3) ? A(0) : (z <= A(3) ? g * (z / A(3) + A(0.5)) : g);
+  }
   const A sg = sigmoid(z);
   return g * (sg * (A(1) + z * (A(1) - sg)));
 }

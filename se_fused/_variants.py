@@ -4,14 +4,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS = ("relu", "silu")
+ACTIVATIONS = ("relu", "silu", "hardswish")
 GATES = ("sigmoid", "hardsigmoid")
 
 # The plain block's layer for each name.
-ACTIVATION_MODULES = {"relu": nn.ReLU, "silu": nn.SiLU}
+ACTIVATION_MODULES = {"relu": nn.ReLU, "silu": nn.SiLU, "hardswish": nn.Hardswish}
 GATE_MODULES = {"sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid}
 # Functions that other libraries store in place of a layer (convert recognises them).
-ACTIVATION_FUNCTIONS = {"relu": (F.relu, torch.relu), "silu": (F.silu,)}
+ACTIVATION_FUNCTIONS = {"relu": (F.relu, torch.relu), "silu": (F.silu,),
+                        "hardswish": (F.hardswish,)}
 GATE_FUNCTIONS = {"sigmoid": (torch.sigmoid, F.sigmoid, torch.Tensor.sigmoid),
                   "hardsigmoid": (F.hardsigmoid,)}
 

@@ -26,6 +26,9 @@ STRIDED_LAYOUTS = ["sliced_h", "sliced_c", "cl_sliced_w", "permuted"]
 
 # (bias, activation, gate)
 VARIANTS = list(itertools.product([False, True], ["relu", "silu"], ["sigmoid", "hardsigmoid"]))
+# VARIANTS plus the hard-swish activation (fbnetv3's SE), for the tests that sweep
+# every variant once.
+ALL_VARIANTS = VARIANTS + [(True, "hardswish", "sigmoid"), (False, "hardswish", "hardsigmoid")]
 
 
 def variant_id(v):

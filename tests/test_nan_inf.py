@@ -10,7 +10,7 @@ import torch
 from _reference import (DEVICES, assert_layout, dtype_id, fused, make_weights, make_x,
                         reference_block, seed_of)
 
-ACTS_GATES = list(itertools.product(["relu", "silu"], ["sigmoid", "hardsigmoid"]))
+ACTS_GATES = list(itertools.product(["relu", "silu", "hardswish"], ["sigmoid", "hardsigmoid"]))
 # What each sample of x carries at one element; the last sample is clean.
 SPECIALS = [float("nan"), float("inf"), float("-inf"), None]
 

@@ -4,7 +4,7 @@ import torch
 
 import se_fused
 from se_fused import FusedSEBlock, SEBlock
-from _reference import (DEVICES, LAYOUTS, LOW_DTYPES, VARIANTS,
+from _reference import (ALL_VARIANTS, DEVICES, LAYOUTS, LOW_DTYPES, VARIANTS,
                         assert_close, assert_max_ulp, block_weights, dtype_id, fused,
                         make_block, make_weights, make_x, reference_block, reference_forward, requires_cuda,
                         seed_of, ulp, ulp_distance, variant_id)
@@ -63,7 +63,7 @@ def test_forward_within_one_ulp(device, shape, variant, dtype, layout):
     assert_max_ulp(y, ref, dtype, 1.0, what=f"y ({device}, {layout}, {variant_id(variant)})", x=x)
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+@pytest.mark.parametrize("variant", ALL_VARIANTS, ids=variant_id)
 @pytest.mark.parametrize("dtype", LOW_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("device", DEVICES)
 def test_forward_within_one_ulp_all_variants(device, dtype, variant):
@@ -200,7 +200,7 @@ def test_gradients_as_accurate_as_eager(device, shape, variant, dtype, layout):
                         + "\nall:\n  " + "\n  ".join(report))
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+@pytest.mark.parametrize("variant", ALL_VARIANTS, ids=variant_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_gradients_float64(device, layout, variant):
