@@ -229,7 +229,8 @@ def load_warning(device) -> Optional[str]:
     load = load_average()
     if torch.device(device).type == "cpu" and load > 0.5:
         return (f"warning: load average {load:.1f} before the run: other processes share these "
-                f"{os.cpu_count()} cores, CPU timings will be noisy")
+                f"{os.cpu_count()} cores, CPU timings will be noisy (--threads 1 suffers least: "
+                f"a parallel region waits for its slowest thread)")
     return None
 
 

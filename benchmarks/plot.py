@@ -45,7 +45,7 @@ def plot(records: List[dict], providers, path: str, title: str) -> bool:
             ratios += [v for v in vals if not math.isnan(v)]
             xs = [k + (i - (len(providers) - 1) / 2) * width for k in range(len(keys))]
             bars = ax.bar(xs, vals, width, label=p, color=COLORS.get(p))
-            ax.bar_label(bars, labels=["" if math.isnan(v) else f"{v:.1f}" for v in vals],
+            ax.bar_label(bars, labels=["" if math.isnan(v) else f"{v:.3g}" for v in vals],
                          fontsize=6, rotation=90, padding=2)
         ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--", label="floor")
         if ratios and max(ratios) / max(min(ratios), 1e-9) > 8:
@@ -58,7 +58,7 @@ def plot(records: List[dict], providers, path: str, title: str) -> bool:
                             for case, hidden, dtype, layout, _ in keys],
                            rotation=60, ha="right", fontsize=7)
         ax.set_xlim(-0.6, len(keys) - 0.4)
-        ax.grid(axis="y", which="both", alpha=0.3)
+        ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, ncol=len(providers) + 1)
     fig.suptitle(title)
     fig.tight_layout()
