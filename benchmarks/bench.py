@@ -23,7 +23,7 @@ medians, ratios to the floor and to eager); the full results (medians, p20, p80,
 memory on a GPU, errors) go to a JSON file per device. Timing is harness.py's. It reports
 and never asserts a time. Examples:
 
-  python benchmarks/bench.py --quick --plot chart.png   # ~6 min on a 2-core CPU
+  python benchmarks/bench.py --quick --plot chart.png   # ~10 min on a shared 2-core CPU
   python benchmarks/bench.py --latency-only             # the latency section alone
   python benchmarks/bench.py --device cuda --graphs     # GPU, with CUDA-graph replays
   python benchmarks/bench.py --shapes 2048x7x7 --dtypes bf16 --passes fwd --no-latency
@@ -297,7 +297,7 @@ def main(argv=None) -> int:
         from plot import plot
         plot(records, args.providers, args.plot,
              f"se_fused bench: {info['device_name']}, torch {info['torch']}, "
-             f"{info['threads']} threads")
+             f"threads {info['threads']}")
     report.print_predictions(records)
     latency.print_table(lat_records, args.providers)
     if records:
