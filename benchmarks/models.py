@@ -23,9 +23,7 @@ Each measurement prints a progress line; the table comes last; the full results
 """
 import argparse
 import copy
-import json
 import os
-import re
 import sys
 import time
 from typing import Callable, Dict, List
@@ -36,8 +34,8 @@ from torch import nn
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run from anywhere against this checkout
 
+import harness  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 import se_fused  # noqa: E402
-from bench import device_name  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 
 MODELS = ("mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf")
 VARIANTS = ("original", "converted", "no_se")
@@ -71,48 +69,14 @@ def build(name: str, variant: str, device) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- timing
-def _percentile(xs: List[float], q: float) -> float:
-    xs = sorted(xs)
-    k = (len(xs) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
 def measure(fns: Dict[str, Callable], device, quick: bool) -> Dict[str, dict]:
     """Milliseconds per call of each fn after warm-up, the fns interleaved call by call
-    (so that a change in the machine's load hits them alike): as many rounds as fit a
-    time budget, within [min_reps, max_reps]; CUDA events on the GPU, perf_counter on
-    the CPU."""
+    (harness.time_calls: a change in the machine's load hits them alike): as many rounds as
+    fit a time budget, within [min_reps, max_reps]."""
     budget_s, min_reps, max_reps = (4.0, 3, 30) if quick else (10.0, 10, 100)
-    warmup = 2 if device.type == "cpu" else 10
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    sync()
-    t0 = time.perf_counter()
-    for fn in fns.values():
-        fn()
-    sync()
-    estimate = time.perf_counter() - t0
-    reps = max(min_reps, min(max_reps, int(budget_s / max(estimate, 1e-9))))
-    times: Dict[str, List[float]] = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            if device.type == "cuda":
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times[name].append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                fn()
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: {"median_ms": _percentile(ts, 0.5), "p20_ms": _percentile(ts, 0.2),
-                   "p80_ms": _percentile(ts, 0.8), "reps": len(ts)} for name, ts in times.items()}
+    return harness.time_calls(fns, device, budget_s=budget_s, min_reps=min_reps,
+                              max_reps=max_reps, warmup=2 if device.type == "cpu" else 10,
+                              unit="ms")
 
 
 def infer_fn(model: nn.Module, batch: int, device, amp) -> Callable:
@@ -216,20 +180,16 @@ def main(argv=None) -> int:
     train_batch = args.train_batch if args.train_batch is not None else (64 if gpu else 8)
     amp = gpu or args.amp
 
-    name = device_name(device)
-    print(f"device: {name}  torch {torch.__version__}  threads {torch.get_num_threads()}  "
-          f"models {','.join(args.models)}  infer batches {batches}  train batch {train_batch}  "
-          f"{'bf16 autocast' if amp else 'float32'}  channels_last  224x224")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if not gpu and load > 0.5:
-        print(f"warning: load average {load:.1f} before the run: other processes share these "
-              f"{os.cpu_count()} cores, CPU timings will be noisy")
-    slug = "cpu" if not gpu else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    out = args.out or os.path.join(HERE, f"results-models-{slug}.json")
-    meta = {"device": device.type, "device_name": name, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "amp_bf16": amp, "batches": batches,
-            "train_batch": train_batch, "quick": args.quick, "argv": sys.argv[1:],
-            "load_avg_1min_at_start": load, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    info = harness.describe(device)
+    print(harness.device_line(info) + f"  models {','.join(args.models)}  infer batches "
+          f"{batches}  train batch {train_batch}  {'bf16 autocast' if amp else 'float32'}  "
+          f"channels_last  224x224")
+    warning = harness.load_warning(device)
+    if warning:
+        print(warning)
+    out = args.out or harness.results_path("results-models", device)
+    meta = {**info, "amp_bf16": amp, "batches": batches, "train_batch": train_batch,
+            "quick": args.quick, "argv": sys.argv[1:]}
 
     records: List[dict] = []
     t_start = time.perf_counter()
@@ -263,8 +223,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: reporting what was measured")
     wall = time.perf_counter() - t_start
-    with open(out, "w") as f:
-        json.dump({**meta, "wall_s": wall, "results": records}, f, indent=1)
+    harness.write_json(out, meta, wall_s=wall, results=records)
     print(f"\nwall time {wall:.0f}s; results: {out}")
     print_table(records)
     return 0

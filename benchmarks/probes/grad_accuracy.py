@@ -1,6 +1,6 @@
 """Gradient accuracy of FusedSEBlock against the plain block, over many inputs.
 
-    python benchmarks/grad_accuracy.py [dtype [seeds]]     # e.g. float32 3
+    python benchmarks/probes/grad_accuracy.py [dtype [seeds]]     # e.g. float32 3
 
 For each shape x seed x layout x bias: gradients of the plain block (eager) and of
 FusedSEBlock in `dtype`, and of the plain block in float64 (the reference) on the same
@@ -16,7 +16,8 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)  # this checkout
 import se_fused  # noqa: E402
 
 SHAPES = [(1, 2048, 7, 7, 16), (4, 2048, 7, 7, 16), (32, 2048, 7, 7, 16), (2, 256, 14, 14, 16),

@@ -1,28 +1,24 @@
 """Forward op alone against x.clone(), for quick before/after checks of one kernel change.
 
-    python benchmarks/fwd_vs_clone.py 32,2048,7,7,128 32,2048,7,7,128,bfloat16,cl
+    python benchmarks/probes/fwd_vs_clone.py 32,2048,7,7,128 32,2048,7,7,128,bfloat16,cl
 
 Each argument is N,C,H,W,hidden[,dtype[,cl]]. Prints the median of 300 calls of
 torch.ops.se_fused.squeeze_excite and of x.clone(), and their ratio. Reports, never asserts.
 """
+import os
 import sys
-import time
 
 import torch
 
 import se_fused  # noqa: F401  (registers the ops)
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/
+from harness import time_one  # noqa: E402
+
 
 def median_us(fn, reps):
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2] * 1e6
+    """Median microseconds of `reps` calls after 5 warm-up calls."""
+    return time_one(fn, "cpu", budget_s=0.0, min_reps=reps, max_reps=reps, warmup=5)["median_us"]
 
 
 def run(n, c, h, w, hidden, dtype=torch.float32, channels_last=False, reps=300):

@@ -13,13 +13,13 @@ these 2 cores both are bound per core (a clone on 1 thread takes 1.9x its 2-thre
 overlap would have to hide the FMAs inside the same core's memory stalls. Reports, never
 asserts.
 
-  python benchmarks/bound_7x7.py [N,C,H,W,hidden ...]     # default 32,2048,7,7,128
+  python benchmarks/probes/bound_7x7.py [N,C,H,W,hidden ...]     # default 32,2048,7,7,128
 """
 import sys
 
 import torch
 
-from fwd_vs_clone import median_us  # benchmarks/ is on sys.path when run as a script
+from fwd_vs_clone import median_us  # benchmarks/probes/ is on sys.path when run as a script
 
 
 def bound(n, c, h, w, hidden, dtype):

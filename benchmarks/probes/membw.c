@@ -1,6 +1,6 @@
 /* What this machine's memory system charges for the SE block's passes, one thread.
  *
- *   gcc -O2 -mavx512f -o /tmp/membw benchmarks/membw.c && /tmp/membw 1638400 102760448
+ *   gcc -O2 -mavx512f -o membw benchmarks/probes/membw.c && ./membw 1638400 102760448
  *
  * Arguments: chunk bytes, total bytes. Over a float buffer of `total` bytes, median of 15:
  *   memcpy        the clone floor

@@ -1,0 +1,127 @@
+"""The shapes bench.py times: SE blocks of real networks, and which of them each run takes."""
+from dataclasses import asdict, dataclass
+from typing import List
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+LAYOUTS = {"nchw": torch.contiguous_format, "cl": torch.channels_last}
+
+
+@dataclass(frozen=True)
+class Block:
+    """One SE block of a real network: channels C at an H x W map, hidden = C // r."""
+    model: str
+    c: int
+    hw: int
+    r: int
+    bias: bool = False
+    activation: str = "relu"
+    gate: str = "sigmoid"
+
+    @property
+    def hidden(self) -> int:
+        return self.c // self.r
+
+
+@dataclass(frozen=True)
+class Case:
+    block: Block
+    n: int
+    dtype: str
+    layout: str
+
+    @property
+    def shape(self) -> str:
+        b = self.block
+        return f"{self.n}x{b.c}x{b.hw}x{b.hw}"
+
+    @property
+    def hidden(self) -> int:
+        return self.block.hidden
+
+    @property
+    def name(self) -> str:  # what --shapes matches against
+        return f"{self.block.model}:{self.shape}"
+
+    def fields(self) -> dict:
+        """The case as flat JSON fields."""
+        b = asdict(self.block)
+        return {"case": self.name, "model": self.block.model, "shape": self.shape,
+                "hidden": self.hidden, **{k: b[k] for k in ("r", "bias", "activation", "gate")},
+                "dtype": self.dtype, "layout": self.layout}
+
+
+# SE-ResNet-50: the SE block sits on each bottleneck's output (4x expansion), r = 16.
+SE_RESNET50 = [Block("resnet50", c, hw, 16)
+               for c, hw in ((256, 56), (512, 28), (1024, 14), (2048, 7))]
+
+# MobileNetV3-Large (torchvision): hidden = make_divisible(C / 4, 8), bias, relu, hardsigmoid.
+# C // r cannot give 32 for C = 120; r = 4 gives 30, the nearest.
+MOBILENETV3 = [Block("mbv3", c, hw, r, True, "relu", "hardsigmoid")
+               for c, hw, r in ((72, 28, 3), (120, 28, 4), (480, 14, 4), (672, 14, 4),
+                                (672, 7, 4), (960, 7, 4))]
+
+# EfficientNet-B0 (torchvision): SE after the depthwise conv of each MBConv, hidden =
+# in_channels / 4 of the block input: C = 6 * in_channels -> r = 24 (r = 4 for the 1x stage).
+EFFICIENTNET_B0 = [Block("effb0", c, hw, r, True, "silu", "sigmoid")
+                   for c, hw, r in ((32, 112, 4), (96, 56, 24), (144, 56, 24), (144, 28, 24),
+                                    (240, 28, 24), (240, 14, 24), (480, 14, 24), (672, 14, 24),
+                                    (672, 7, 24), (1152, 7, 24))]
+
+# The rows of PERF.md's "what users have today" that are not an SE-ResNet-50 stage
+# (plain relu/sigmoid block without bias, as measured there).
+PERF_ROWS = [Block("perf", 96, 112, 24), Block("perf", 960, 7, 4)]
+
+MODEL_BLOCKS = SE_RESNET50 + MOBILENETV3 + EFFICIENTNET_B0
+
+# Issue 12's latency shapes (batch 1, float32, the plain relu/sigmoid block without bias),
+# each with the issue's bar for fused / eager on one CPU thread: no-grad forward, grad-mode
+# forward, forward + backward.
+LATENCY_BLOCKS = [(Block("latency", 64, 1, 16), (0.35, 0.45, 0.5)),
+                  (Block("latency", 96, 14, 4), (0.35, 0.45, 0.5)),
+                  (Block("latency", 1152, 7, 24), (0.6, 0.6, 0.6))]
+
+
+def _product(blocks, batches, dtypes, layouts) -> List[Case]:
+    return [Case(b, n, d, l) for b in blocks for n in batches for d in dtypes for l in layouts]
+
+
+def _small_maps_first(cases: List[Case]) -> List[Case]:
+    """The cases without repeats, 7x7 maps first (the GPU run has a time budget; they are
+    its most telling rows), otherwise in the given order."""
+    return sorted(dict.fromkeys(cases), key=lambda c: c.block.hw != 7)
+
+
+def cpu_cases(quick: bool) -> List[Case]:
+    perf_bar = [SE_RESNET50[0], SE_RESNET50[3]]  # 32x256x56x56 and 32x2048x7x7
+    if quick:
+        latency = [SE_RESNET50[0], SE_RESNET50[3], MOBILENETV3[0], EFFICIENTNET_B0[-1]]
+        return _small_maps_first(_product(perf_bar, [32], ["fp32", "bf16"], ["nchw", "cl"])
+                                 + _product(latency, [1], ["fp32", "bf16"], ["nchw", "cl"]))
+    # The full product (240 cases) would take about an hour on 2 cores; this keeps every
+    # block at batch 1 and 32, both layouts in fp32, and all dtypes and layouts on the
+    # perf-bar shapes: about 25 minutes. --dtypes/--layouts/--shapes narrow it further.
+    return _small_maps_first(
+        _product(perf_bar, [32], ["fp32", "bf16", "fp16"], ["nchw", "cl"])
+        + _product(MODEL_BLOCKS, [1], ["fp32"], ["nchw", "cl"])
+        + _product(MODEL_BLOCKS, [1], ["bf16"], ["nchw"])
+        + _product(MODEL_BLOCKS, [32], ["fp32", "bf16"], ["nchw"])
+        + _product(SE_RESNET50[1:3] + MOBILENETV3 + EFFICIENTNET_B0, [32], ["fp32"], ["cl"])
+        + _product([SE_RESNET50[0], SE_RESNET50[3]], [1], ["fp16"], ["nchw", "cl"]))
+
+
+def cuda_cases(quick: bool) -> List[Case]:
+    # PERF.md's rows, 7x7 maps first; --quick is exactly those.
+    perf = _small_maps_first(
+        [Case(SE_RESNET50[0], 256, "bf16", "nchw"), Case(SE_RESNET50[0], 256, "bf16", "cl"),
+         Case(SE_RESNET50[0], 256, "fp32", "nchw")]
+        + [Case(b, n, "bf16", "nchw") for b, n in ((PERF_ROWS[0], 64), (SE_RESNET50[0], 64),
+                                                   (SE_RESNET50[3], 64), (PERF_ROWS[1], 64),
+                                                   (SE_RESNET50[0], 1), (SE_RESNET50[3], 1))])
+    if quick:
+        return perf
+    rest = (_product([SE_RESNET50[0]], [256], list(DTYPES), list(LAYOUTS))
+            + _product(PERF_ROWS, [64], list(DTYPES), list(LAYOUTS))
+            + _product(MODEL_BLOCKS, [1, 64], list(DTYPES), list(LAYOUTS)))
+    return perf + _small_maps_first([c for c in rest if c not in perf])
