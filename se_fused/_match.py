@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._variants import (ACTIVATION_FUNCTIONS, ACTIVATION_MODULES, ACTIVATIONS, GATE_FUNCTIONS,
-                        GATE_MODULES, GATES)
+                        GATE_MODULES)
 from .reference import SEBlock
 
 
@@ -34,9 +34,8 @@ class SESpec(NamedTuple):
     fc1, fc2: the child names (dotted for nested children) of the reducing and the
         expanding FC (Conv2d 1x1 or Linear); for a one-FC or ECA excitation, fc1 is its
         one layer and fc2 None;
-    activation, gate: the variant names (_variants.ACTIVATIONS and GATES, or a name
-        of _VARIANT_WORDS that the kernels do not compute yet); activation None when
-        the excitation has none;
+    activation, gate: the variant names (_variants.ACTIVATIONS and GATES); activation
+        None when the excitation has none;
     norm: the child name of an eval-foldable BatchNorm between fc1 and the activation;
     excitation: "two_fc" (FC, act, FC), "one_fc" (eSE), "eca" or "eca_circular";
     residual: y = x * s + x instead of x * s."""
@@ -57,8 +56,9 @@ class Unsupported(ValueError):
 # what the kernels compute: the one place a new kernel variant is admitted
 # ---------------------------------------------------------------------------
 # Variants the readers recognise but the kernels do not compute yet, in the words of
-# the refusal. An activation or gate is admitted as soon as _variants names it; an
-# excitation or the residual when it is added to _COMPUTED (and FusedSEAdapter runs it).
+# the refusal. An activation (hard-swish: nn.Hardswish, timm's) is admitted as soon as
+# _variants.ACTIVATIONS names it (_activation refuses it until then, saying where); an
+# excitation or the residual when it is added to _COMPUTED and FusedSEAdapter runs it.
 _VARIANT_WORDS = {
     "hardswish": "hard-swish activation",
     "one_fc": "one-FC excitation (eSE)",
@@ -76,10 +76,6 @@ def not_computed(spec: SESpec) -> List[str]:
         reasons.append(f"{_VARIANT_WORDS[spec.excitation]} not computed by the kernels")
     if spec.residual not in _COMPUTED["residual"]:
         reasons.append(f"{_VARIANT_WORDS['residual']} not computed by the kernels")
-    if spec.activation is not None and spec.activation not in ACTIVATIONS:
-        reasons.append(f"{_VARIANT_WORDS[spec.activation]} not computed by the kernels")
-    if spec.gate not in GATES:
-        reasons.append(f"{_VARIANT_WORDS[spec.gate]} not computed by the kernels")
     return reasons
 
 

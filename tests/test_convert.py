@@ -261,7 +261,8 @@ def _monai_sources(spatial_dims):
     return [
         (f"monai-{d}d", lambda: ChannelSELayer(d, 24)),
         (f"monai-{d}d-r4-memswish", lambda: ChannelSELayer(d, 24, r=4, acti_type_1="memswish")),
-        (f"monai-{d}d-swish", lambda: ChannelSELayer(d, 24, r=3, acti_type_1=("swish", {"alpha": 1}))),
+        (f"monai-{d}d-swish", lambda: ChannelSELayer(d, 24, r=3,
+                                                     acti_type_1=("swish", {"alpha": 1}))),
     ]
 
 
