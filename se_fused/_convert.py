@@ -5,29 +5,39 @@ One mechanism: each source is read into a spec (se_fused/_match.py). A supported
 becomes a FusedSEAdapter that holds the original's own children under the same names (so
 the state_dict keys and shapes, and the parameter tensors themselves, are unchanged) and
 whose forward calls the fused op on those parameters (a 1x1 Conv2d weight as a [out, in]
-view, no copy). An SEBlock becomes a FusedSEBlock that shares its children.
+view, no copy; a BatchNorm between the FCs folded into the first per call in eval). An
+SEBlock becomes a FusedSEBlock that shares its children. What the kernels do not compute
+(and SE-like modules no reader knows) is left unchanged and named in one warning.
 """
 import warnings
 from typing import Dict, List, Optional
 
 from torch import nn
 
-from ._match import Unsupported, read_spec, reader
+from ._match import SOURCES_READ, Unsupported, looks_like_se, read_spec, reader
 from .modules import fuse, is_fused
 
 
 def convert(model: nn.Module) -> nn.Module:
     """Replace, in place, every supported SE module in model (torchvision
-    SqueezeExcitation, timm SEModule and SqueezeExcite, se_fused.SEBlock) with its fused
-    module, and return model (or, when model itself is an SE module, its replacement).
+    SqueezeExcitation, timm SEModule, SqueezeExcite and legacy senet SEModule, MONAI
+    ChannelSELayer, se_fused.SEBlock) with its fused module, and return model (or, when
+    model itself is an SE module, its replacement).
 
     state_dict keys and shapes are unchanged: a checkpoint of the original loads into the
     converted model and back. Parameters are shared, not copied. Modules whose
     configuration the kernels do not compute are left unchanged, with one warning that
-    names them and says why. A module reached twice (shared) is replaced by one fused
-    module in both places."""
+    names them and says why; so are modules whose class name looks like an SE block
+    (SE, Se, ESE, ECA, Eca, Excit... as a word of the name) that convert does not read
+    and that hold no SE module of their own (a block or a network named SE... holding
+    one is not an SE block itself). A module reached twice (shared) is replaced by one
+    fused module in both places."""
     skipped: Dict[str, List[str]] = {}
     done: Dict[int, nn.Module] = {}
+    holds_se: Dict[int, bool] = {}  # modules convert does not read: any SE inside?
+
+    def skip(reason: str, name: str) -> None:
+        skipped.setdefault(reason, []).append(name or "<model>")
 
     def replacement(name: str, module: nn.Module) -> Optional[nn.Module]:
         if id(module) in done:
@@ -40,12 +50,14 @@ def convert(model: nn.Module) -> nn.Module:
         try:
             fused = fuse(module, read_spec(module, read))
         except Unsupported as e:
-            skipped.setdefault(f"{type(module).__name__}: {e}", []).append(name or "<model>")
+            skip(f"{type(module).__name__}: {e}", name)
             fused = module
         done[id(module)] = fused
         return fused
 
-    def visit(parent: nn.Module, prefix: str) -> None:
+    def visit(parent: nn.Module, prefix: str) -> bool:
+        """Convert parent's descendants; whether any is (or was) an SE module."""
+        found = False
         # _modules, not named_children(): that skips a module met before, and a shared
         # SE module must be replaced in every place it appears.
         for child_name, child in list(parent._modules.items()):
@@ -54,13 +66,30 @@ def convert(model: nn.Module) -> nn.Module:
             name = f"{prefix}{child_name}"
             new = replacement(name, child)
             if new is None:
-                visit(child, name + ".")
-            elif new is not child:
-                setattr(parent, child_name, new)
+                found |= unread(child, name)
+            else:
+                found = True
+                if new is not child:
+                    setattr(parent, child_name, new)
+        return found
+
+    def unread(module: nn.Module, name: str) -> bool:
+        """Visit a module convert does not replace; whether it is or holds an SE."""
+        if is_fused(module):
+            return True
+        if id(module) not in holds_se:
+            holds_se[id(module)] = True  # a module cycle ends here
+            inside = visit(module, f"{name}." if name else "")
+            se_like = looks_like_se(type(module).__name__)
+            if se_like and not inside:
+                skip(f"{type(module).__name__}: an SE-like module that convert does not "
+                     f"read (it reads {SOURCES_READ})", name)
+            holds_se[id(module)] = inside or se_like
+        return holds_se[id(module)]
 
     root = replacement("", model)
     if root is None:
-        visit(model, "")
+        unread(model, "")
         root = model
     if skipped:
         lines = []
@@ -69,6 +98,6 @@ def convert(model: nn.Module) -> nn.Module:
             lines.append(f"  {len(names)} x {reason} [{shown}]")
         warnings.warn(
             f"se_fused.convert: left {sum(map(len, skipped.values()))} SE module(s) "
-            f"unchanged, their configuration is not supported by the fused kernels:\n"
+            f"unchanged; they run as before:\n"
             + "\n".join(lines), UserWarning, stacklevel=2)
     return root

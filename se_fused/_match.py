@@ -1,30 +1,51 @@
 """Reading the SE modules of other libraries: each recognised source is read into a
-spec (the names of its two FC children, the activation and the gate as the kernels
-name them), or refused with the reason. Pure: builds nothing, imports no library.
+spec (where its FCs and norm are, which activation, gate, excitation and residual it
+computes), and one place (not_computed) says which specs the kernels compute; the
+rest are refused with the reason. Pure: builds nothing, imports no library.
 
-Sources recognised (torchvision and timm stay optional: a class is only looked for when
-its library is already imported, which it is whenever a model holds one of its modules):
+Sources recognised (torchvision, timm and MONAI stay optional: a class is only looked
+for when its library is already imported, which it is whenever a model holds one):
   torchvision.ops.SqueezeExcitation          avgpool, fc1, activation, fc2, scale_activation
   timm.layers.squeeze_excite.SEModule        fc1, bn, act, fc2, gate (+ add_maxpool)
   timm.models._efficientnet_blocks.SqueezeExcite   conv_reduce, act1, conv_expand, gate
+  timm.models.senet.SEModule (legacy SENets) fc1, relu, fc2, sigmoid
+  monai.networks.blocks.ChannelSELayer       avg_pool, fc = (Linear, act, Linear, act)
+                                             (+ add_residual; any spatial_dims)
   se_fused.SEBlock                           squeeze, excitation = (Linear, act, Linear, gate)
+Read, but not computed by the kernels yet (refused with the reason):
+  timm.layers.squeeze_excite.EffectiveSEModule   one FC (eSE)
+  timm.layers.eca.EcaModule, CecaModule          1-D conv over channels (ECA)
+Any other module whose class name looks like an SE block is named by looks_like_se.
 """
+import re
 import sys
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
+import torch.nn.functional as F
 from torch import nn
 
-from ._variants import ACTIVATION_FUNCTIONS, ACTIVATION_MODULES, GATE_FUNCTIONS, GATE_MODULES
+from ._variants import (ACTIVATION_FUNCTIONS, ACTIVATION_MODULES, ACTIVATIONS, GATE_FUNCTIONS,
+                        GATE_MODULES)
 from .reference import SEBlock
 
 
 class SESpec(NamedTuple):
-    """How an SE module maps onto squeeze_excitation: the child names of its reducing
-    and expanding FCs (Conv2d 1x1 or Linear), the activation and the gate."""
+    """What an SE module computes, as the kernels would name it:
+    fc1, fc2: the child names (dotted for nested children) of the reducing and the
+        expanding FC (Conv2d 1x1 or Linear); for a one-FC or ECA excitation, fc1 is its
+        one layer and fc2 None;
+    activation, gate: the variant names (_variants.ACTIVATIONS and GATES); activation
+        None when the excitation has none;
+    norm: the child name of an eval-foldable BatchNorm between fc1 and the activation;
+    excitation: "two_fc" (FC, act, FC), "one_fc" (eSE), "eca" or "eca_circular";
+    residual: y = x * s + x instead of x * s."""
     fc1: str
-    fc2: str
-    activation: str
+    fc2: Optional[str]
+    activation: Optional[str]
     gate: str
+    norm: Optional[str] = None
+    excitation: str = "two_fc"
+    residual: bool = False
 
 
 class Unsupported(ValueError):
@@ -32,7 +53,34 @@ class Unsupported(ValueError):
 
 
 # ---------------------------------------------------------------------------
-# activations and gates the kernels compute
+# what the kernels compute: the one place a new kernel variant is admitted
+# ---------------------------------------------------------------------------
+# Variants the readers recognise but the kernels do not compute yet, in the words of
+# the refusal. An activation (hard-swish: nn.Hardswish, timm's) is admitted as soon as
+# _variants.ACTIVATIONS names it (_activation refuses it until then, saying where); an
+# excitation or the residual when it is added to _COMPUTED and FusedSEAdapter runs it.
+_VARIANT_WORDS = {
+    "hardswish": "hard-swish activation",
+    "one_fc": "one-FC excitation (eSE)",
+    "eca": "ECA excitation (1-D conv over channels)",
+    "eca_circular": "circular ECA excitation (1-D conv over channels, circular padding)",
+    "residual": "residual gate",
+}
+_COMPUTED = {"excitation": ("two_fc",), "residual": (False,)}
+
+
+def not_computed(spec: SESpec) -> List[str]:
+    """The reasons the kernels do not compute spec; empty when they do."""
+    reasons = []
+    if spec.excitation not in _COMPUTED["excitation"]:
+        reasons.append(f"{_VARIANT_WORDS[spec.excitation]} not computed by the kernels")
+    if spec.residual not in _COMPUTED["residual"]:
+        reasons.append(f"{_VARIANT_WORDS['residual']} not computed by the kernels")
+    return reasons
+
+
+# ---------------------------------------------------------------------------
+# activations and gates
 # ---------------------------------------------------------------------------
 # Keyed by module class (exact type: a subclass may change forward) or by function
 # identity (a gate stored as a plain function, e.g. torch.sigmoid).
@@ -42,15 +90,21 @@ def _by_object(modules, functions) -> Dict[object, str]:
     return table
 
 
-_ACTIVATIONS = _by_object(ACTIVATION_MODULES, ACTIVATION_FUNCTIONS)
+# Recognised activations: the kernels' (from _variants) and those not computed yet.
+_ACTIVATIONS = {nn.Hardswish: "hardswish", F.hardswish: "hardswish",
+                **_by_object(ACTIVATION_MODULES, ACTIVATION_FUNCTIONS)}
 _GATES = _by_object(GATE_MODULES, GATE_FUNCTIONS)
-# timm's own layers and functions that compute the same thing (create_act_layer picks
-# them for some names and export settings): module path -> {attribute: kernel name}.
-_TIMM_ACTIVATIONS = {
-    "timm.layers.activations": {"Swish": "silu", "swish": "silu"},
-    "timm.layers.activations_me": {"SwishMe": "silu", "swish_me": "silu"},
+# Other libraries' own layers and functions for the same variants (timm's
+# create_act_layer picks them for some names and export settings; MONAI's Act factory
+# for "memswish"): module path -> {attribute: variant name}.
+_LIBRARY_ACTIVATIONS = {
+    "timm.layers.activations": {"Swish": "silu", "swish": "silu",
+                                "HardSwish": "hardswish", "hard_swish": "hardswish"},
+    "timm.layers.activations_me": {"SwishMe": "silu", "swish_me": "silu",
+                                   "HardSwishMe": "hardswish", "hard_swish_me": "hardswish"},
+    "monai.networks.blocks.activation": {"MemoryEfficientSwish": "silu"},
 }
-_TIMM_GATES = {
+_LIBRARY_GATES = {
     "timm.layers.activations": {"Sigmoid": "sigmoid", "sigmoid": "sigmoid",
                                 "HardSigmoid": "hardsigmoid", "hard_sigmoid": "hardsigmoid"},
     "timm.layers.activations_me": {"HardSigmoidMe": "hardsigmoid",
@@ -58,20 +112,20 @@ _TIMM_GATES = {
 }
 
 
-def _lookup(fn_or_module, table: Dict[object, str], timm_table) -> Optional[str]:
+def _lookup(fn_or_module, table: Dict[object, str], library_table) -> Optional[str]:
     key = fn_or_module if not isinstance(fn_or_module, nn.Module) else type(fn_or_module)
     try:
         if key in table:
             return table[key]
     except TypeError:  # unhashable callable
         return None
-    for mod_name, names in timm_table.items():
+    for mod_name, names in library_table.items():
         mod = sys.modules.get(mod_name)
         if mod is None:
             continue
-        for attr, kernel_name in names.items():
+        for attr, variant in names.items():
             if getattr(mod, attr, None) is key:
-                return kernel_name
+                return variant
     return None
 
 
@@ -82,21 +136,31 @@ def _describe(obj) -> str:
 
 
 def _activation(obj, where: str) -> str:
-    name = _lookup(obj, _ACTIVATIONS, _TIMM_ACTIVATIONS)
+    name = _lookup(obj, _ACTIVATIONS, _LIBRARY_ACTIVATIONS)
+    monai = sys.modules.get("monai.networks.blocks.activation")
+    if name is None and monai is not None and type(obj) is getattr(monai, "Swish", None):
+        # MONAI's Swish is x * sigmoid(alpha * x): SiLU for alpha = 1 only
+        if isinstance(obj.alpha, (int, float)) and obj.alpha == 1:
+            name = "silu"
     if name is None:
         raise Unsupported(f"activation {_describe(obj)} ({where}); the kernels compute "
                           f"ReLU or SiLU")
+    if name not in ACTIVATIONS:  # recognised, not computed yet: say where
+        raise Unsupported(f"{_VARIANT_WORDS[name]} ({where}) not computed by the kernels")
     return name
 
 
 def _gate(obj, where: str) -> str:
-    name = _lookup(obj, _GATES, _TIMM_GATES)
+    name = _lookup(obj, _GATES, _LIBRARY_GATES)
     if name is None:
         raise Unsupported(f"gate {_describe(obj)} ({where}); the kernels compute "
                           f"Sigmoid or Hardsigmoid")
     return name
 
 
+# ---------------------------------------------------------------------------
+# structure
+# ---------------------------------------------------------------------------
 def _check_fc(fc, where: str, kinds: Tuple[type, ...]) -> None:
     if type(fc) not in kinds:
         raise Unsupported(f"{where} is {_describe(fc)}, not "
@@ -116,6 +180,34 @@ def _check_fc_pair(module: nn.Module, spec: SESpec) -> None:
     if fc2.weight.shape[:2] != (channels, hidden):
         raise Unsupported(f"{spec.fc1} maps {channels} -> {hidden} channels but {spec.fc2} "
                           f"maps {fc2.weight.shape[1]} -> {fc2.weight.shape[0]}")
+    if spec.norm is not None:
+        norm = module.get_submodule(spec.norm)
+        if norm.num_features != hidden:
+            raise Unsupported(f"{spec.norm} normalises {norm.num_features} channels, "
+                              f"{spec.fc1} gives {hidden}")
+
+
+def _norm(module: nn.Module, name: str) -> Optional[str]:
+    """The child name of the norm between the FCs; None for an Identity. Only a
+    BatchNorm2d with running statistics is taken: in eval it is an affine map, folded
+    into fc1 per call (in training the original module runs)."""
+    norm = getattr(module, name)
+    if type(norm) is nn.Identity:
+        return None
+    if type(norm) is not nn.BatchNorm2d:
+        raise Unsupported(f"a norm layer ({_describe(norm)}) between the FCs; convert folds "
+                          f"a BatchNorm2d only")
+    if norm.running_mean is None or norm.running_var is None:
+        raise Unsupported(f"a norm layer ({_describe(norm)}) between the FCs without running "
+                          f"statistics (it normalises by batch statistics in eval too)")
+    return name
+
+
+def _check_pool(pool, where: str, kinds: Tuple[type, ...]) -> None:
+    size = pool.output_size if type(pool) in kinds else None
+    if size is None or any(s != 1 for s in (size if isinstance(size, tuple) else (size,))):
+        raise Unsupported(f"{where} is {pool!r}, not {' or '.join(k.__name__ for k in kinds)}"
+                          f" with output size 1")
 
 
 def _check_no_hooks(module: nn.Module) -> None:
@@ -130,15 +222,17 @@ def _forward_overridden(module: nn.Module, base: type, *methods: str) -> bool:
     return any(getattr(type(module), m) is not getattr(base, m) for m in methods)
 
 
+def _check_forward(m: nn.Module, mod_name: str, cls_name: str, *methods: str) -> None:
+    if _forward_overridden(m, getattr(sys.modules[mod_name], cls_name), *(methods or ("forward",))):
+        raise Unsupported(f"{type(m).__name__} overrides {cls_name}'s forward")
+
+
 # ---------------------------------------------------------------------------
 # sources
 # ---------------------------------------------------------------------------
 def _spec_torchvision(m) -> SESpec:
-    base = sys.modules["torchvision.ops.misc"].SqueezeExcitation
-    if _forward_overridden(m, base, "forward", "_scale"):
-        raise Unsupported(f"{type(m).__name__} overrides SqueezeExcitation's forward")
-    if type(m.avgpool) is not nn.AdaptiveAvgPool2d or m.avgpool.output_size not in (1, (1, 1)):
-        raise Unsupported(f"avgpool is {m.avgpool!r}, not AdaptiveAvgPool2d(1)")
+    _check_forward(m, "torchvision.ops.misc", "SqueezeExcitation", "forward", "_scale")
+    _check_pool(m.avgpool, "avgpool", (nn.AdaptiveAvgPool2d,))
     for name in ("fc1", "fc2"):
         _check_fc(getattr(m, name), name, (nn.Conv2d,))
     return SESpec("fc1", "fc2", _activation(m.activation, "activation"),
@@ -146,33 +240,75 @@ def _spec_torchvision(m) -> SESpec:
 
 
 def _spec_timm_se_module(m) -> SESpec:
-    base = sys.modules["timm.layers.squeeze_excite"].SEModule
-    if _forward_overridden(m, base, "forward"):
-        raise Unsupported(f"{type(m).__name__} overrides SEModule's forward")
+    _check_forward(m, "timm.layers.squeeze_excite", "SEModule")
     if m.add_maxpool:
         raise Unsupported("add_maxpool=True (the squeeze mixes in a max pool)")
-    if type(m.bn) is not nn.Identity:
-        raise Unsupported(f"a norm layer ({_describe(m.bn)}) between the FCs")
+    norm = _norm(m, "bn")
     for name in ("fc1", "fc2"):
         _check_fc(getattr(m, name), name, (nn.Conv2d,))
-    return SESpec("fc1", "fc2", _activation(m.act, "act"), _gate(m.gate, "gate"))
+    return SESpec("fc1", "fc2", _activation(m.act, "act"), _gate(m.gate, "gate"), norm=norm)
 
 
 def _spec_timm_squeeze_excite(m) -> SESpec:
-    base = sys.modules["timm.models._efficientnet_blocks"].SqueezeExcite
-    if _forward_overridden(m, base, "forward"):
-        raise Unsupported(f"{type(m).__name__} overrides SqueezeExcite's forward")
+    _check_forward(m, "timm.models._efficientnet_blocks", "SqueezeExcite")
     for name in ("conv_reduce", "conv_expand"):
         _check_fc(getattr(m, name), name, (nn.Conv2d,))
     return SESpec("conv_reduce", "conv_expand", _activation(m.act1, "act1"),
                   _gate(m.gate, "gate"))
 
 
+def _spec_timm_legacy_se_module(m) -> SESpec:
+    _check_forward(m, "timm.models.senet", "SEModule")
+    for name in ("fc1", "fc2"):
+        _check_fc(getattr(m, name), name, (nn.Conv2d,))
+    return SESpec("fc1", "fc2", _activation(m.relu, "relu"), _gate(m.sigmoid, "sigmoid"))
+
+
+def _spec_timm_effective_se(m) -> SESpec:
+    _check_forward(m, "timm.layers.squeeze_excite", "EffectiveSEModule")
+    if m.add_maxpool:
+        raise Unsupported("add_maxpool=True (the squeeze mixes in a max pool)")
+    _check_fc(m.fc, "fc", (nn.Conv2d,))
+    return SESpec("fc", None, None, _gate(m.gate, "gate"), excitation="one_fc")
+
+
+def _spec_timm_eca(m) -> SESpec:
+    _check_forward(m, "timm.layers.eca", "EcaModule")
+    if m.conv2 is not None:
+        raise Unsupported(f"{_VARIANT_WORDS['eca']} with an MLP (use_mlp=True) not "
+                          f"computed by the kernels")
+    return SESpec("conv", None, None, _gate(m.gate, "gate"), excitation="eca")
+
+
+def _spec_timm_ceca(m) -> SESpec:
+    _check_forward(m, "timm.layers.eca", "CecaModule")
+    return SESpec("conv", None, None, _gate(m.gate, "gate"), excitation="eca_circular")
+
+
+def _spec_monai_channel_se(m) -> SESpec:
+    _check_forward(m, "monai.networks.blocks.squeeze_and_excitation", "ChannelSELayer")
+    _check_pool(m.avg_pool, "avg_pool",
+                (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d))
+    fc = m.fc
+    if type(fc) is not nn.Sequential or len(fc) != 4:
+        raise Unsupported("fc is not Sequential(Linear, activation, Linear, activation)")
+    for i in (0, 2):
+        _check_fc(fc[i], f"fc.{i}", (nn.Linear,))
+    residual = bool(m.add_residual)
+    try:
+        act, gate = _activation(fc[1], "fc.1"), _gate(fc[3], "fc.3")
+    except Unsupported as e:  # name every reason (ResidualSELayer has both)
+        if residual:
+            raise Unsupported(f"{_VARIANT_WORDS['residual']} not computed by the kernels; "
+                              f"{e}") from None
+        raise
+    return SESpec("fc.0", "fc.2", act, gate, residual=residual)
+
+
 def _spec_se_block(m: SEBlock) -> SESpec:
     if _forward_overridden(m, SEBlock, "forward"):
         raise Unsupported(f"{type(m).__name__} overrides SEBlock's forward")
-    if type(m.squeeze) is not nn.AdaptiveAvgPool2d or m.squeeze.output_size not in (1, (1, 1)):
-        raise Unsupported(f"squeeze is {m.squeeze!r}, not AdaptiveAvgPool2d(1)")
+    _check_pool(m.squeeze, "squeeze", (nn.AdaptiveAvgPool2d,))
     ex = m.excitation
     if type(ex) is not nn.Sequential or len(ex) != 4:
         raise Unsupported("excitation is not Sequential(Linear, activation, Linear, gate)")
@@ -187,8 +323,15 @@ _SOURCES: List[Tuple[str, str, Callable[[nn.Module], SESpec]]] = [
     ("torchvision.ops.misc", "SqueezeExcitation", _spec_torchvision),
     ("timm.layers.squeeze_excite", "SEModule", _spec_timm_se_module),
     ("timm.models._efficientnet_blocks", "SqueezeExcite", _spec_timm_squeeze_excite),
+    ("timm.models.senet", "SEModule", _spec_timm_legacy_se_module),
+    ("timm.layers.squeeze_excite", "EffectiveSEModule", _spec_timm_effective_se),
+    ("timm.layers.eca", "EcaModule", _spec_timm_eca),
+    ("timm.layers.eca", "CecaModule", _spec_timm_ceca),
+    ("monai.networks.blocks.squeeze_and_excitation", "ChannelSELayer", _spec_monai_channel_se),
     ("se_fused.reference", "SEBlock", _spec_se_block),
 ]
+SOURCES_READ = ("torchvision SqueezeExcitation, timm SEModule, SqueezeExcite and legacy "
+                "senet SEModule, MONAI ChannelSELayer, se_fused.SEBlock")
 
 
 def reader(module: nn.Module) -> Optional[Callable[[nn.Module], SESpec]]:
@@ -206,10 +349,33 @@ def source_name(module: nn.Module) -> str:
 
 
 def read_spec(module: nn.Module, read) -> SESpec:
+    """The spec of a recognised module, or Unsupported with the reason(s) the kernels
+    do not compute it."""
     spec = read(module)
+    reasons = not_computed(spec)
+    if reasons:
+        raise Unsupported("; ".join(reasons))
     _check_fc_pair(module, spec)
     _check_no_hooks(module)
     if module._parameters or module._buffers:
         # The adapter carries children only; state of the module itself would be lost.
         raise Unsupported("the module holds parameters or buffers of its own")
     return spec
+
+
+# ---------------------------------------------------------------------------
+# SE-looking class names (for the warning about modules convert does not read)
+# ---------------------------------------------------------------------------
+# A class name is split into words (CamelCase, acronyms, snake_case, digits) and looks
+# like an SE block when a word is one of these, or starts with Excit/excit: SEModule,
+# ChannelSELayer, eSEModule, BlockESE, SCSEModule, SeModule, se_layer, SE3D, EcaModule,
+# ECALayer, eca_layer, SqueezeExcite, GatherExcite. Words decide, not substrings, so
+# Sequential, SelectAdaptivePool2d, SELU, MSELoss, SEMEION or SqueezeNet do not.
+_SE_WORDS = frozenset({"SE", "Se", "se", "ESE", "Ese", "SCSE", "CSE", "ECA", "Eca", "eca",
+                       "CECA", "Ceca", "ceca"})
+_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z]|[^A-Za-z]|$)|[A-Z]?[a-z]+|[0-9]+")
+
+
+def looks_like_se(class_name: str) -> bool:
+    return any(w in _SE_WORDS or w.startswith(("Excit", "excit"))
+               for w in _WORD.findall(class_name))

@@ -1,12 +1,14 @@
 """The fused modules: FusedSEBlock, the drop-in replacement for SEBlock, and
-FusedSEAdapter, which runs a torchvision or timm SE module (read by _match) on the
-fused operator with the original's own parameters. Their forwards reach the
+FusedSEAdapter, which runs a torchvision, timm or MONAI SE module (read by _match) on
+the fused operator with the original's own parameters. Their forwards reach the
 parameters through the modules' dicts (no container indexing or attribute fallback
 per call: at batch 1 the host time is the latency)."""
+from typing import Optional
+
 import torch
 from torch import nn
 
-from ._match import SESpec, Unsupported, read_spec, reader, source_name
+from ._match import SOURCES_READ, SESpec, Unsupported, read_spec, reader, source_name
 from .functional import _squeeze_excite
 from .reference import SEBlock
 
@@ -25,7 +27,7 @@ class FusedSEBlock(SEBlock):
     @classmethod
     def from_module(cls, module: nn.Module) -> nn.Module:
         """The fused module for one SE module, sharing its parameters: a FusedSEBlock
-        for an SEBlock, a se_fused.FusedSEAdapter for a torchvision or timm SE module
+        for an SEBlock, a se_fused.FusedSEAdapter for a torchvision, timm or MONAI SE module
         (see se_fused.convert). ValueError when the module is not supported."""
         return from_module(module)
 
@@ -39,11 +41,29 @@ def _as_matrix(weight: torch.Tensor) -> torch.Tensor:
     return weight.flatten(1) if weight.dim() == 4 else weight
 
 
+def _fold_norm(norm: nn.BatchNorm2d, w1: torch.Tensor, b1: Optional[torch.Tensor]):
+    """fc1 followed by an eval BatchNorm as one affine map, computed per call (never
+    stored): w1' = w1 * k, b1' = (b1 - mean) * k + beta, k = gamma / sqrt(var + eps),
+    in float32 or wider, cast to the weights' dtype. Differentiable in every input."""
+    dtype = torch.promote_types(w1.dtype, torch.float32)
+    k = torch.rsqrt(norm.running_var.to(dtype) + norm.eps)
+    if norm.weight is not None:
+        k = k * norm.weight.to(dtype)
+    b = -norm.running_mean.to(dtype) if b1 is None else b1.to(dtype) - norm.running_mean.to(dtype)
+    b = b * k
+    if norm.bias is not None:
+        b = b + norm.bias.to(dtype)
+    return (w1.to(dtype) * k[:, None]).to(w1.dtype), b.to(w1.dtype)
+
+
 class FusedSEAdapter(nn.Module):
-    """An SE module from torchvision or timm run by the fused operator. It holds the
-    original's children under their original names (same state_dict keys, shapes and
-    parameter tensors); the children that the fused op replaces (pooling, activation,
-    gate) are kept, unused, so the structure still prints and loads as before."""
+    """An SE module from torchvision, timm or MONAI run by the fused operator. It holds
+    the original's children under their original names (same state_dict keys, shapes
+    and parameter tensors); the children that the fused op replaces (pooling,
+    activation, gate) are kept, unused, so the structure still prints and loads as
+    before. A BatchNorm between the FCs (spec.norm) is folded into the first FC per
+    call while it is in eval mode; in training mode (batch statistics, running-stat
+    updates) the original module's own forward runs, on the same children."""
 
     def __init__(self, original: nn.Module, spec: SESpec):
         super().__init__()
@@ -52,17 +72,33 @@ class FusedSEAdapter(nn.Module):
         self.spec = spec
         self.source = source_name(original)
         self.training = original.training
+        self._fc1 = tuple(spec.fc1.split("."))
+        self._fc2 = tuple(spec.fc2.split("."))
+        # Not a child (its children are this module's): only for a norm in training.
+        self.__dict__["_original"] = original if spec.norm is not None else None
+
+    def _params(self, path):
+        m = self
+        for name in path:
+            m = m._modules[name]
+        return m._parameters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.spec
-        fc1, fc2 = self._modules[spec.fc1]._parameters, self._modules[spec.fc2]._parameters
-        return _squeeze_excite(x, _as_matrix(fc1["weight"]), fc1["bias"],
-                               _as_matrix(fc2["weight"]), fc2["bias"], spec.activation,
-                               spec.gate)
+        fc1, fc2 = self._params(self._fc1), self._params(self._fc2)
+        w1, b1 = _as_matrix(fc1["weight"]), fc1["bias"]
+        if spec.norm is not None:
+            norm = self._modules[spec.norm]
+            if norm.training:
+                return self._original(x)
+            w1, b1 = _fold_norm(norm, w1, b1)
+        return _squeeze_excite(x, w1, b1, _as_matrix(fc2["weight"]), fc2["bias"],
+                               spec.activation, spec.gate)
 
     def extra_repr(self) -> str:
+        norm = f", norm={self.spec.norm} (folded in eval)" if self.spec.norm else ""
         return (f"source={self.source}, activation={self.spec.activation}, "
-                f"gate={self.spec.gate}")
+                f"gate={self.spec.gate}{norm}")
 
 
 def _fused_se_block(m: SEBlock, spec: SESpec) -> FusedSEBlock:
@@ -84,16 +120,16 @@ def fuse(module: nn.Module, spec: SESpec) -> nn.Module:
 
 def from_module(module: nn.Module) -> nn.Module:
     """The fused module for one SE module: a FusedSEBlock for an se_fused.SEBlock, a
-    FusedSEAdapter for a torchvision or timm SE module; either shares the original's
-    parameters. An already fused module is returned as is. Raises ValueError for a
-    module that is not a recognised SE module or whose configuration is unsupported."""
+    FusedSEAdapter for a torchvision, timm or MONAI SE module; either shares the
+    original's parameters. An already fused module is returned as is. Raises ValueError
+    for a module that is not a recognised SE module or whose configuration is
+    unsupported."""
     if is_fused(module):
         return module
     read = reader(module)
     if read is None:
         raise ValueError(f"se_fused: {source_name(module)} is not a supported SE module "
-                         f"(torchvision SqueezeExcitation, timm SEModule or SqueezeExcite, "
-                         f"se_fused.SEBlock)")
+                         f"({SOURCES_READ})")
     try:
         spec = read_spec(module, read)
     except Unsupported as e:

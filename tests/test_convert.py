@@ -3,6 +3,7 @@ timm and se_fused becomes a fused module with the same state_dict and the same p
 tensors; whole models give the same outputs and gradients; unsupported configurations are
 left alone with one warning saying why."""
 import copy
+import functools
 import pickle
 import re
 import warnings
@@ -33,7 +34,13 @@ def _se_types():
     try:
         from timm.layers.squeeze_excite import SEModule
         from timm.models._efficientnet_blocks import SqueezeExcite
-        types += [SEModule, SqueezeExcite]
+        from timm.models.senet import SEModule as LegacySEModule
+        types += [SEModule, SqueezeExcite, LegacySEModule]
+    except ImportError:
+        pass
+    try:
+        from monai.networks.blocks import ChannelSELayer
+        types.append(ChannelSELayer)
     except ImportError:
         pass
     return tuple(types)
@@ -106,6 +113,14 @@ MODELS = [
 def test_model_equivalence(source, name):
     torch.manual_seed(0)
     original = _torchvision_model(name) if source == "torchvision" else _timm_model(name)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    check_model_equivalence(original, x, name)
+
+
+def check_model_equivalence(original, x, name):
+    """convert(copy of original) converts every SE module without a warning, keeps the
+    state_dict and the parameter tensors, and gives the original's eval outputs (rtol
+    1e-4) and training outputs and gradients (float64: rtol 1e-6; float32: 1e-4)."""
     n_se = _count(original, _se_types())
     assert n_se > 0, f"{name} holds no SE module"
     converted = copy.deepcopy(original)
@@ -122,7 +137,6 @@ def test_model_equivalence(source, name):
     assert params_after.keys() == params_before.keys()
     assert all(params_after[k] is params_before[k] for k in params_before), "parameters copied"
 
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     original.eval(), converted.eval()
     with torch.no_grad():
         _assert_close_to_scale(converted(x), original(x), 1e-4, f"{name} eval output")
@@ -214,8 +228,9 @@ def _sources():
         from timm.layers import activations, activations_me
         from timm.layers.squeeze_excite import SEModule
         from timm.models._efficientnet_blocks import SqueezeExcite
+        from timm.models.senet import SEModule as LegacySEModule
     except ImportError:
-        return out
+        return out + _monai_sources(2)
     out += [
         ("timm-se", lambda: SEModule(24)),
         ("timm-se-nobias-silu-hardsigmoid", lambda: SEModule(
@@ -232,8 +247,23 @@ def _sources():
             24, act_layer=nn.SiLU, gate_layer="hard_sigmoid", force_act_layer=nn.ReLU)),
         ("timm-sqe-sigmoid-str", lambda: SqueezeExcite(24, rd_ratio=0.5, gate_layer="sigmoid",
                                                        act_layer="silu")),
+        ("timm-legacy-se", lambda: LegacySEModule(24, 4)),
     ]
-    return out
+    return out + _monai_sources(2)
+
+
+def _monai_sources(spatial_dims):
+    try:
+        from monai.networks.blocks import ChannelSELayer
+    except ImportError:
+        return []
+    d = spatial_dims
+    return [
+        (f"monai-{d}d", lambda: ChannelSELayer(d, 24)),
+        (f"monai-{d}d-r4-memswish", lambda: ChannelSELayer(d, 24, r=4, acti_type_1="memswish")),
+        (f"monai-{d}d-swish", lambda: ChannelSELayer(d, 24, r=3,
+                                                     acti_type_1=("swish", {"alpha": 1}))),
+    ]
 
 
 SOURCES = _sources()
@@ -241,6 +271,20 @@ SOURCES = _sources()
 
 @pytest.mark.parametrize("make", [f for _, f in SOURCES], ids=[i for i, _ in SOURCES])
 def test_from_module_matches_original_float64(make):
+    _check_from_module_float64(make, (3, 24, 5, 7))
+
+
+MONAI_RANKS = _monai_sources(1)[:2] + _monai_sources(3)[:2]
+
+
+@pytest.mark.parametrize("make,shape", [(f, (3, 24, 11) if "1d" in i else (2, 24, 3, 4, 5))
+                                        for i, f in MONAI_RANKS],
+                         ids=[i for i, _ in MONAI_RANKS])
+def test_from_module_monai_any_spatial_dims_float64(make, shape):
+    _check_from_module_float64(make, shape)
+
+
+def _check_from_module_float64(make, shape):
     torch.manual_seed(3)
     original = make().double()
     with torch.no_grad():  # spread the weights so that the gate covers its range
@@ -251,17 +295,24 @@ def test_from_module_matches_original_float64(make):
     assert list(fused.state_dict()) == list(original.state_dict())
     assert all(a is b for a, b in zip(fused.parameters(), original.parameters()))
 
-    x = torch.randn(3, 24, 5, 7, dtype=torch.float64).requires_grad_(True)
+    # nn.Hardsigmoid's float64 backward uses a float32 1/6 (see _reference.ExactHardsigmoid)
+    _assert_same_float64(fused, original, torch.randn(*shape, dtype=torch.float64), 1e-7)
+
+
+def _assert_same_float64(fused, original, x, grad_rtol):
+    """fused gives original's y (rtol 1e-12) and gradients with respect to x and every
+    parameter (grad_rtol, atol at grad_rtol of the largest) for a random dy."""
+    x = x.requires_grad_(True)
     y_ref = original(x)
     dy = torch.randn_like(y_ref)
     grads_ref = torch.autograd.grad(y_ref, [x, *original.parameters()], dy)
     y = fused(x)
     grads = torch.autograd.grad(y, [x, *fused.parameters()], dy)
     assert_close(y, y_ref, rtol=1e-12, atol=1e-14, what="y")
-    # nn.Hardsigmoid's float64 backward uses a float32 1/6 (see _reference.ExactHardsigmoid)
-    for i, (g, g_ref) in enumerate(zip(grads, grads_ref)):
-        assert_close(g, g_ref, rtol=1e-7, atol=1e-7 * g_ref.abs().max().item(),
-                     what=f"grad {i}")
+    names = ["x"] + [n for n, _ in original.named_parameters()]
+    for name, g, g_ref in zip(names, grads, grads_ref):
+        assert_close(g, g_ref, rtol=grad_rtol, atol=grad_rtol * g_ref.abs().max().item(),
+                     what=f"grad {name}")
 
 
 # ---------------------------------------------------------------------------
@@ -380,7 +431,7 @@ def _hooked():
 
 
 def _unsupported():
-    out = [
+    out = _monai_unsupported() + [
         ("tv-gelu", lambda: SqueezeExcitation(16, 4, activation=nn.GELU), "activation GELU"),
         ("tv-tanh", lambda: SqueezeExcitation(16, 4, scale_activation=nn.Tanh), "gate Tanh"),
         ("tv-subclass-gate", lambda: SqueezeExcitation(
@@ -389,19 +440,52 @@ def _unsupported():
         ("tv-hooked", _hooked, "hooks"),
     ]
     try:
-        from timm.layers.squeeze_excite import SEModule
+        from timm.layers.eca import CecaModule, EcaModule
+        from timm.layers.squeeze_excite import EffectiveSEModule, SEModule
         from timm.models._efficientnet_blocks import SqueezeExcite
     except ImportError:
         return out
-    out += [
-        ("timm-se-bn", lambda: SEModule(16, norm_layer=nn.BatchNorm2d),
-         r"norm layer \(BatchNorm2d\) between the FCs"),
+    return out + [
+        ("timm-se-groupnorm", lambda: SEModule(16, norm_layer=functools.partial(nn.GroupNorm, 1)),
+         r"norm layer \(GroupNorm\) between the FCs; convert folds a BatchNorm2d only"),
+        ("timm-se-bn-batch-stats", lambda: SEModule(16, norm_layer=functools.partial(
+            nn.BatchNorm2d, track_running_stats=False)),
+         r"norm layer \(BatchNorm2d\) between the FCs without running statistics"),
+        ("timm-sqe-hardswish", lambda: SqueezeExcite(16, act_layer=nn.Hardswish),
+         r"SqueezeExcite: hard-swish activation \(act1\) not computed by the kernels"),
+        ("timm-se-hardswish-str", lambda: SEModule(16, act_layer="hard_swish"),
+         r"SEModule: hard-swish activation \(act\) not computed by the kernels"),
+        ("timm-ese", lambda: EffectiveSEModule(16),
+         "EffectiveSEModule: one-FC excitation \\(eSE\\) not computed by the kernels"),
+        ("timm-eca", lambda: EcaModule(16),
+         r"EcaModule: ECA excitation \(1-D conv over channels\) not computed by the kernels"),
+        ("timm-eca-mlp", lambda: EcaModule(16, use_mlp=True),
+         r"EcaModule: ECA excitation \(1-D conv over channels\) with an MLP"),
+        ("timm-ceca", lambda: CecaModule(16),
+         r"CecaModule: circular ECA excitation \(1-D conv over channels, circular padding\) "
+         r"not computed by the kernels"),
         ("timm-se-maxpool", lambda: SEModule(16, add_maxpool=True), "add_maxpool"),
         ("timm-se-gelu", lambda: SEModule(16, act_layer="gelu"), "activation GELU"),
         ("timm-sqe-tanh", lambda: SqueezeExcite(16, gate_layer="tanh"), "gate Tanh"),
         ("timm-sqe-relu6", lambda: SqueezeExcite(16, act_layer=nn.ReLU6), "activation ReLU6"),
     ]
-    return out
+
+
+def _monai_unsupported():
+    try:
+        from monai.networks.blocks import ChannelSELayer, ResidualSELayer
+    except ImportError:
+        return []
+    return [
+        ("monai-residual", lambda: ChannelSELayer(2, 16, add_residual=True),
+         "ChannelSELayer: residual gate not computed by the kernels"),
+        ("monai-residual-layer", lambda: ResidualSELayer(2, 16),
+         r"ResidualSELayer: residual gate not computed by the kernels; activation LeakyReLU "
+         r"\(fc.1\); the kernels compute ReLU or SiLU"),
+        ("monai-swish-alpha", lambda: ChannelSELayer(3, 16, acti_type_1=("swish", {"alpha": 2.0})),
+         r"ChannelSELayer: activation Swish \(fc.1\)"),
+        ("monai-tanh", lambda: ChannelSELayer(1, 16, acti_type_2="tanh"), r"gate Tanh \(fc.3\)"),
+    ]
 
 
 UNSUPPORTED = _unsupported()
@@ -422,3 +506,147 @@ def test_unsupported_left_unchanged_with_one_warning(make, reason):
     assert isinstance(model[2], FusedSEAdapter)
     with pytest.raises(ValueError, match=reason):
         FusedSEBlock.from_module(make())
+
+
+# ---------------------------------------------------------------------------
+# a BatchNorm between the FCs (timm SEModule, e.g. rexnet): folded in eval, per call;
+# the original module's own forward in training
+# ---------------------------------------------------------------------------
+def _se_with_norm(dtype=torch.float64):
+    SEModule = pytest.importorskip("timm.layers.squeeze_excite").SEModule
+    torch.manual_seed(5)
+    se = SEModule(24, rd_channels=6, norm_layer=nn.BatchNorm2d).to(dtype)
+    with torch.no_grad():  # a norm that is far from the identity
+        bn = se.bn
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.2, 3)
+        bn.weight.uniform_(-2, 2), bn.bias.uniform_(-1, 1)
+        for p in (se.fc1.weight, se.fc2.weight):
+            p.mul_(3.0)
+    return se
+
+
+def test_norm_folded_in_eval_float64():
+    original = _se_with_norm().eval()
+    fused = FusedSEBlock.from_module(copy.deepcopy(original))
+    assert isinstance(fused, FusedSEAdapter) and fused.spec.norm == "bn"
+    assert list(fused.state_dict()) == list(original.state_dict())
+    assert "norm=bn (folded in eval)" in repr(fused)
+    stored = {k: v.clone() for k, v in fused.state_dict().items()}
+    # the gradients of fc1, bn (weight, bias) and fc2 flow through the fold
+    _assert_same_float64(fused, original, torch.randn(3, 24, 5, 7, dtype=torch.float64), 1e-9)
+    # the fold is computed per call, never written into the stored weights
+    assert all(torch.equal(v, stored[k]) for k, v in fused.state_dict().items())
+
+
+def test_norm_runs_the_original_in_training():
+    original = _se_with_norm()
+    fused = FusedSEBlock.from_module(copy.deepcopy(original))
+    assert fused.training
+    x = torch.randn(4, 24, 3, 3, dtype=torch.float64)
+    for _ in range(2):  # batch statistics, and the running statistics updated alike
+        assert torch.equal(fused(x), original(x))
+    assert torch.equal(fused.bn.running_mean, original.bn.running_mean)
+    assert torch.equal(fused.bn.running_var, original.bn.running_var)
+    assert fused.bn.num_batches_tracked.item() == 2
+    fused.eval(), original.eval()  # the updated statistics are folded in eval
+    with torch.no_grad():
+        assert_close(fused(x), original(x), rtol=1e-12, atol=1e-14, what="y after training")
+    # deepcopy and pickle keep the training path on the copy's own children
+    clone = pickle.loads(pickle.dumps(copy.deepcopy(fused))).train()
+    assert clone._original.bn is clone.bn
+    assert torch.equal(clone(x), original.train()(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_norm_fold_in_float32_or_wider(dtype):
+    original = _se_with_norm(torch.float64).eval()
+    fused = FusedSEBlock.from_module(copy.deepcopy(original).to(dtype))
+    x = torch.randn(2, 24, 4, 4, dtype=torch.float64)
+    with torch.no_grad():
+        y_ref = original(x)
+        y = fused(x.to(dtype))
+    # the folded weights are rounded once to dtype: within a few ULP of float64
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    assert_close(y.double(), y_ref, rtol=tol, atol=tol * y_ref.abs().max().item(), what="y")
+
+
+# ---------------------------------------------------------------------------
+# SE-looking modules that no reader knows: named in the warning, never silent
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", [
+    "SEModule", "ChannelSELayer", "eSEModule", "BlockESE", "SCSEModule", "SeModule", "se_layer",
+    "SE_Block", "SE3D", "EcaModule", "ECALayer", "eca_layer", "CecaModule", "EseModule",
+    "SqueezeExcite", "SqueezeExcitation", "SqueezeAndExcitation", "GatherExcite", "scSE"])
+def test_looks_like_se(name):
+    from se_fused._match import looks_like_se
+    assert looks_like_se(name)
+
+
+@pytest.mark.parametrize("name", [
+    "Sequential", "SelectAdaptivePool2d", "SELU", "MSELoss", "MSEMetric", "SEMEION",
+    "SqueezeNet", "SqueezeDim", "Select", "Sequence", "Session", "Seq2Seq", "Base",
+    "CbamModule", "Conv2d", "ReLU", "Hardsigmoid", "AdaptiveAvgPool2d", "Res2NetBottleneck"])
+def test_does_not_look_like_se(name):
+    from se_fused._match import looks_like_se
+    assert not looks_like_se(name)
+
+
+class SELayer(nn.Module):
+    """A hand-written SE block: no reader knows it."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(c, c // 4), nn.ReLU(), nn.Linear(c // 4, c), nn.Sigmoid())
+
+    def forward(self, x):
+        return x * self.fc(x.mean((2, 3))).view(*x.shape[:2], 1, 1)
+
+
+class SEResNetBlock(nn.Module):
+    """Named like an SE block, holds one: a container, not an SE block itself."""
+
+    def __init__(self, se):
+        super().__init__()
+        self.conv, self.se = nn.Conv2d(16, 16, 3, padding=1), se
+
+    def forward(self, x):
+        return self.se(self.conv(x)) + x
+
+
+class SqueezeNet(nn.Sequential):
+    """Squeeze, but no excitation."""
+
+
+def test_se_like_modules_are_named_in_the_one_warning():
+    shared = SELayer(16)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 1),
+        SEResNetBlock(SqueezeExcitation(16, 4)),  # converted; the block is not warned
+        SEResNetBlock(SELayer(16)),               # the SELayer warned, its block not
+        shared, nn.ReLU(), shared,                # once
+        SqueezeNet(nn.Conv2d(16, 16, 1), nn.SELU()),
+    )
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        expected = model(x)
+    with pytest.warns(UserWarning) as record:
+        assert se_fused.convert(model) is model
+    assert len(record) == 1, [str(w.message) for w in record]
+    message = str(record[0].message)
+    assert "left 2 SE module(s) unchanged" in message, message
+    assert re.search(r"2 x SELayer: an SE-like module that convert does not read \(it reads "
+                     r"torchvision SqueezeExcitation, .*MONAI ChannelSELayer.*\) \[2.se, 3\]",
+                     message), message
+    for name in ("SEResNetBlock", "SqueezeNet", "SELU", "Sequential"):
+        assert name not in message, message
+    assert isinstance(model[1].se, FusedSEAdapter) and type(model[2].se) is SELayer
+    assert model[3] is shared and model[5] is shared
+    with torch.no_grad():
+        assert_close(model(x), expected, rtol=1e-5, atol=1e-6, what="y")
+    # the root itself; and a second convert warns again (nothing SE-like left silently)
+    with pytest.warns(UserWarning, match=r"SELayer: an SE-like module .*\[<model>\]"):
+        assert se_fused.convert(SELayer(8)) is not None
+    with pytest.warns(UserWarning, match=r"1 x SELayer"):
+        se_fused.convert(model[2])
+    with pytest.raises(ValueError, match="not a supported SE module"):
+        FusedSEBlock.from_module(SELayer(8))
