@@ -21,11 +21,10 @@ import re
 import sys
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
-import torch.nn.functional as F
 from torch import nn
 
 from ._variants import (ACTIVATION_FUNCTIONS, ACTIVATION_MODULES, ACTIVATIONS, GATE_FUNCTIONS,
-                        GATE_MODULES)
+                        GATE_MODULES, GATES)
 from .reference import SEBlock
 
 
@@ -56,11 +55,9 @@ class Unsupported(ValueError):
 # what the kernels compute: the one place a new kernel variant is admitted
 # ---------------------------------------------------------------------------
 # Variants the readers recognise but the kernels do not compute yet, in the words of
-# the refusal. An activation (hard-swish: nn.Hardswish, timm's) is admitted as soon as
-# _variants.ACTIVATIONS names it (_activation refuses it until then, saying where); an
-# excitation or the residual when it is added to _COMPUTED and FusedSEAdapter runs it.
+# the refusal. An excitation or the residual is admitted when it is added to _COMPUTED
+# and FusedSEAdapter runs it.
 _VARIANT_WORDS = {
-    "hardswish": "hard-swish activation",
     "one_fc": "one-FC excitation (eSE)",
     "eca": "ECA excitation (1-D conv over channels)",
     "eca_circular": "circular ECA excitation (1-D conv over channels, circular padding)",
@@ -90,9 +87,7 @@ def _by_object(modules, functions) -> Dict[object, str]:
     return table
 
 
-# Recognised activations: the kernels' (from _variants) and those not computed yet.
-_ACTIVATIONS = {nn.Hardswish: "hardswish", F.hardswish: "hardswish",
-                **_by_object(ACTIVATION_MODULES, ACTIVATION_FUNCTIONS)}
+_ACTIVATIONS = _by_object(ACTIVATION_MODULES, ACTIVATION_FUNCTIONS)
 _GATES = _by_object(GATE_MODULES, GATE_FUNCTIONS)
 # Other libraries' own layers and functions for the same variants (timm's
 # create_act_layer picks them for some names and export settings; MONAI's Act factory
@@ -144,9 +139,7 @@ def _activation(obj, where: str) -> str:
             name = "silu"
     if name is None:
         raise Unsupported(f"activation {_describe(obj)} ({where}); the kernels compute "
-                          f"ReLU or SiLU")
-    if name not in ACTIVATIONS:  # recognised, not computed yet: say where
-        raise Unsupported(f"{_VARIANT_WORDS[name]} ({where}) not computed by the kernels")
+                          f"{', '.join(ACTIVATIONS)}")
     return name
 
 
@@ -154,7 +147,7 @@ def _gate(obj, where: str) -> str:
     name = _lookup(obj, _GATES, _LIBRARY_GATES)
     if name is None:
         raise Unsupported(f"gate {_describe(obj)} ({where}); the kernels compute "
-                          f"Sigmoid or Hardsigmoid")
+                          f"{', '.join(GATES)}")
     return name
 
 

@@ -451,10 +451,6 @@ def _unsupported():
         ("timm-se-bn-batch-stats", lambda: SEModule(16, norm_layer=functools.partial(
             nn.BatchNorm2d, track_running_stats=False)),
          r"norm layer \(BatchNorm2d\) between the FCs without running statistics"),
-        ("timm-sqe-hardswish", lambda: SqueezeExcite(16, act_layer=nn.Hardswish),
-         r"SqueezeExcite: hard-swish activation \(act1\) not computed by the kernels"),
-        ("timm-se-hardswish-str", lambda: SEModule(16, act_layer="hard_swish"),
-         r"SEModule: hard-swish activation \(act\) not computed by the kernels"),
         ("timm-ese", lambda: EffectiveSEModule(16),
          "EffectiveSEModule: one-FC excitation \\(eSE\\) not computed by the kernels"),
         ("timm-eca", lambda: EcaModule(16),
@@ -481,7 +477,7 @@ def _monai_unsupported():
          "ChannelSELayer: residual gate not computed by the kernels"),
         ("monai-residual-layer", lambda: ResidualSELayer(2, 16),
          r"ResidualSELayer: residual gate not computed by the kernels; activation LeakyReLU "
-         r"\(fc.1\); the kernels compute ReLU or SiLU"),
+         r"\(fc.1\); the kernels compute relu, silu, hardswish"),
         ("monai-swish-alpha", lambda: ChannelSELayer(3, 16, acti_type_1=("swish", {"alpha": 2.0})),
          r"ChannelSELayer: activation Swish \(fc.1\)"),
         ("monai-tanh", lambda: ChannelSELayer(1, 16, acti_type_2="tanh"), r"gate Tanh \(fc.3\)"),

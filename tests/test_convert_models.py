@@ -30,6 +30,15 @@ def test_timm_legacy_seresnet18():
     check_model_equivalence(model, _image(), "legacy_seresnet18")
 
 
+def test_timm_fbnetv3_b_hard_swish():
+    pytest.importorskip("timm")
+    from timm.models._efficientnet_blocks import SqueezeExcite
+    torch.manual_seed(0)
+    model = _timm_model("fbnetv3_b")
+    assert _count(model, SqueezeExcite) == 18
+    check_model_equivalence(model, _image(), "fbnetv3_b")
+
+
 def test_timm_rexnet_100_norm_between_the_fcs():
     """rexnet's SE holds a BatchNorm2d between the FCs: folded into fc1 in eval, the
     original forward in training (batch statistics)."""
@@ -75,8 +84,6 @@ def test_monai_se_resnet50(spatial_dims, shape):
 # left: the kernels do not compute the variant yet
 # ---------------------------------------------------------------------------
 LEFT = [
-    ("fbnetv3_b", "timm.models._efficientnet_blocks.SqueezeExcite", 18,
-     r"SqueezeExcite: hard-swish activation \(act1\) not computed by the kernels"),
     ("ese_vovnet19b_dw", "timm.layers.squeeze_excite.EffectiveSEModule", 4,
      r"EffectiveSEModule: one-FC excitation \(eSE\) not computed by the kernels"),
     ("ecaresnet26t", "timm.layers.eca.EcaModule", 8,
