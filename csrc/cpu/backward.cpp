@@ -84,13 +84,13 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
       }
     });
     // da = w2^T dz2, dz1 = activation's backward of da at z1, dp = w1^T dz1 / HW
-    outer_sums(dz2s, C, 1, storage_ptr<T>(w2), H, g, H, C,
+    outer_sums(matrix<B>(dz2s, g, C), matrix(storage_ptr<T>(w2), C, H),
                [&](int64_t i, int64_t j, const B* da, int64_t n) {
                  for (int64_t l = 0; l < n; ++l)
                    dz1s[i * H + j + l] = static_cast<B>(activation_backward<A>(
                        p.activation, z1s[i * H + j + l], static_cast<A>(da[l])));
                });
-    outer_sums(dz1s, H, 1, storage_ptr<T>(w1), C, g, C, H,
+    outer_sums(matrix<B>(dz1s, g, H), matrix(storage_ptr<T>(w1), H, C),
                [&](int64_t i, int64_t c, const B* v, int64_t n) {
                  for (int64_t l = 0; l < n; ++l)
                    dp[i * C + c + l] = static_cast<A>(v[l]) / static_cast<A>(p.HW);
@@ -107,12 +107,14 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   // Weight and bias gradients, summed over samples in order.
   T* dw1d = storage_ptr<T>(dw1);
   T* dw2d = storage_ptr<T>(dw2);
-  outer_sums(dz1, 1, H, pd, C, H, C, N, [&](int64_t j, int64_t c, const B* v, int64_t n) {
-    // dw1[j, c] = sum_n dz1[n, j] * pooled[n, c]
+  // dw1[j, c] = sum_n dz1[n, j] * pooled[n, c]
+  outer_sums(matrix<B>(dz1, N, H).t(), matrix(pd, N, C), [&](int64_t j, int64_t c, const B* v,
+                                                              int64_t n) {
     for (int64_t l = 0; l < n; ++l) dw1d[j * C + c + l] = from_acc<T>(v[l]);
   });
-  outer_sums(dz2, 1, C, act, H, C, H, N, [&](int64_t c, int64_t j, const B* v, int64_t n) {
-    // dw2[c, j] = sum_n dz2[n, c] * a[n, j]
+  // dw2[c, j] = sum_n dz2[n, c] * a[n, j]
+  outer_sums(matrix<B>(dz2, N, C).t(), matrix<B>(act, N, H), [&](int64_t c, int64_t j,
+                                                                  const B* v, int64_t n) {
     for (int64_t l = 0; l < n; ++l) dw2d[c * H + j + l] = from_acc<T>(v[l]);
   });
   if (db1) sum_over_samples<A>(dz1, N, H, storage_ptr<T>(*db1));

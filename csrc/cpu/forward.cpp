@@ -17,11 +17,11 @@ const T* optional_data(const std::optional<at::Tensor>& t) {
 template <typename T, typename A, typename Out>
 void excite(const SEProblem& p, const A* pooled, const T* w1, const T* b1, const T* w2,
             const T* b2, int64_t G, A* z1, A* a, const Out& out) {
-  linear(pooled, w1, b1, G, p.hidden, p.C, [&](int64_t g, int64_t j, A v) {
+  linear(matrix(pooled, G, p.C), matrix(w1, p.hidden, p.C), b1, [&](int64_t g, int64_t j, A v) {
     z1[g * p.hidden + j] = v;
     a[g * p.hidden + j] = activation_fwd(p.activation, v);
   });
-  linear(a, w2, b2, G, p.C, p.hidden, out);
+  linear(matrix<A>(a, G, p.hidden), matrix(w2, p.C, p.hidden), b2, out);
 }
 
 }  // namespace
