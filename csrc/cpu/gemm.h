@@ -187,11 +187,7 @@ inline void outer_tile(const MatView<A>& a, const MatView<T>& b, int64_t g0, int
 #pragma GCC unroll 16
       for (int v = 0; v < kV; ++v) total[g][v] = total[g][v] + acc[g][v];
   }
-  for (int g = 0; g < kG; ++g) {
-    A row[kV * kLanes<A>];
-    __builtin_memcpy(row, total[g], sizeof(row));
-    out(g0 + g, m0, row, kV * kLanes<A>);
-  }
+  for (int g = 0; g < kG; ++g) out(g0 + g, m0, &total[g][0].part[0][0], kV * kLanes<A>);
 }
 
 // For g < G, m < M: s(g, m) = sum_k a(g, k) * b(k, m) over k < K in order,
