@@ -1,0 +1,131 @@
+// The CPU backward: dx per chunk of samples, then the weight gradients.
+#include "cpu/gemm.h"
+#include "cpu/kernels.h"
+#include "cpu/scratch.h"
+#include "cpu/tiling.h"
+
+#include <type_traits>
+#include <vector>
+
+namespace se_fused::cpu {
+namespace {
+
+// The backward's products past the gate (through the weights' transposes,
+// and the weight gradients) run in grad_t: float for every tensor type but
+// double, as in the plain block. Gradients need the plain block's accuracy
+// in the tensor's dtype, not the forward's single rounding; the gate s that
+// dx is scaled by, dx's sum and the bias gradients' sums stay in acc_t.
+template <typename T>
+using grad_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+// out[m] = sum_n u[n, m] for u: [N, M], summed over n in order, in A.
+template <typename A, typename U, typename T>
+void sum_over_samples(const U* u, int64_t N, int64_t M, T* out) {
+  std::vector<A> acc(M, A(0));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t m = 0; m < M; ++m) acc[m] += u[n * M + m];
+  for (int64_t m = 0; m < M; ++m) out[m] = from_acc<T>(acc[m]);
+}
+
+}  // namespace
+
+template <typename T>
+void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor& x,
+                     const at::Tensor& pooled, const at::Tensor& z1, const at::Tensor& z2,
+                     const at::Tensor& w1, const at::Tensor& w2, at::Tensor& dx,
+                     at::Tensor& dw1, at::Tensor* db1, at::Tensor& dw2, at::Tensor* db2) {
+  using A = acc_t<T>;
+  using B = grad_t<T>;
+  using Ops = GateOps<T>;
+  const Tiling tiling(p);
+  const int64_t sample = p.C * p.HW;
+  const int64_t N = p.N, C = p.C, H = p.hidden;
+  const int64_t G = chunk_samples(p, 2 * sample * static_cast<int64_t>(sizeof(T)), 4);
+  const T* dyd = storage_ptr<T>(dy);
+  const T* xd = storage_ptr<T>(x);
+  T* dxd = storage_ptr<T>(dx);
+  const A* pd = pooled.data_ptr<A>();
+  const A* z1d = z1.data_ptr<A>();
+  const A* z2d = z2.data_ptr<A>();
+
+  const Scratch<A> scratch({G * tiling.nparts * C, G * C, G * C, G * C});
+  A* const parts = scratch[0];
+  A* const ds = scratch[1];
+  A* const dp = scratch[2];
+  A* const gate = scratch[3];
+  // The weight gradients' operands, kept for the whole batch: dz1 and the
+  // activations [N, hidden], dz2 [N, C] (and the pooled means, read as they are).
+  const Scratch<B, 1> grads({N * H, N * H, N * C});
+  B* const dz1 = grads[0];
+  B* const act = grads[1];
+  B* const dz2 = grads[2];
+  for (int64_t i = 0; i < N * H; ++i) act[i] = static_cast<B>(activation_fwd(p.activation, z1d[i]));
+
+  for (int64_t n0 = 0; n0 < N; n0 += G) {
+    const int64_t g = std::min(G, N - n0);
+    const T* dys = dyd + n0 * sample;
+    const T* xs = xd + n0 * sample;
+    // squeeze: ds = sum_hw dy * x
+    tiling.for_each_tile(g, false, [&](int64_t i, int64_t begin, int64_t end) {
+      tiling.reduce<A, T>(dys + i * sample, xs + i * sample, begin, end,
+                          parts + i * tiling.nparts * C);
+    });
+    tiling.finish(g, parts, A(1), ds);
+    // excite backward, from the forward's pre-activations.
+    const A* z1s = z1d + n0 * H;
+    const A* z2s = z2d + n0 * C;
+    B* dz1s = dz1 + n0 * H;
+    B* dz2s = dz2 + n0 * C;
+    for_each_gate(p.gate, g * C, [&](auto gate_kind, int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {  // s and dz2 from z2
+        const A s = gate_fwd(gate_kind(), z2s[i]);
+        gate[i] = s;
+        dz2s[i] = static_cast<B>(gate_backward(gate_kind(), z2s[i], s, ds[i]));
+      }
+    });
+    // da = w2^T dz2, dz1 = activation's backward of da at z1, dp = w1^T dz1 / HW
+    outer_sums(matrix<B>(dz2s, g, C), matrix(storage_ptr<T>(w2), C, H),
+               [&](int64_t i, int64_t j, const B* da, int64_t n) {
+                 for (int64_t l = 0; l < n; ++l)
+                   dz1s[i * H + j + l] = static_cast<B>(activation_backward<A>(
+                       p.activation, z1s[i * H + j + l], static_cast<A>(da[l])));
+               });
+    outer_sums(matrix<B>(dz1s, g, H), matrix(storage_ptr<T>(w1), H, C),
+               [&](int64_t i, int64_t c, const B* v, int64_t n) {
+                 for (int64_t l = 0; l < n; ++l)
+                   dp[i * C + c + l] = static_cast<A>(v[l]) / static_cast<A>(p.HW);
+               });
+    // dx = dy * s + dp / HW
+    tiling.for_each_tile(g, true, [&](int64_t i, int64_t begin, int64_t end) {
+      const A* gi = gate + i * C;
+      const A* dpi = dp + i * C;
+      tiling.map(dys + i * sample, dxd + (n0 + i) * sample, begin, end,
+                 [&](T v, int64_t c) { return Ops::scale_add(v, gi[c], dpi[c]); });
+    });
+  }
+
+  // Weight and bias gradients, summed over samples in order.
+  T* dw1d = storage_ptr<T>(dw1);
+  T* dw2d = storage_ptr<T>(dw2);
+  // dw1[j, c] = sum_n dz1[n, j] * pooled[n, c]
+  outer_sums(matrix<B>(dz1, N, H).t(), matrix(pd, N, C), [&](int64_t j, int64_t c, const B* v,
+                                                              int64_t n) {
+    for (int64_t l = 0; l < n; ++l) dw1d[j * C + c + l] = from_acc<T>(v[l]);
+  });
+  // dw2[c, j] = sum_n dz2[n, c] * a[n, j]
+  outer_sums(matrix<B>(dz2, N, C).t(), matrix<B>(act, N, H), [&](int64_t c, int64_t j,
+                                                                  const B* v, int64_t n) {
+    for (int64_t l = 0; l < n; ++l) dw2d[c * H + j + l] = from_acc<T>(v[l]);
+  });
+  if (db1) sum_over_samples<A>(dz1, N, H, storage_ptr<T>(*db1));
+  if (db2) sum_over_samples<A>(dz2, N, C, storage_ptr<T>(*db2));
+}
+
+#define SE_FUSED_BACKWARD(T)                                                                  \
+  template void backward_kernel<T>(const SEProblem&, const at::Tensor&, const at::Tensor&,    \
+                                   const at::Tensor&, const at::Tensor&, const at::Tensor&,   \
+                                   const at::Tensor&, const at::Tensor&, at::Tensor&,         \
+                                   at::Tensor&, at::Tensor*, at::Tensor&, at::Tensor*)
+SE_FUSED_CPU_INSTANTIATE(SE_FUSED_BACKWARD);
+
+}  // namespace se_fused::cpu

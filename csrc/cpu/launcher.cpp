@@ -1,0 +1,92 @@
+// The CPU operators: checks, layout, allocation and dtype dispatch around the
+// kernels of forward.cpp and backward.cpp.
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include "cpu/kernels.h"
+
+namespace se_fused::cpu {
+namespace {
+
+// The forward, writing y and, when `saved`, the state for the backward.
+at::Tensor forward_cpu(const at::Tensor& x_in, const at::Tensor& w1_in,
+                       const std::optional<at::Tensor>& b1_in, const at::Tensor& w2_in,
+                       const std::optional<at::Tensor>& b2_in, c10::string_view activation,
+                       c10::string_view gate, at::Tensor* saved) {
+  const SEProblem p = check_forward(x_in, w1_in, b1_in, w2_in, b2_in, activation, gate);
+  const at::Tensor x = dense_in_format(x_in, p);
+  const at::Tensor w1 = w1_in.contiguous(), w2 = w2_in.contiguous();
+  const std::optional<at::Tensor> b1 = b1_in ? std::optional(b1_in->contiguous()) : std::nullopt;
+  const std::optional<at::Tensor> b2 = b2_in ? std::optional(b2_in->contiguous()) : std::nullopt;
+  at::Tensor y = at::empty_like(x);
+  if (saved) {
+    const auto acc = x.options().dtype(accumulation_dtype(x.scalar_type()));
+    saved[0] = at::empty({p.N, p.C}, acc);
+    saved[1] = at::empty({p.N, p.hidden}, acc);
+    saved[2] = at::empty({p.N, p.C}, acc);
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "squeeze_excite_cpu",
+                                  [&] {
+    using T = typename Storage<scalar_t>::type;
+    using A = acc_t<T>;
+    if (saved) {
+      const SavedState<A> state{saved[0].data_ptr<A>(), saved[1].data_ptr<A>(),
+                                saved[2].data_ptr<A>()};
+      forward_kernel<T>(p, x, w1, b1, w2, b2, y, &state);
+    } else {
+      forward_kernel<T>(p, x, w1, b1, w2, b2, y, nullptr);
+    }
+  });
+  return y;
+}
+
+at::Tensor squeeze_excite_cpu(const at::Tensor& x, const at::Tensor& w1,
+                              const std::optional<at::Tensor>& b1, const at::Tensor& w2,
+                              const std::optional<at::Tensor>& b2, c10::string_view activation,
+                              c10::string_view gate) {
+  return forward_cpu(x, w1, b1, w2, b2, activation, gate, nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_forward_cpu(
+    const at::Tensor& x, const at::Tensor& w1, const std::optional<at::Tensor>& b1,
+    const at::Tensor& w2, const std::optional<at::Tensor>& b2, c10::string_view activation,
+    c10::string_view gate) {
+  at::Tensor saved[3];
+  at::Tensor y = forward_cpu(x, w1, b1, w2, b2, activation, gate, saved);
+  return {y, saved[0], saved[1], saved[2]};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_backward_cpu(
+    const at::Tensor& dy_in, const at::Tensor& x_in, const at::Tensor& pooled_in,
+    const at::Tensor& z1_in, const at::Tensor& z2_in, const at::Tensor& w1_in,
+    const at::Tensor& w2_in, c10::string_view activation, c10::string_view gate, bool want_db1,
+    bool want_db2) {
+  const SEProblem p =
+      check_backward(dy_in, x_in, pooled_in, z1_in, z2_in, w1_in, w2_in, activation, gate);
+  const at::Tensor x = dense_in_format(x_in, p);
+  const at::Tensor dy = dense_in_format(dy_in, p);
+  const at::Tensor pooled = pooled_in.contiguous();
+  const at::Tensor z1 = z1_in.contiguous(), z2 = z2_in.contiguous();
+  const at::Tensor w1 = w1_in.contiguous(), w2 = w2_in.contiguous();
+  at::Tensor dx = at::empty_like(x);
+  at::Tensor dw1 = at::empty_like(w1), dw2 = at::empty_like(w2);
+  at::Tensor db1 = at::empty({want_db1 ? p.hidden : 0}, w1.options());
+  at::Tensor db2 = at::empty({want_db2 ? p.C : 0}, w2.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
+                                  "squeeze_excite_backward_cpu", [&] {
+    backward_kernel<typename Storage<scalar_t>::type>(p, dy, x, pooled, z1, z2, w1, w2, dx, dw1,
+                                                      want_db1 ? &db1 : nullptr, dw2,
+                                                      want_db2 ? &db2 : nullptr);
+  });
+  return {dx, dw1, db1, dw2, db2};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(se_fused, CPU, m) {
+  m.impl("squeeze_excite", &squeeze_excite_cpu);
+  m.impl("_squeeze_excite_forward", &squeeze_excite_forward_cpu);
+  m.impl("_squeeze_excite_backward", &squeeze_excite_backward_cpu);
+}
+
+}  // namespace se_fused::cpu

@@ -1,0 +1,198 @@
+// How a chunk of samples is cut into tiles for the squeeze and scale phases,
+// the per-channel sums over a tile, and how many samples a chunk holds.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "cpu/vec.h"
+#include "se_checks.h"
+
+namespace se_fused::cpu {
+
+constexpr int64_t kTileElems = 16384;       // elements per squeeze/scale tile, about
+constexpr int64_t kChunkBytesPerThread = 1 << 20;  // half of a core's L2
+
+// For r < kRows: out[r] = sum_i a_r[i] (kDot: sum_i a_r[i] * b_r[i]), in A,
+// with a_r = a + r * stride (b likewise). Rows run side by side for
+// instruction-level parallelism on short rows; each row's order is the same
+// whatever kRows is.
+template <int kRows, bool kDot, typename A, typename T>
+void row_sums(const T* a, const T* b, int64_t stride, int64_t n, A* out) {
+  Vec<A> lanes[kRows] = {};
+  A tail[kRows] = {};
+  int64_t i = 0;
+  for (; i + kLanes<A> <= n; i += kLanes<A>) {
+#pragma GCC unroll 8
+    for (int r = 0; r < kRows; ++r) {
+      const Vec<A> v = load_lanes<A>(a + r * stride + i);
+      lanes[r] = kDot ? fma_lanes<A>(v, load_lanes<A>(b + r * stride + i), lanes[r]) : lanes[r] + v;
+    }
+  }
+  for (; i < n; ++i)
+    for (int r = 0; r < kRows; ++r) {
+      const A v = to_acc<A>(a[r * stride + i]);
+      tail[r] = kDot ? std::fma(v, to_acc<A>(b[r * stride + i]), tail[r]) : tail[r] + v;
+    }
+  for (int r = 0; r < kRows; ++r) out[r] = sum_lanes<A>(lanes[r]) + tail[r];
+}
+
+// channels_last: out[c] for the kVecs * kLanes channels at a (and b), whose
+// rows are C apart: the sum over n rows in order (kDot: of a * b), held in
+// registers across the rows.
+template <int kVecs, bool kDot, typename A, typename T>
+inline void column_sums(const T* a, const T* b, int64_t C, int64_t n, A* out) {
+  Vec<A> s[kVecs] = {};
+  for (int64_t r = 0; r < n; ++r) {
+#pragma GCC unroll 8
+    for (int v = 0; v < kVecs; ++v) {
+      const Vec<A> x = load_lanes<A>(a + r * C + v * kLanes<A>);
+      s[v] = kDot ? fma_lanes<A>(x, load_lanes<A>(b + r * C + v * kLanes<A>), s[v]) : s[v] + x;
+    }
+  }
+  __builtin_memcpy(out, s, sizeof(s));
+}
+
+// column_sums over the first `cols` channels: 4 vectors at a time, then one,
+// then the channels past the last full vector.
+template <bool kDot, typename A, typename T>
+void column_sums(const T* a, const T* b, int64_t C, int64_t n, int64_t cols, A* out) {
+  constexpr int64_t L = kLanes<A>;
+  int64_t c = 0;
+  for (; c + 4 * L <= cols; c += 4 * L)
+    column_sums<4, kDot>(a + c, kDot ? b + c : b, C, n, out + c);
+  for (; c + L <= cols; c += L) column_sums<1, kDot>(a + c, kDot ? b + c : b, C, n, out + c);
+  for (; c < cols; ++c) {
+    A acc = 0;
+    for (int64_t r = 0; r < n; ++r)
+      acc = kDot ? std::fma(to_acc<A>(a[r * C + c]), to_acc<A>(b[r * C + c]), acc)
+                 : acc + to_acc<A>(a[r * C + c]);
+    out[c] = acc;
+  }
+}
+
+// row_sums over `rows` rows, 4 at a time.
+template <bool kDot, typename A, typename T>
+void row_sums(const T* a, const T* b, int64_t stride, int64_t n, int64_t rows, A* out) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4)
+    row_sums<4, kDot>(a + r * stride, kDot ? b + r * stride : b, stride, n, out + r);
+  for (; r < rows; ++r) row_sums<1, kDot>(a + r * stride, kDot ? b + r * stride : b, stride, n, out + r);
+}
+
+// Tiles: a sample is cut into tiles of contiguous memory, about kTileElems
+// each. NCHW: a tile is a block of whole channel planes, so a channel's sum
+// is finished inside one tile. channels_last: a tile is a block of H x W rows
+// of all C channels, each tile leaves a partial sum per channel, and the
+// partials are added in tile order. Tile sizes depend only on C and H x W:
+// sums do not change with the thread count or the batch.
+
+struct Tiling {
+  int64_t C, HW;
+  bool channels_last;
+  int64_t span;    // per tile: channels (NCHW) or H x W rows (channels_last)
+  int64_t ntiles;  // tiles per sample
+  int64_t nparts;  // partial sums per channel: 1 (NCHW) or ntiles
+
+  explicit Tiling(const SEProblem& p) : C(p.C), HW(p.HW), channels_last(p.channels_last) {
+    const int64_t extent = channels_last ? HW : C;
+    // NCHW: a multiple of 4 channels, which row_sums runs side by side.
+    const int64_t quantum = channels_last ? 1 : 4;
+    const int64_t want = std::max<int64_t>(kTileElems / (channels_last ? C : HW), 1);
+    span = std::min(extent, (want + quantum - 1) / quantum * quantum);
+    ntiles = (extent + span - 1) / span;
+    nparts = channels_last ? ntiles : 1;
+  }
+
+  // Runs fn(sample_in_chunk, begin, end) over the tiles of g samples in
+  // parallel, [begin, end) being the tile's channels or rows. Same g, same
+  // partition over threads: the phases of a chunk reuse each thread's cache.
+  // The second pass (newest_first) takes each thread's tiles in reverse
+  // order: it starts with the tiles the first pass read last, the ones most
+  // likely still in the cache when a chunk is larger than it.
+  template <typename Fn>
+  void for_each_tile(int64_t g, bool newest_first, const Fn& fn) const {
+    at::parallel_for(0, g * ntiles, 1, [&](int64_t first, int64_t last) {
+      for (int64_t i = first; i < last; ++i) {
+        const int64_t t = newest_first ? first + last - 1 - i : i;
+        const int64_t begin = (t % ntiles) * span;
+        fn(t / ntiles, begin, std::min(channels_last ? HW : C, begin + span));
+      }
+    });
+  }
+
+  // The tile's sums of a (or of a * b): parts is the sample's [nparts, C]
+  // buffer. a and b point at the sample's first element.
+  template <typename A, typename T>
+  void reduce(const T* a, const T* b, int64_t begin, int64_t end, A* parts) const {
+    if (!channels_last) {
+      if (b == nullptr) {
+        row_sums<false>(a + begin * HW, b, HW, HW, end - begin, parts + begin);
+      } else {
+        row_sums<true>(a + begin * HW, b + begin * HW, HW, HW, end - begin, parts + begin);
+      }
+      return;
+    }
+    A* acc = parts + (begin / span) * C;
+    if (b == nullptr) {
+      column_sums<false>(a + begin * C, b, C, end - begin, C, acc);
+    } else {
+      column_sums<true>(a + begin * C, b + begin * C, C, end - begin, C, acc);
+    }
+  }
+
+  // Each of g samples' per-channel totals from its partial sums ([nparts, C]
+  // per sample), times `factor`, in parallel over the samples.
+  template <typename A>
+  void finish(int64_t g, const A* parts, A factor, A* out) const {
+    const int64_t grain = std::max<int64_t>(1, 32768 / (nparts * C + 1));
+    at::parallel_for(0, g, grain, [&](int64_t first, int64_t last) {
+      for (int64_t i = first; i < last; ++i) {
+        const A* pi = parts + i * nparts * C;
+        A* oi = out + i * C;
+        for (int64_t c = 0; c < C; ++c) oi[c] = pi[c];
+        for (int64_t t = 1; t < nparts; ++t)
+          for (int64_t c = 0; c < C; ++c) oi[c] += pi[t * C + c];
+        for (int64_t c = 0; c < C; ++c) oi[c] *= factor;
+      }
+    });
+  }
+
+  // out[c, hw] = fn(in[c, hw], c) over the tile.
+  template <typename T, typename Fn>
+  void map(const T* in, T* out, int64_t begin, int64_t end, const Fn& fn) const {
+    if (!channels_last) {
+      for (int64_t c = begin; c < end; ++c) {
+        const T* i = in + c * HW;
+        T* o = out + c * HW;
+        for (int64_t k = 0; k < HW; ++k) o[k] = fn(i[k], c);
+      }
+      return;
+    }
+    for (int64_t hw = begin; hw < end; ++hw) {
+      const T* i = in + hw * C;
+      T* o = out + hw * C;
+      for (int64_t c = 0; c < C; ++c) o[c] = fn(i[c], c);
+    }
+  }
+};
+
+// Samples per chunk: few enough that a chunk's tensors (bytes_per_sample
+// each) stay in the caches. When the chunk's products with the weights cost
+// more than the sample's elements (mlp_weight * 2 * C * hidden against
+// C * H * W), at least kMlpChunk samples, so that they load the weights once
+// per kMlpChunk samples. The forward passes mlp_weight 1; the backward 4: its
+// per-chunk products take one sample per register tile below kOuterG samples,
+// and larger chunks measured faster there down to hidden = H * W / 8
+// (benchmarks/NOTES.md 20, 24).
+inline int64_t chunk_samples(const SEProblem& p, int64_t bytes_per_sample, int64_t mlp_weight) {
+  constexpr int64_t kMlpChunk = 32;
+  const int64_t budget = kChunkBytesPerThread * at::get_num_threads();
+  int64_t g = budget / std::max<int64_t>(bytes_per_sample, 1);
+  if (2 * mlp_weight * p.hidden >= p.HW) g = std::max(g, kMlpChunk);
+  return std::clamp<int64_t>(g, 1, std::max<int64_t>(p.N, 1));
+}
+
+}  // namespace se_fused::cpu
