@@ -131,7 +131,8 @@ void linear(const MatView<A>& in, const MatView<T>& w, const T* bias, const Out&
         // The lanes' sums, kFoldRows accumulators at a time (the last padded with 0).
         for (int64_t i0 = 0; i0 < slots; i0 += kFoldRows<A>) {
           Vec<A> rows[kFoldRows<A>];
-          for (int64_t i = 0; i < kFoldRows<A>; ++i) rows[i] = i0 + i < slots ? acc[i0 + i] : Vec<A>{};
+          for (int64_t i = 0; i < kFoldRows<A>; ++i)
+            rows[i] = i0 + i < slots ? acc[i0 + i] : Vec<A>{};
           sum_lanes_rows<A>(rows, sums + i0);
         }
         for (int64_t m = 0; m < mn; ++m) {

@@ -79,7 +79,8 @@ void row_sums(const T* a, const T* b, int64_t stride, int64_t n, int64_t rows, A
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4)
     row_sums<4, kDot>(a + r * stride, kDot ? b + r * stride : b, stride, n, out + r);
-  for (; r < rows; ++r) row_sums<1, kDot>(a + r * stride, kDot ? b + r * stride : b, stride, n, out + r);
+  for (; r < rows; ++r)
+    row_sums<1, kDot>(a + r * stride, kDot ? b + r * stride : b, stride, n, out + r);
 }
 
 // Tiles: a sample is cut into tiles of contiguous memory, about kTileElems

@@ -123,13 +123,12 @@ inline Vec<A> operator+(const Vec<A>& a, const Vec<A>& b) {
 // register one lane at a time, through the stack).
 template <typename A>
 inline Reg<A> fma_reg(const Reg<A>& a, const Reg<A>& b, const Reg<A>& c) {
-  constexpr bool kDouble = sizeof(A) == 8;
 #if defined(__AVX512F__)
-  if constexpr (kDouble) return (Reg<A>)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
-  if constexpr (!kDouble) return (Reg<A>)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+  if constexpr (sizeof(A) == 8) return (Reg<A>)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+  if constexpr (sizeof(A) == 4) return (Reg<A>)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
 #elif defined(__FMA__)
-  if constexpr (kDouble) return (Reg<A>)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
-  if constexpr (!kDouble) return (Reg<A>)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+  if constexpr (sizeof(A) == 8) return (Reg<A>)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+  if constexpr (sizeof(A) == 4) return (Reg<A>)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
 #endif
   Reg<A> r;
   for (int l = 0; l < kRegLanes<A>; ++l) r[l] = std::fma(a[l], b[l], c[l]);
@@ -154,7 +153,8 @@ inline Reg<A> splat_reg(A s, std::index_sequence<I...>) {
 template <typename A>
 inline Vec<A> splat(A s) {
   Vec<A> v;
-  for (int i = 0; i < kParts; ++i) v.part[i] = splat_reg<A>(s, std::make_index_sequence<kRegLanes<A>>());
+  const Reg<A> r = splat_reg<A>(s, std::make_index_sequence<kRegLanes<A>>());
+  for (int i = 0; i < kParts; ++i) v.part[i] = r;
   return v;
 }
 
