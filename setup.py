@@ -88,9 +88,12 @@ def _extension():
     arch, arch_why = _cpu_arch_flags()
     # -ffp-contract=off: a sum must not change with how the compiler fuses its
     # multiply-adds (one code path for a batch of 4 and of 1: batch invariance).
+    # -fno-trapping-math: the kernels never read the floating-point exception
+    # flags; without it GCC will not if-convert the clamps in the gate's exp, and
+    # the gate loops stay scalar (the results are the same bits either way).
     # -Wno-psabi: the CPU kernels pass 64-byte vectors between internal
     # functions; GCC's note that their ABI differs without AVX-512 is moot there.
-    cxx = ["-O3", "-fopenmp", "-ffp-contract=off", "-Wno-psabi"] + arch
+    cxx = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", "-Wno-psabi"] + arch
     print(f"se_fused: C++ sources with {arch_why}")
     define_macros = []
     if not with_cuda:

@@ -59,7 +59,8 @@ using acc_t = typename AccType<T>::type;
 // Taylor polynomial for exp(r) (degree 13 in double, 7 in float: truncation
 // below the format's rounding), times 2^k built in the exponent bits. No
 // branches and no library call, so the CPU kernels' loops over the gate
-// vectorise. Accurate to a few ULP; NaN stays NaN; the input is clamped to
+// vectorise (GCC if-converts the clamps only under -fno-trapping-math, which
+// setup.py passes). Accurate to a few ULP; NaN stays NaN; the input is clamped to
 // where 2^k is a normal number (the gate saturates long before).
 // ln2 = ln2_hi + ln2_lo with ln2_hi short enough that k * ln2_hi is exact.
 template <typename F, typename I, int kMantissa, int kBias, int kDegree>
