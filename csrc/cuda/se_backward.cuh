@@ -76,11 +76,12 @@ __device__ __forceinline__ void bwd_phase2(const BwdArgs& a, Smem<acc_t<T>>& sm,
       out<A>(a.act)[ui.n * H + j] = activation_fwd(p.activation, z);
     }
   }
+  const A hw = geo_hw<A>(a.g), inv_hw = geo_inv_hw<A>(a.g);
   const A* z2 = cin<A>(p.z2) + ui.n * C;
   for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) sm.u.buf[r] = gate_fwd(p.gate, z2[ui.c0 + r]);
   __syncthreads();
   col_reduce(ColDotVec<T>{cin<T>(p.w1) + ui.c0, C, VecSrc<A>{hid}}, H, ui.c1 - ui.c0, a.g.CWp,
-             sm.u.part, [&](int64_t r, A dp) { sm.u.buf2[r] = dp / static_cast<A>(HW); });
+             sm.u.part, [&](int64_t r, A dp) { sm.u.buf2[r] = div_by(dp, hw, inv_hw); });
   __syncthreads();
   const int64_t sample = ui.n * C * HW;
   scale_chunk<T, true, kNHWC>(cin<T>(p.dy) + sample, out<T>(p.dx) + sample, C, HW, ui.c0, ui.c1,

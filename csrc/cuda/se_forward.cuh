@@ -39,11 +39,16 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
   const int64_t C = p.C, HW = p.HW, H = p.hidden;
   const T* xs = cin<T>(p.x) + ui.n * C * HW;
   A* pooled = out<A>(p.pooled) + ui.n * C;
-  squeeze_chunk<T, false, kNHWC>(xs, nullptr, C, HW, ui.c0, ui.c1, a.g, sm, [&](int64_t r, A v) {
-    const A m = v / static_cast<A>(HW);
+  squeeze_chunk<T, false, kNHWC>(xs, nullptr, C, HW, ui.c0, ui.c1, a.g, sm,
+                                 [&](int64_t r, A v) { sm.u.buf[r] = v; });
+  __syncthreads();
+  // The mean (div_by: no division call), in a pass of its own.
+  const A hw = geo_hw<A>(a.g), inv_hw = geo_inv_hw<A>(a.g);
+  for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) {
+    const A m = div_by(sm.u.buf[r], hw, inv_hw);
     sm.u.buf[r] = m;
     pooled[ui.c0 + r] = m;
-  });
+  }
   __syncthreads();
   const T* w1 = cin<T>(p.w1) + ui.c0;
   A* part = out<A>(a.part) + (ui.n * a.g.chunks + ui.k) * H;

@@ -62,6 +62,8 @@ inline int pow2_at_least(int64_t v, int cap) {
 // The geometry of one call: chunking and the lane/column widths of every
 // reduction (all shape-only, see above).
 struct Geometry {
+  // Host-side: see make_geometry. Device code reads it from the kernel's
+  // argument (constant bank).
   int64_t chunk = 1;   // channels per unit (the last chunk of a sample may be shorter)
   int64_t chunks = 1;  // K: units per sample
   int64_t units = 0;   // N * K
@@ -72,6 +74,8 @@ struct Geometry {
   int CWa = 1;  // backward phase 1: columns of the partial da (hidden columns)
   int CWp = 1;  // backward phase 2: columns of dp (chunk columns)
   bool hid_global = false;  // hidden activations / dz1 in the workspace (too long for smem)
+  double hw_d = 1, inv_hw_d = 1;  // HW and 1 / HW (rounded) in double ...
+  float hw_f = 1, inv_hw_f = 1;   // ... and in float, for div_by (se_load.cuh)
   int64_t tiles1_cols = 0, tiles2_cols = 0, tiles1 = 0, tiles2 = 0;  // weight-gradient tiles
   int64_t wgrad_blocks = 0;  // dw1 tiles + dw2 tiles + bias blocks
 };
@@ -132,6 +136,10 @@ Geometry make_geometry(const SEForwardParams& p, bool backward) {
   g.CWa = dot_columns<T>(p.hidden);
   g.CWp = dot_columns<T>(chunk);
   g.hid_global = p.hidden * static_cast<int64_t>(sizeof(A)) > kHiddenBytes;
+  g.hw_d = static_cast<double>(HW);
+  g.inv_hw_d = 1.0 / g.hw_d;
+  g.hw_f = static_cast<float>(HW);
+  g.inv_hw_f = 1.0f / g.hw_f;
   if (backward) {
     g.tiles1_cols = ceil_div(C, kTile);
     g.tiles2_cols = ceil_div(p.hidden, kTile);
@@ -141,6 +149,19 @@ Geometry make_geometry(const SEForwardParams& p, bool backward) {
   }
   return g;
 }
+
+template <typename A>
+__host__ __device__ __forceinline__ A geo_hw(const Geometry& g);
+template <>
+__host__ __device__ __forceinline__ double geo_hw<double>(const Geometry& g) { return g.hw_d; }
+template <>
+__host__ __device__ __forceinline__ float geo_hw<float>(const Geometry& g) { return g.hw_f; }
+template <typename A>
+__host__ __device__ __forceinline__ A geo_inv_hw(const Geometry& g);
+template <>
+__host__ __device__ __forceinline__ double geo_inv_hw<double>(const Geometry& g) { return g.inv_hw_d; }
+template <>
+__host__ __device__ __forceinline__ float geo_inv_hw<float>(const Geometry& g) { return g.inv_hw_f; }
 
 // Which path runs. Every path gives the same bits (same geometry, same
 // per-unit code), so this is a speed choice only.

@@ -46,6 +46,17 @@ __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
 __device__ __forceinline__ float fma_acc(float a, float b, float c) { return fmaf(a, b, c); }
 __device__ __forceinline__ double fma_acc(double a, double b, double c) { return fma(a, b, c); }
 
+// v / d for the mean over HW (d = HW, r = its reciprocal rounded to A, both
+// from the host): q = v r, then one Newton correction with the exact
+// remainder fma(-q, d, v). Correctly rounded but for rare ties, and without
+// the division's slow-path call (a call's saved registers showed up as
+// spills on sm_80). The same code on every path, so the same bits.
+template <typename A>
+__device__ __forceinline__ A div_by(A v, A d, A r) {
+  const A q = v * r;
+  return fma_acc(fma_acc(-q, d, v), r, q);
+}
+
 // ------------------------------------------------------- 16-byte packs
 
 __device__ __forceinline__ unsigned word_of(const uint4& u, int k) {
