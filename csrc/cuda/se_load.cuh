@@ -124,6 +124,33 @@ struct PackIO<__nv_bfloat16> {
 __device__ __forceinline__ bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }
+// The 16 bytes that start byte_shift bytes into p (then into q, the next
+// aligned pack): two aligned loads realigned in registers, for rows that do
+// not start on a 16-byte boundary (odd planes such as 7x7). Q: the first
+// word, a compile-time index so the words stay in registers.
+template <int Q>
+__device__ __forceinline__ uint4 realign_words(const uint4& p, const uint4& q, unsigned bits) {
+  const unsigned w[8] = {p.x, p.y, p.z, p.w, q.x, q.y, q.z, q.w};
+  return make_uint4(__funnelshift_r(w[Q], w[Q + 1], bits), __funnelshift_r(w[Q + 1], w[Q + 2], bits),
+                    __funnelshift_r(w[Q + 2], w[Q + 3], bits), __funnelshift_r(w[Q + 3], w[Q + 4], bits));
+}
+__device__ __forceinline__ uint4 realign16(const uint4& p, const uint4& q, int byte_shift) {
+  const unsigned bits = static_cast<unsigned>(byte_shift & 3) * 8u;
+  switch (byte_shift >> 2) {
+    case 0: return realign_words<0>(p, q, bits);
+    case 1: return realign_words<1>(p, q, bits);
+    case 2: return realign_words<2>(p, q, bits);
+    default: return realign_words<3>(p, q, bits);
+  }
+}
+// Elements by which p is past a 16-byte boundary, or -1 when p is not even
+// element-aligned.
+template <typename T>
+__device__ __forceinline__ int misalign(const T* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  return (a % sizeof(T)) ? -1 : static_cast<int>((a & 15u) / sizeof(T));
+}
+
 template <typename T>
 __device__ __forceinline__ uint4 ld16(const T* p) {
   return *reinterpret_cast<const uint4*>(p);

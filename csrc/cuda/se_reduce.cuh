@@ -51,8 +51,14 @@ struct RowSum {  // sum_i a[i]
   struct Raw {
     uint4 a;
   };
+  static constexpr bool kRealign = true;  // see lane_partial
   __device__ __forceinline__ bool vec_ok() const { return aligned16(a); }
+  __device__ __forceinline__ int shift() const { return misalign(a); }
   __device__ __forceinline__ Raw load(int64_t k) const { return Raw{ld16(a + k * V)}; }
+  __device__ __forceinline__ Raw load_shifted(int64_t k, int m) const {
+    const T* p = a + k * V - m;
+    return Raw{realign16(ld16(p), ld16(p + V), m * static_cast<int>(sizeof(T)))};
+  }
   __device__ __forceinline__ A add_chunk(A acc, const Raw& r, int64_t) const {
 #pragma unroll
     for (int i = 0; i < V; ++i) acc = acc + to_acc(PackIO<T>::get(r.a, i));
@@ -71,8 +77,19 @@ struct RowDot2 {  // sum_i a[i] * b[i]
   struct Raw {
     uint4 a, b;
   };
+  static constexpr bool kRealign = true;
   __device__ __forceinline__ bool vec_ok() const { return aligned16(a) && aligned16(b); }
+  __device__ __forceinline__ int shift() const {
+    const int m = misalign(a);
+    return m == misalign(b) ? m : -1;
+  }
   __device__ __forceinline__ Raw load(int64_t k) const { return Raw{ld16(a + k * V), ld16(b + k * V)}; }
+  __device__ __forceinline__ Raw load_shifted(int64_t k, int m) const {
+    const T* p = a + k * V - m;
+    const T* q = b + k * V - m;
+    const int bs = m * static_cast<int>(sizeof(T));
+    return Raw{realign16(ld16(p), ld16(p + V), bs), realign16(ld16(q), ld16(q + V), bs)};
+  }
   __device__ __forceinline__ A add_chunk(A acc, const Raw& r, int64_t) const {
 #pragma unroll
     for (int i = 0; i < V; ++i)
@@ -94,8 +111,11 @@ struct RowDotVec {  // sum_i w[i] * v[i], v in acc_t
   struct Raw {
     uint4 w;
   };
+  static constexpr bool kRealign = false;  // short rows (the MLP): scalar when misaligned
   __device__ __forceinline__ bool vec_ok() const { return aligned16(w); }
+  __device__ __forceinline__ int shift() const { return -1; }
   __device__ __forceinline__ Raw load(int64_t k) const { return Raw{ld16(w + k * V)}; }
+  __device__ __forceinline__ Raw load_shifted(int64_t k, int) const { return load(k); }
   __device__ __forceinline__ A add_chunk(A acc, const Raw& r, int64_t k) const {
 #pragma unroll
     for (int i = 0; i < V; ++i) acc = fma_acc(to_acc(PackIO<T>::get(r.w, i)), v[k * V + i], acc);
@@ -126,9 +146,33 @@ __device__ __forceinline__ typename Op::A lane_partial(const Op& op, int64_t len
       for (int u = 0; u < U; ++u) acc = op.add_chunk(acc, r[u], k + u * G);
     }
     for (; k < nfull; k += G) acc = op.add_chunk(acc, op.load(k), k);
-  } else {  // same elements, same order, scalar loads (not unrolled: a cold path)
-    for (int64_t k = gl; k < nfull; k += G) {
-      for (int64_t i = k * V; i < k * V + V; ++i) acc = op.add_elem(acc, i);
+  } else {
+    // The row does not start on a 16-byte boundary. Same chunks, same order:
+    // a chunk wholly inside the row past its first aligned pack is two
+    // aligned 16-byte loads realigned in registers (kRealign ops, when the
+    // pointers share their misalignment m); the others (chunk 0, the last
+    // ones) element by element.
+    const int m = Op::kRealign ? op.shift() : -1;
+    int64_t k = gl;
+    if (m > 0) {
+      if (k == 0 && nfull > 0) {  // chunk 0 starts before the first aligned pack
+        for (int64_t i = 0; i < V; ++i) acc = op.add_elem(acc, i);
+        k += G;
+      }
+      // Two chunks (four aligned loads) in flight while both are inside the row.
+      for (; k + G < nfull && (k + G) * V - m + 2 * V <= len; k += 2 * G) {
+        const typename Op::Raw r0 = op.load_shifted(k, m);
+        const typename Op::Raw r1 = op.load_shifted(k + G, m);
+        acc = op.add_chunk(acc, r0, k);
+        acc = op.add_chunk(acc, r1, k + G);
+      }
+    }
+    for (; k < nfull; k += G) {
+      if (m > 0 && k * V - m + 2 * V <= len) {
+        acc = op.add_chunk(acc, op.load_shifted(k, m), k);
+      } else {
+        for (int64_t i = k * V; i < k * V + V; ++i) acc = op.add_elem(acc, i);
+      }
     }
   }
   if (nfull * V < len && (nfull & (G - 1)) == gl) {  // G is a power of two

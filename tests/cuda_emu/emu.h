@@ -312,6 +312,9 @@ T __shfl_down_sync(unsigned, T v, int off, int width) {
   emu::arrive(s->warp_bar[threadIdx.x / 32]);
   return r;
 }
+inline unsigned __funnelshift_r(unsigned lo, unsigned hi, unsigned s) {
+  return (unsigned)((((uint64_t)hi << 32) | lo) >> (s & 31));
+}
 inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
 inline double __hiloint2double(int hi, int lo) {
