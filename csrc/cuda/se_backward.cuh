@@ -65,20 +65,16 @@ __device__ __forceinline__ void bwd_phase2(const BwdArgs& a, Smem<acc_t<T>>& sm,
   A* hid = a.g.hid_global ? out<A>(a.hscratch) + u * H : sm.u.hid;
   const A* part = cin<A>(a.part) + ui.n * K * H;
   const A* z1 = cin<A>(p.z1) + ui.n * H;
+#pragma unroll 1  // a short loop: kept rolled (fewer live registers)
   for (int64_t j = threadIdx.x; j < H; j += kThreads) {
     A t = __ldcg(part + j);
     for (int64_t k = 1; k < K; ++k) t += __ldcg(part + k * H + j);
-    const A z = z1[j];
-    const A d = activation_backward(p.activation, z, t);
-    hid[j] = d;
-    if (ui.k == 0) {
-      out<A>(a.dz1)[ui.n * H + j] = d;
-      out<A>(a.act)[ui.n * H + j] = activation_fwd(p.activation, z);
-    }
+    hid[j] = t;  // da
   }
+  bwd_act_terms<A>(p.activation, z1, hid, ui.k == 0 ? out<A>(a.dz1) + ui.n * H : nullptr,
+                   ui.k == 0 ? out<A>(a.act) + ui.n * H : nullptr, H);
   const A hw = geo_hw<A>(a.g), inv_hw = geo_inv_hw<A>(a.g);
-  const A* z2 = cin<A>(p.z2) + ui.n * C;
-  for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) sm.u.buf[r] = gate_fwd(p.gate, z2[ui.c0 + r]);
+  gate_terms<A>(p.gate, cin<A>(p.z2) + ui.n * C + ui.c0, sm.u.buf, ui.c1 - ui.c0);
   __syncthreads();
   col_reduce(ColDotVec<T>{cin<T>(p.w1) + ui.c0, C, VecSrc<A>{hid}}, H, ui.c1 - ui.c0, a.g.CWp,
              sm.u.part, [&](int64_t r, A dp) { sm.u.buf2[r] = div_by(dp, hw, inv_hw); });
@@ -164,17 +160,17 @@ __device__ __forceinline__ void wgrad_block(const BwdArgs& a, Smem<acc_t<T>>& sm
 template <typename T, bool kNHWC>
 __global__ void __launch_bounds__(kThreads) se_bwd_phase1_kernel(const __grid_constant__ BwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
-  for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) bwd_phase1<T, kNHWC>(a, sm, u);
+  bwd_phase1<T, kNHWC>(a, sm, blockIdx.x);  // one unit per block (grid = units)
 }
 template <typename T, bool kNHWC>
 __global__ void __launch_bounds__(kThreads) se_bwd_phase2_kernel(const __grid_constant__ BwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
-  for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) bwd_phase2<T, kNHWC>(a, sm, u);
+  bwd_phase2<T, kNHWC>(a, sm, blockIdx.x);  // one unit per block (grid = units)
 }
 template <typename T>
 __global__ void __launch_bounds__(kThreads) se_wgrad_kernel(const __grid_constant__ BwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
-  for (int64_t vb = blockIdx.x; vb < a.g.wgrad_blocks; vb += gridDim.x) wgrad_block<T>(a, sm, vb);
+  wgrad_block<T>(a, sm, blockIdx.x);  // one virtual block per block (grid = wgrad_blocks)
 }
 // Cooperative: the three phases, grid barriers between them; each phase's
 // loop its own function (no spills: see se_forward.cuh).
@@ -242,12 +238,12 @@ cudaError_t launch_backward_layout(const BwdArgs& a, cudaStream_t stream, SEPath
     }
     (void)cudaGetLastError();  // refused: the three-launch path (same bits) instead
   }
-  const int64_t grid = min64(a.g.units, kMaxGrid);
+  const int64_t grid = a.g.units;
   cudaError_t err = se_launch(se_bwd_phase1_kernel<T, kNHWC>, grid, kThreads, stream, a);
   if (err != cudaSuccess) return err;
   err = se_launch(se_bwd_phase2_kernel<T, kNHWC>, grid, kThreads, stream, a);
   if (err != cudaSuccess) return err;
-  err = se_launch(se_wgrad_kernel<T>, min64(a.g.wgrad_blocks, kMaxGrid), kThreads, stream, a);
+  err = se_launch(se_wgrad_kernel<T>, a.g.wgrad_blocks, kThreads, stream, a);
   if (err == cudaSuccess && taken) *taken = SEPath::TwoPass;
   return err;
 }

@@ -44,6 +44,7 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
   __syncthreads();
   // The mean (div_by: no division call), in a pass of its own.
   const A hw = geo_hw<A>(a.g), inv_hw = geo_inv_hw<A>(a.g);
+#pragma unroll 1  // a short loop: kept rolled (fewer live registers)
   for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) {
     const A m = div_by(sm.u.buf[r], hw, inv_hw);
     sm.u.buf[r] = m;
@@ -69,13 +70,15 @@ __device__ __forceinline__ void fwd_phase2(const FwdArgs& a, Smem<acc_t<T>>& sm,
   const A* part = cin<A>(a.part) + ui.n * K * H;
   const T* b1 = cin<T>(p.b1);
   A* z1 = out<A>(p.z1) + ui.n * H;
+#pragma unroll 1  // a short loop: kept rolled (fewer live registers)
   for (int64_t j = threadIdx.x; j < H; j += kThreads) {
     A t = __ldcg(part + j);
     for (int64_t k = 1; k < K; ++k) t += __ldcg(part + k * H + j);
     const A z = t + (b1 ? to_acc(b1[j]) : A(0));
     if (ui.k == 0) z1[j] = z;
-    hid[j] = activation_fwd(p.activation, z);
+    hid[j] = z;
   }
+  act_terms<A>(p.activation, hid, H);  // each thread its own j: no barrier needed before
   __syncthreads();
   const T* w2 = cin<T>(p.w2);
   const T* b2 = cin<T>(p.b2);
@@ -87,8 +90,10 @@ __device__ __forceinline__ void fwd_phase2(const FwdArgs& a, Smem<acc_t<T>>& sm,
       [&](int64_t r, A v) {
         const A z = v + (b2 ? to_acc(b2[ui.c0 + r]) : A(0));
         z2[ui.c0 + r] = z;
-        sm.u.buf[r] = gate_fwd(p.gate, z);
+        sm.u.buf[r] = z;
       });
+  __syncthreads();
+  gate_terms<A>(p.gate, sm.u.buf, sm.u.buf, ui.c1 - ui.c0);  // s = gate(z2), in place
   __syncthreads();
   const int64_t sample = ui.n * C * HW;
   scale_chunk<T, false, kNHWC>(cin<T>(p.x) + sample, out<T>(p.y) + sample, C, HW, ui.c0, ui.c1,
@@ -100,31 +105,45 @@ __device__ __forceinline__ void fwd_phase2(const FwdArgs& a, Smem<acc_t<T>>& sm,
 template <typename T, bool kNHWC>
 __global__ void __launch_bounds__(kThreads) se_fwd_phase1_kernel(const __grid_constant__ FwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
-  for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase1<T, kNHWC>(a, sm, u);
+  fwd_phase1<T, kNHWC>(a, sm, blockIdx.x);  // one unit per block (grid = units)
 }
 template <typename T, bool kNHWC>
 __global__ void __launch_bounds__(kThreads) se_fwd_phase2_kernel(const __grid_constant__ FwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
-  for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase2<T, kNHWC>(a, sm, u);
+  fwd_phase2<T, kNHWC>(a, sm, blockIdx.x);  // one unit per block (grid = units)
 }
-// Cooperative: both phases, a grid barrier between them. Each phase's loop is
-// its own (not inlined) function, so that ptxas allocates registers per
-// phase: inlined together, the slow paths of the double divisions (calls in
-// SASS) made the combined kernel spill.
+// Cooperative: both phases, a grid barrier between them. With double
+// accumulation each phase's loop is a function of its own (ptxas allocates
+// registers per phase: inlined together they spilled on sm_80); with float
+// accumulation the inlined form is the one without spills.
 template <typename T, bool kNHWC>
-__device__ __noinline__ void fwd_phase1_loop(const FwdArgs& a, Smem<acc_t<T>>& sm) {
+__device__ __forceinline__ void fwd_phase1_loop(const FwdArgs& a, Smem<acc_t<T>>& sm) {
   for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase1<T, kNHWC>(a, sm, u);
 }
 template <typename T, bool kNHWC>
-__device__ __noinline__ void fwd_phase2_loop(const FwdArgs& a, Smem<acc_t<T>>& sm) {
+__device__ __forceinline__ void fwd_phase2_loop(const FwdArgs& a, Smem<acc_t<T>>& sm) {
   for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase2<T, kNHWC>(a, sm, u);
+}
+template <typename T, bool kNHWC>
+__device__ __noinline__ void fwd_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
+  fwd_phase1_loop<T, kNHWC>(a, sm);
+}
+template <typename T, bool kNHWC>
+__device__ __noinline__ void fwd_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
+  fwd_phase2_loop<T, kNHWC>(a, sm);
 }
 template <typename T, bool kNHWC>
 __global__ void __launch_bounds__(kThreads) se_fwd_coop_kernel(const __grid_constant__ FwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
-  fwd_phase1_loop<T, kNHWC>(a, sm);
-  se_grid_sync();
-  fwd_phase2_loop<T, kNHWC>(a, sm);
+  if constexpr (sizeof(acc_t<T>) == 8) {
+    fwd_phase1_call<T, kNHWC>(a, sm);
+    se_grid_sync();
+    fwd_phase2_call<T, kNHWC>(a, sm);
+  } else {
+    fwd_phase1_loop<T, kNHWC>(a, sm);
+    se_grid_sync();
+    fwd_phase2_loop<T, kNHWC>(a, sm);
+  }
 }
 
 // ------------------------------------------------------------------ host
@@ -160,7 +179,7 @@ cudaError_t launch_forward_layout(const FwdArgs& a, cudaStream_t stream, SEPath*
     }
     (void)cudaGetLastError();  // refused: the two-pass kernels (same bits) instead
   }
-  const int64_t grid = min64(a.g.units, kMaxGrid);
+  const int64_t grid = a.g.units;
   cudaError_t err = se_launch(se_fwd_phase1_kernel<T, kNHWC>, grid, kThreads, stream, a);
   if (err != cudaSuccess) return err;
   err = se_launch(se_fwd_phase2_kernel<T, kNHWC>, grid, kThreads, stream, a);

@@ -40,11 +40,11 @@ constexpr int64_t kMinRowBytes = 128;
 // Weight gradients: 64 x 64 outputs per block, 16 samples staged per step.
 constexpr int kTile = 64;
 constexpr int kTileN = 16;
-// Grids are capped here; the kernels loop (grid-stride) past it.
-constexpr int64_t kMaxGrid = int64_t{1} << 30;
-// Work units (N * K) and weight-gradient blocks per call are indexed in 32
-// bits in the kernels (se_tile.cuh unit_of). Past this (petabytes of x) the
-// launch functions return cudaErrorInvalidValue.
+// Work units (N * K) and weight-gradient blocks per call: the two-pass
+// kernels run one per block (grid = units, gridDim.x <= 2^31 - 1) and index
+// them in 32 bits (se_tile.cuh unit_of); the cooperative kernels loop
+// (grid-stride). Past this (terabytes of x) the launch functions return
+// cudaErrorInvalidValue.
 constexpr int64_t kMaxUnits = (int64_t{1} << 31) - 1;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

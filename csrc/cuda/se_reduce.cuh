@@ -57,7 +57,9 @@ struct RowSum {  // sum_i a[i]
   __device__ __forceinline__ Raw load(int64_t k) const { return Raw{ld16(a + k * V)}; }
   __device__ __forceinline__ Raw load_shifted(int64_t k, int m) const {
     const T* p = a + k * V - m;
-    return Raw{realign16(ld16(p), ld16(p + V), m * static_cast<int>(sizeof(T)))};
+    const uint4 u = ld16(p), w = ld16(p + V);
+    if constexpr (sizeof(T) == 8) return Raw{make_uint4(u.z, u.w, w.x, w.y)};  // m is 1
+    return Raw{realign16(u, w, m * static_cast<int>(sizeof(T)))};
   }
   __device__ __forceinline__ A add_chunk(A acc, const Raw& r, int64_t) const {
 #pragma unroll
@@ -88,7 +90,11 @@ struct RowDot2 {  // sum_i a[i] * b[i]
     const T* p = a + k * V - m;
     const T* q = b + k * V - m;
     const int bs = m * static_cast<int>(sizeof(T));
-    return Raw{realign16(ld16(p), ld16(p + V), bs), realign16(ld16(q), ld16(q + V), bs)};
+    const uint4 pu = ld16(p), pw = ld16(p + V), qu = ld16(q), qw = ld16(q + V);
+    if constexpr (sizeof(T) == 8) {  // m is 1
+      return Raw{make_uint4(pu.z, pu.w, pw.x, pw.y), make_uint4(qu.z, qu.w, qw.x, qw.y)};
+    }
+    return Raw{realign16(pu, pw, bs), realign16(qu, qw, bs)};
   }
   __device__ __forceinline__ A add_chunk(A acc, const Raw& r, int64_t) const {
 #pragma unroll
@@ -328,8 +334,10 @@ __device__ __forceinline__ void col_reduce(const Op& op, int64_t nrows, int64_t 
 #pragma unroll
           for (int u = 0; u < U; ++u) op.add_chunk(acc, raw[u], r + u * R);
         }
+#pragma unroll 1  // tails kept rolled: their trip-count arithmetic spilled (sm_90, NHWC)
         for (; r < nrows; r += R) op.add_chunk(acc, op.load(r, c), r);
       } else {
+#pragma unroll 1
         for (int64_t r = q; r < nrows; r += R) {
 #pragma unroll
           for (int i = 0; i < V; ++i)

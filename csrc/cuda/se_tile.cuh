@@ -58,6 +58,35 @@ __device__ __forceinline__ UnitIdx unit_of(int64_t u, const Geometry& g, int64_t
   return r;
 }
 
+// The per-element activation and gate math (sigmoid's division: its slow
+// path is a call in SASS) as functions of their own, called with little live
+// state: inlined into a phase, the call's saved registers showed up as spills.
+// Backward: dz1 = activation'(z1) da in place in hid; unit 0 also stores dz1 and a.
+template <typename A>
+__device__ __noinline__ void bwd_act_terms(Activation act, const A* z1, A* hid, A* dz1, A* a,
+                                           int64_t H) {
+  for (int64_t j = threadIdx.x; j < H; j += kThreads) {
+    const A z = z1[j];
+    const A d = activation_backward(act, z, hid[j]);
+    hid[j] = d;
+    if (dz1) {
+      dz1[j] = d;
+      a[j] = activation_fwd(act, z);
+    }
+  }
+}
+// s[r] = gate(z2[r]) for r < len.
+template <typename A>
+__device__ __noinline__ void gate_terms(Gate gate, const A* z2, A* s, int64_t len) {
+  for (int64_t r = threadIdx.x; r < len; r += kThreads) s[r] = gate_fwd(gate, z2[r]);
+}
+
+// Forward: v[j] = activation(v[j]) in place.
+template <typename A>
+__device__ __noinline__ void act_terms(Activation act, A* v, int64_t H) {
+  for (int64_t j = threadIdx.x; j < H; j += kThreads) v[j] = activation_fwd(act, v[j]);
+}
+
 // Squeeze of channels [c0, c1) of one sample: out(r, sum) for r = c - c0, the
 // sum over HW of x (kBwd false) or of dy * x (kBwd true), in acc_t.
 template <typename T, bool kBwd, bool kNHWC, typename Out>
