@@ -19,7 +19,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <algorithm>
 #include <tuple>
+#include <vector>
 
 #include "cuda/se_block.h"
 #include "se_checks.h"
@@ -83,8 +85,12 @@ void dispatch_dtype(at::ScalarType dtype, const Fn& fn) {
   }
 }
 
-// Carves one byte buffer into views: take(bytes) returns the offset of the
-// next 256-byte aligned piece; view(...) makes a typed tensor of it.
+// Carves one byte buffer into the call's tensors: take(bytes) returns the
+// offset of the next 256-byte aligned piece; view(...) makes a typed tensor
+// of it with set_ (same storage, not an autograd view of the buffer: each
+// output keeps its own version counter, so an in-place op on y, say
+// `out += identity` after an SE block, does not look like a modification of
+// the saved pooled/z1/z2, and no output is a view of a uint8 base).
 struct Carve {
   int64_t off = 0;
   int64_t take(int64_t bytes) {
@@ -94,15 +100,17 @@ struct Carve {
   }
   static at::Tensor view(const at::Tensor& buf, int64_t offset, at::ScalarType dtype,
                          at::IntArrayRef sizes, at::IntArrayRef strides) {
-    const int64_t n = c10::multiply_integers(sizes);
-    const int64_t bytes = n * static_cast<int64_t>(c10::elementSize(dtype));
-    return buf.narrow(0, offset, bytes).view(dtype).as_strided(sizes, strides);
+    const int64_t es = static_cast<int64_t>(c10::elementSize(dtype));
+    at::Tensor t = at::empty({0}, buf.options().dtype(dtype));
+    t.set_(buf.storage(), offset / es, sizes, strides);  // offset: a multiple of 256 bytes
+    return t;
   }
   static at::Tensor view(const at::Tensor& buf, int64_t offset, at::ScalarType dtype,
                          at::IntArrayRef sizes) {
-    const int64_t n = c10::multiply_integers(sizes);
-    const int64_t bytes = n * static_cast<int64_t>(c10::elementSize(dtype));
-    return buf.narrow(0, offset, bytes).view(dtype).view(sizes);
+    std::vector<int64_t> strides(sizes.size(), 1);
+    for (int64_t i = static_cast<int64_t>(sizes.size()) - 2; i >= 0; --i)
+      strides[i] = strides[i + 1] * std::max<int64_t>(sizes[i + 1], 1);
+    return view(buf, offset, dtype, sizes, strides);
   }
 };
 
