@@ -57,6 +57,15 @@ LARGE_CASES = [
 ]
 
 failures = []
+digests = []  # (tag, sha256 of every output's bytes): --digest compares paths across processes
+
+
+def digest_of(tensors):
+    import hashlib
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def fail(tag, message):
@@ -127,6 +136,7 @@ def run_case(case, seed):
 
     out = fused(x, dy, w1, b1, w2, b2, activation, gate)
     torch.cuda.synchronize()
+    digests.append((tag, digest_of(out)))
     y, pooled, dx, dw1, db1, dw2, db2 = out
     tol = TOLERANCE[dtype]
     acc_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else torch.float64
@@ -177,6 +187,34 @@ def run_case(case, seed):
     print(f"ok   {tag}", flush=True)
 
 
+def run_streams():
+    """Three calls at once on three streams, each with many more work units
+    than one call needs (the design before issue 13 could hang here: blocks
+    spin-waited for other blocks of their sample). Each must complete and
+    give the bits of a serial run."""
+    gen = torch.Generator().manual_seed(7)
+    calls = []
+    for n, c, hw in ((64, 256, 28), (32, 512, 14), (128, 128, 28)):
+        x = torch.randn(n, c, hw, hw, generator=gen).cuda()
+        w1 = (torch.randn(c // 8, c, generator=gen) / c ** 0.5).cuda()
+        w2 = (torch.randn(c, c // 8, generator=gen) / (c // 8) ** 0.5).cuda()
+        calls.append((x, torch.randn_like(x), w1, w2))
+    serial = [fused(x, dy, w1, None, w2, None, "relu", "sigmoid") for x, dy, w1, w2 in calls]
+    torch.cuda.synchronize()
+    streams = [torch.cuda.Stream() for _ in calls]
+    outs = [None] * len(calls)
+    for rep in range(3):
+        for i, (s, (x, dy, w1, w2)) in enumerate(zip(streams, calls)):
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                outs[i] = fused(x, dy, w1, None, w2, None, "relu", "sigmoid")
+        torch.cuda.synchronize()
+        for i in range(len(calls)):
+            for name, a, b in zip(("y", "pooled", "dx", "dw1", "db1", "dw2", "db2"), serial[i], outs[i]):
+                same_bits(f"stream {i} rep {rep}", f"concurrent vs serial: {name}", a, b)
+    print("ok   three concurrent streams", flush=True)
+
+
 def run_empty():
     x = torch.empty(0, 8, 3, 3, device="cuda")
     w1, w2 = torch.randn(2, 8, device="cuda"), torch.randn(8, 2, device="cuda")
@@ -193,6 +231,9 @@ def run_empty():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--large", action="store_true", help="also run the larger shapes")
+    parser.add_argument("--digest", metavar="FILE",
+                        help="write one line per case: its tag and the sha256 of its outputs (compare "
+                             "SE_FUSED_CUDA_PATH=twopass against cooperative: the paths must agree bit for bit)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no GPU")
@@ -210,10 +251,18 @@ def main():
         except Exception as e:  # noqa: BLE001  (report and go on)
             fail(str(case), f"raised {type(e).__name__}: {e}")
     try:
+        run_streams()
+    except Exception as e:  # noqa: BLE001
+        fail("streams", f"raised {type(e).__name__}: {e}")
+    try:
         run_empty()
     except Exception as e:  # noqa: BLE001
         fail("N=0", f"raised {type(e).__name__}: {e}")
-    print(f"{len(failures)} failure(s) in {len(cases) + 1} cases")
+    if args.digest:
+        with open(args.digest, "w") as f:
+            for tag, d in digests:
+                f.write(f"{d} {tag}\n")
+    print(f"{len(failures)} failure(s) in {len(cases) + 2} cases")
     return 1 if failures else 0
 
 

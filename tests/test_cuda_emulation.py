@@ -1,9 +1,14 @@
-"""The CUDA kernels of csrc/cuda/se_block.cu, run on the CPU by the emulator in
-tests/cuda_emu/ (no GPU needed): gen.py rewrites the kernel source into
-plain C++ in pytest's tmp_path, g++ compiles it with tests/cuda_emu/main.cpp
-(under AddressSanitizer), and the binary runs its `quick` case set: forward
-and backward against a float64 reference, plus bit-for-bit determinism across
-tilings and alignments and batch invariance. See tests/cuda_emu/README.md.
+"""The CUDA kernels of csrc/cuda/, run on the CPU by the emulator in
+tests/cuda_emu/ (no GPU needed): g++ compiles the kernel sources unchanged
+with tests/cuda_emu/main.cpp, the include path putting the emulator's
+tests/cuda_emu/include/cuda/se_sync.h (the synchronisation primitives,
+launches and shared memory, on CPU fibers) before csrc/cuda/se_sync.h, under
+AddressSanitizer; the binary runs its `quick` case set: forward and backward
+against a float64 reference on every path (two-pass, cooperative, a refused
+cooperative launch), bit-for-bit determinism across paths, resident-block
+counts and alignments, batch invariance, and three concurrent launch
+sequences on a device with fewer block slots than units per sample. See
+tests/cuda_emu/README.md.
 
 Skips when g++ or the CUDA headers (cuda_fp16.h etc.; no CUDA runtime is
 needed) cannot be found. SE_FUSED_EMU_SANITIZE=0 builds without ASan.
@@ -62,9 +67,6 @@ def test_cuda_kernels_on_cpu_emulator(tmp_path):
     if cuda_inc is None:
         pytest.skip("CUDA headers (cuda_runtime_api.h, cuda_fp16.h, crt/, nv/target) not found")
 
-    gen = _run([sys.executable, os.path.join(EMU, "gen.py"), str(tmp_path)], 60)
-    assert gen.returncode == 0, f"tests/cuda_emu/gen.py failed:\n{gen.stdout}"
-
     flags = ["-std=c++20", "-O1", "-pthread", "-g1"]
     env = dict(os.environ)
     if os.environ.get("SE_FUSED_EMU_SANITIZE", "1") != "0" and _asan_works(cxx, tmp_path):
@@ -72,8 +74,9 @@ def test_cuda_kernels_on_cpu_emulator(tmp_path):
         # Leak checking needs ptrace rights some containers lack, and finds nothing here.
         env["ASAN_OPTIONS"] = "detect_leaks=0:" + env.get("ASAN_OPTIONS", "")
     exe = str(tmp_path / "se_block_emu")
-    incs = ["-I" + d for d in [os.path.join(REPO, "csrc"), os.path.join(REPO, "csrc", "cuda"), EMU, str(tmp_path)]
-            + cuda_inc]
+    # The emulator's include/ first: its cuda/se_sync.h replaces csrc/cuda/se_sync.h.
+    incs = ["-I" + d for d in [os.path.join(EMU, "include"), os.path.join(REPO, "csrc"),
+                               os.path.join(REPO, "csrc", "cuda"), EMU] + cuda_inc]
     cc = _run([cxx, *flags, *incs, os.path.join(EMU, "main.cpp"), "-o", exe], 300)
     assert cc.returncode == 0, f"compiling tests/cuda_emu/main.cpp failed:\n{cc.stdout[-20000:]}"
 
@@ -85,3 +88,47 @@ def test_cuda_kernels_on_cpu_emulator(tmp_path):
     lines = run.stdout.strip().splitlines()
     assert run.returncode == 0 and lines and lines[-1].endswith(" passed, 0 failed"), (
         f"CUDA kernel emulation failed (exit status {run.returncode}):\n{run.stdout[-20000:]}")
+
+
+def _cuda_sources():
+    d = os.path.join(REPO, "csrc", "cuda")
+    return {f: open(os.path.join(d, f)).read() for f in sorted(os.listdir(d))}
+
+
+def test_cuda_sources_are_short_and_trap_free():
+    """No file in csrc/cuda/ over 500 lines; no __trap anywhere in csrc/ (a
+    trap is a sticky error that kills the process's CUDA context)."""
+    for name, text in _cuda_sources().items():
+        assert text.count("\n") <= 500, f"csrc/cuda/{name} has {text.count(chr(10))} lines (limit 500)"
+    for root, _, files in os.walk(os.path.join(REPO, "csrc")):
+        for f in files:
+            with open(os.path.join(root, f)) as fh:
+                assert "__trap" not in fh.read(), f"__trap in {os.path.join(root, f)}"
+
+
+def test_cuda_waits_only_under_cooperative_launch():
+    """The only inter-block wait is se_grid_sync(), called only from kernels
+    named *_coop_kernel, and those are started only by se_launch_cooperative
+    (se_sync.h); no spin loop on global flags (no atomics, no
+    ld.acquire / __nanosleep) anywhere in csrc/cuda/."""
+    import re
+    for name, text in _cuda_sources().items():
+        code = re.sub(r"//[^\n]*", "", text)
+        for bad in ("__nanosleep", "atomicAdd", "atomicCAS", "ld.acquire", "volatile"):
+            assert bad not in code, f"csrc/cuda/{name} uses {bad}"
+        if name == "se_sync.h":
+            continue
+        # Each kernel body that calls se_grid_sync must be a *_coop_kernel.
+        for m in re.finditer(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s*)?(\w+)\s*\(", code):
+            body_start = code.index("{", m.end())
+            depth, i = 0, body_start
+            while True:
+                depth += {"{": 1, "}": -1}.get(code[i], 0)
+                i += 1
+                if depth == 0:
+                    break
+            if "se_grid_sync" in code[body_start:i]:
+                assert m.group(1).endswith("_coop_kernel"), f"{m.group(1)} in {name} waits on the grid"
+        for m in re.finditer(r"se_launch(_cooperative)?\((\w+)", code):
+            if m.group(2).endswith("_coop_kernel"):
+                assert m.group(1), f"{m.group(2)} launched without a cooperative launch in {name}"

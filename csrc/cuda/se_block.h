@@ -1,17 +1,16 @@
-// The CUDA kernels of the SE block, behind a plain C++ interface: raw
+// The CUDA kernels of the SE block behind a plain C++ interface: raw
 // pointers, int64 sizes and the enums of se_math.h. No torch headers here;
-// se_block_launcher.cpp does the torch interop (checks, allocation, stream).
+// se_block_launcher.cpp does the torch interop (checks, the one allocation,
+// the stream). docs/cuda.md describes the design.
 //
 // Every tensor is dense: x, dy, y and dx in the problem's layout (NCHW, or
 // NHWC when channels_last), the weights contiguous ([hidden, C] and
-// [C, hidden]), and the gate MLP's state the forward writes and the backward
-// reads, contiguous in the accumulation type (double for float/double tensors,
-// float for half/bfloat16; se_math.h acc_t): pooled [N, C], z1 [N, hidden],
-// z2 [N, C].
+// [C, hidden]), the gate MLP's state contiguous in the accumulation type
+// acc_t<T> (double for float/double tensors, float for half/bfloat16).
 //
-// The workspace (se_*_workspace_bytes) is owned by the caller and comes from
-// the torch caching allocator, so the launches can be captured in CUDA graphs;
-// its counters are reset by a cudaMemsetAsync inside each launch function.
+// The workspace (se_*_workspace_bytes) comes from the caller (the torch
+// caching allocator, so launches can be captured in CUDA graphs). It holds no
+// counters: nothing is zeroed per call, no memset.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -24,58 +23,69 @@
 namespace se_fused {
 namespace cuda_kernels {
 
+// Which kernels run (docs/cuda.md, se_heuristics.h). Every path gives the
+// same bits.
+enum class SEPath : int32_t {
+  Auto = 0,         // se_heuristics.h choose_path: today always TwoPass
+  TwoPass = 1,      // no block ever waits on another: forward 2 launches, backward 3
+  Cooperative = 2,  // one cooperative launch with grid barriers (forward 1, backward 1);
+                    // if the launch is refused, TwoPass runs instead
+};
+
+// The forward problem. The backward (SEBackwardParams) extends it.
 struct SEForwardParams {
-  const void* x = nullptr;   // [N, C, H, W] dense, T
-  const void* w1 = nullptr;  // [hidden, C], T
-  const void* b1 = nullptr;  // [hidden], T, or nullptr
-  const void* w2 = nullptr;  // [C, hidden], T
-  const void* b2 = nullptr;  // [C], T, or nullptr
-  void* y = nullptr;         // like x
-  void* pooled = nullptr;    // [N, C], acc_t<T>: mean over H*W
-  void* z1 = nullptr;        // [N, hidden], acc_t<T>: w1 pooled + b1
-  void* z2 = nullptr;        // [N, C], acc_t<T>: w2 activation(z1) + b2
-  int64_t N = 0, C = 0, HW = 0, hidden = 0;
-  bool channels_last = false;  // x, y are [N, H, W, C] in memory
+  const void* x = nullptr;   // [N, C, H, W], T, dense in the problem's layout
+  const void* w1 = nullptr;  // [hidden, C], T, contiguous
+  const void* b1 = nullptr;  // [hidden], T, or nullptr (forward only)
+  const void* w2 = nullptr;  // [C, hidden], T, contiguous
+  const void* b2 = nullptr;  // [C], T, or nullptr (forward only)
+  void* y = nullptr;         // forward output, like x (unused by the backward)
+  // The gate MLP's state, acc_t<T>: written by the forward (into the
+  // workspace when the caller does not keep it), read by the backward.
+  void* pooled = nullptr;  // [N, C]: mean over H*W of x
+  void* z1 = nullptr;      // [N, hidden]: w1 pooled + b1
+  void* z2 = nullptr;      // [N, C]: w2 activation(z1) + b2
+  int64_t N = 0;           // samples (the launch functions return at once for N == 0)
+  int64_t C = 0;           // channels
+  int64_t HW = 0;          // H * W
+  int64_t hidden = 0;      // w1.size(0)
+  bool channels_last = false;  // x, y (dy, dx) are [N, H, W, C] in memory
   Activation activation = Activation::ReLU;
   Gate gate = Gate::Sigmoid;
-  void* workspace = nullptr;  // se_forward_workspace_bytes<T>(N, C, hidden) bytes, 16-byte aligned
+  SEPath path = SEPath::Auto;  // the launcher sets it from SE_FUSED_CUDA_PATH
+  SEPath* path_taken = nullptr;  // if set, receives the path that ran (tests)
+  // Bytes per work unit; 0: se_heuristics.h kUnitBytes. Tests set small
+  // values (which also drop the NHWC kMinRowBytes floor) to get many chunks
+  // per sample on small shapes; the results depend on it as on the shape.
+  int64_t unit_bytes = 0;
+  void* workspace = nullptr;     // se_*_workspace_bytes bytes, 256-byte aligned
   size_t workspace_bytes = 0;
 };
 
-struct SEBackwardParams {
-  const void* dy = nullptr;      // like x, T
-  const void* x = nullptr;       // [N, C, H, W] dense, T
-  const void* pooled = nullptr;  // [N, C], acc_t<T>, from the forward
-  const void* z1 = nullptr;      // [N, hidden], acc_t<T>, from the forward
-  const void* z2 = nullptr;      // [N, C], acc_t<T>, from the forward
-  const void* w1 = nullptr;
-  const void* w2 = nullptr;
+// The backward problem: the forward's fields (y, b1 and b2 unused; pooled,
+// z1 and z2 are the forward's, read only) plus these.
+struct SEBackwardParams : SEForwardParams {
+  const void* dy = nullptr;  // like x, T
   void* dx = nullptr;        // like x, T
   void* dw1 = nullptr;       // [hidden, C], T
-  void* db1 = nullptr;       // [hidden], T (always written)
+  void* db1 = nullptr;       // [hidden], T, or nullptr: not computed
   void* dw2 = nullptr;       // [C, hidden], T
-  void* db2 = nullptr;       // [C], T (always written)
-  int64_t N = 0, C = 0, HW = 0, hidden = 0;
-  bool channels_last = false;
-  Activation activation = Activation::ReLU;
-  Gate gate = Gate::Sigmoid;
-  void* workspace = nullptr;  // se_backward_workspace_bytes<T>(N, C, hidden) bytes, 16-byte aligned
-  size_t workspace_bytes = 0;
+  void* db2 = nullptr;       // [C], T, or nullptr: not computed
 };
 
-// Bytes of workspace the launches need (T: float, double, __half, __nv_bfloat16).
+// Bytes of workspace a call needs (T: float, double, __half, __nv_bfloat16).
 template <typename T>
-size_t se_forward_workspace_bytes(int64_t N, int64_t C, int64_t hidden);
+size_t se_forward_workspace_bytes(const SEForwardParams& p);
 template <typename T>
-size_t se_backward_workspace_bytes(int64_t N, int64_t C, int64_t hidden);
+size_t se_backward_workspace_bytes(const SEBackwardParams& p);
 
-// Forward: one cudaMemsetAsync (counters) and one kernel launch.
-// Requires N >= 1 (the launcher returns early for N == 0).
+// Forward: two launches (TwoPass) or one (Cooperative). Stream-ordered, no
+// host synchronisation, no memset.
 template <typename T>
 cudaError_t launch_se_forward(const SEForwardParams& p, cudaStream_t stream);
 
-// Backward: one cudaMemsetAsync and two kernel launches (dx and the gate
-// backward fused; then the weight gradients). Requires N >= 1.
+// Backward: three launches (TwoPass: squeeze + partial da; gate backward +
+// dx; weight gradients) or one (Cooperative).
 template <typename T>
 cudaError_t launch_se_backward(const SEBackwardParams& p, cudaStream_t stream);
 

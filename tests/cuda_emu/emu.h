@@ -1,11 +1,16 @@
-// CPU emulation of the few CUDA features csrc/cuda/se_block.cu uses (see
-// README.md). gen.py replaces the kernel's `#include <cuda_runtime.h>` by this
-// header. Each CUDA thread is a std::thread; a block has a std::barrier
-// (__syncthreads) and a shared-memory arena; a warp has a barrier and an
-// exchange buffer for __shfl_down_sync. All blocks of a launch run at once
-// (every launched block is "resident"), so the kernel's inter-block spin-wait
-// really waits on other threads. Memory is the host's (x86: TSO), atomics
-// are std::atomic_ref.
+// CPU emulation of the CUDA features csrc/cuda/ uses (see README.md).
+// include/cuda/se_sync.h (found before csrc/cuda/se_sync.h on the include
+// path) includes this header in place of the CUDA runtime.
+//
+// A block runs on one OS thread: its CUDA threads are fibers (ucontext), each
+// with its own stack, switched only where a CUDA thread waits (__syncthreads,
+// the two halves of __shfl_down_sync, the grid barrier), so a barrier costs
+// a few user-level switches instead of a futex storm. The device holds
+// g_resident blocks at once over all launches from all host threads
+// (streams): an ordinary launch runs its blocks as slots free up (no
+// co-residency promised), a cooperative one takes all its slots at once
+// (waiting for them, as the driver does) or is refused, and its blocks meet at
+// the grid barrier. Memory is the host's (x86: TSO).
 #pragma once
 // Lambdas in the (anonymous-namespace) launch code capture kernel argument structs.
 #pragma GCC diagnostic ignored "-Wsubobject-linkage"
@@ -14,18 +19,25 @@
 #include <vector_functions.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#include <ucontext.h>
 #include <atomic>
 #include <barrier>
 #include <cmath>
-#include <cstring>
-#include <functional>
-#include <memory>
-#include <system_error>
-#include <thread>
-#include <vector>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <system_error>
+#include <thread>
+#include <vector>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define EMU_ASAN 1
+#endif
 
 #undef __device__
 #undef __global__
@@ -37,69 +49,236 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+#define __noinline__
 #define __grid_constant__
 
 namespace emu {
-constexpr int kArenas = 4;
-constexpr int kArenaBytes = 32768;
-struct Warp {
-  std::barrier<> bar{32};
-  uint64_t buf[32];
+constexpr int kArenaBytes = 49152;        // static shared memory per block (the kernels use ~25 KB)
+constexpr size_t kStackBytes = 128 << 10;  // per CUDA thread (fiber)
+
+inline thread_local const char* g_case = "";  // set by main.cpp, named in fatal errors
+
+// A barrier among fibers of one OS thread: no atomics needed.
+struct Bar {
+  int expected = 0, count = 0;
+  uint64_t gen = 0;
 };
-struct Block {
-  std::barrier<> bar;
-  std::vector<Warp> warps;
-  alignas(64) char arena[kArenas][kArenaBytes];
-  explicit Block(int n) : bar(n), warps((n + 31) / 32) {}
+
+// One block slot: the OS thread's fibers, their stacks, the block's barrier,
+// per-warp barriers and shuffle buffers, and its shared memory.
+struct Slot {
+  int threads;
+  std::vector<ucontext_t> ctx;
+  std::vector<std::unique_ptr<char[]>> stacks;
+  std::vector<const Bar*> wait_bar;
+  std::vector<uint64_t> wait_gen;
+  std::vector<char> done;
+  ucontext_t sched;
+  Bar block_bar, grid_bar_local;
+  std::vector<Bar> warp_bar;
+  std::vector<uint64_t> shfl_buf;
+  std::barrier<>* grid_bar = nullptr;  // cooperative launches: one arrival per block
+  const std::function<void()>* fn = nullptr;
+  int cur = 0;
+#ifdef EMU_ASAN
+  void* fake_stack = nullptr;
+  const void* sched_bottom = nullptr;
+  size_t sched_size = 0;
+#endif
+  alignas(64) char arena[kArenaBytes];
+  explicit Slot(int n)
+      : threads(n), ctx(n), stacks(n), wait_bar(n, nullptr), wait_gen(n, 0), done(n, 0), warp_bar((n + 31) / 32),
+        shfl_buf(n) {
+    for (auto& s : stacks) s.reset(new char[kStackBytes]);
+    block_bar.expected = n;
+    grid_bar_local.expected = n;
+    for (auto& w : warp_bar) w.expected = 32;
+  }
 };
-inline thread_local Block* tl_block = nullptr;
+inline thread_local Slot* tl_slot = nullptr;
 inline thread_local uint3 tl_tid, tl_bid;
 inline thread_local uint3 tl_gdim;
 
-// Blocks the emulated device can hold at once: the launcher's
-// occupancy x SMs (reported as g_resident SMs x 1 block per SM).
-inline int g_resident = 3;
-inline std::atomic<int> g_dev{1000};      // a new device id per call: defeats the launcher's cache
-inline std::atomic<long> g_polls{0};      // __nanosleep calls = spin-wait polls that found no flag
-inline long g_last_tiles = 0, g_last_grid = 0, g_max_tiles = 0, g_max_grid = 0;
-inline int g_peak_threads = 0;
-inline const char* g_case = "";              // set by main.cpp, named in fatal errors
-
-inline void note_main_launch(int64_t tiles, int64_t grid) {
-  g_last_tiles = tiles;
-  g_last_grid = grid;
-  if (tiles > g_max_tiles) g_max_tiles = tiles;
-  if (grid > g_max_grid) g_max_grid = grid;
+// The current fiber gives the OS thread back to its slot's scheduler.
+inline void yield_to_scheduler() {
+  Slot* s = tl_slot;
+  const int me = s->cur;
+#ifdef EMU_ASAN
+  void* fs = nullptr;
+  __sanitizer_start_switch_fiber(&fs, s->sched_bottom, s->sched_size);
+#endif
+  swapcontext(&s->ctx[me], &s->sched);
+#ifdef EMU_ASAN
+  __sanitizer_finish_switch_fiber(fs, nullptr, nullptr);
+#endif
 }
 
-template <typename T> T& shared(int id) {
-  static_assert(sizeof(T) <= kArenaBytes, "shared arena too small");
-  return *reinterpret_cast<T*>(tl_block->arena[id]);
-}
-template <typename F>
-void launch(int64_t grid, int threads, F fn) {
-  if (grid < 1 || threads < 1 || threads % 32) { fprintf(stderr, "emu: bad launch %ld x %d in case %s\n", (long)grid, threads, g_case); abort(); }
-  std::vector<std::unique_ptr<Block>> blocks;
-  std::vector<std::thread> ts;
-  for (int64_t b = 0; b < grid; ++b) blocks.emplace_back(new Block(threads));
-  const int64_t total = grid * threads;
-  if (total > g_peak_threads) g_peak_threads = (int)total;
-  ts.reserve(total);
-  try {
-    for (int64_t b = 0; b < grid; ++b)
-      for (int t = 0; t < threads; ++t)
-        ts.emplace_back([&, b, t] {
-          tl_block = blocks[b].get();
-          tl_tid = make_uint3(t, 0, 0);
-          tl_bid = make_uint3((unsigned)b, 0, 0);
-          tl_gdim = make_uint3((unsigned)grid, 1, 1);
-          fn();
-        });
-  } catch (const std::system_error& e) {  // the started threads would wait forever at a barrier
-    fprintf(stderr, "emu: could not start thread %zu of %ld in case %s: %s\n", ts.size(), (long)total, g_case, e.what());
-    _Exit(3);
+inline void arrive(Bar& b) {
+  Slot* s = tl_slot;
+  const uint64_t g = b.gen;
+  if (++b.count == b.expected) {
+    b.count = 0;
+    b.gen++;
+    return;
   }
+  s->wait_bar[s->cur] = &b;
+  s->wait_gen[s->cur] = g;
+  while (b.gen == g) yield_to_scheduler();
+  s->wait_bar[s->cur] = nullptr;
+}
+
+inline void fiber_entry() {
+  Slot* s = tl_slot;
+#ifdef EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &s->sched_bottom, &s->sched_size);
+#endif
+  (*s->fn)();
+  s->done[s->cur] = 1;
+#ifdef EMU_ASAN
+  __sanitizer_start_switch_fiber(nullptr, s->sched_bottom, s->sched_size);  // this fiber ends
+#endif
+  setcontext(&s->sched);
+}
+
+// Runs block `id` of a launch on this OS thread's slot: every fiber until all
+// have returned; aborts if all wait and none can go on (a barrier not reached
+// by every thread).
+inline void run_block(Slot& s, int64_t id, int64_t grid, const std::function<void()>& fn) {
+  tl_slot = &s;
+  tl_bid = make_uint3((unsigned)id, 0, 0);
+  tl_gdim = make_uint3((unsigned)grid, 1, 1);
+  s.fn = &fn;
+  for (int t = 0; t < s.threads; ++t) {
+    s.done[t] = 0;
+    s.wait_bar[t] = nullptr;
+    getcontext(&s.ctx[t]);
+    s.ctx[t].uc_stack.ss_sp = s.stacks[t].get();
+    s.ctx[t].uc_stack.ss_size = kStackBytes;
+    s.ctx[t].uc_link = nullptr;
+    makecontext(&s.ctx[t], fiber_entry, 0);
+  }
+  int left = s.threads;
+  while (left > 0) {
+    bool progress = false;
+    for (int t = 0; t < s.threads; ++t) {
+      if (s.done[t]) continue;
+      if (s.wait_bar[t] && s.wait_bar[t]->gen == s.wait_gen[t]) continue;
+      s.cur = t;
+      tl_tid = make_uint3((unsigned)t, 0, 0);
+#ifdef EMU_ASAN
+      __sanitizer_start_switch_fiber(&s.fake_stack, s.stacks[t].get(), kStackBytes);
+#endif
+      swapcontext(&s.sched, &s.ctx[t]);
+#ifdef EMU_ASAN
+      __sanitizer_finish_switch_fiber(s.fake_stack, nullptr, nullptr);
+#endif
+      progress = true;
+      if (s.done[t]) --left;
+    }
+    if (!progress) {
+      fprintf(stderr, "emu: block %ld deadlocked (a barrier some threads never reach) in case %s\n", (long)id, g_case);
+      abort();
+    }
+  }
+}
+
+// The emulated device holds g_resident blocks at once over all launches.
+inline int g_resident = 3;
+inline bool g_coop_supported = true;  // false: cooperative launches fail (cudaErrorNotSupported)
+inline std::mutex g_pool_m;
+inline std::condition_variable g_pool_cv;
+inline int g_pool_used = 0;
+inline std::atomic<long> g_launches{0}, g_coop_launches{0}, g_coop_refused{0}, g_blocks{0};
+inline std::atomic<int> g_peak_slots{0};
+
+inline void acquire_slots(int k) {
+  std::unique_lock<std::mutex> g(g_pool_m);
+  g_pool_cv.wait(g, [&] { return g_pool_used + k <= g_resident; });
+  g_pool_used += k;
+  if (g_pool_used > g_peak_slots.load()) g_peak_slots.store(g_pool_used);
+}
+inline void release_slots(int k) {
+  { std::lock_guard<std::mutex> g(g_pool_m); g_pool_used -= k; }
+  g_pool_cv.notify_all();
+}
+
+template <typename T> T& shared() {
+  static_assert(sizeof(T) <= kArenaBytes, "shared arena too small");
+  return *reinterpret_cast<T*>(tl_slot->arena);
+}
+
+// An ordinary launch: min(grid, g_resident) workers (OS threads); a worker
+// takes a device slot for each block it runs and frees it after, so blocks of
+// concurrent launches interleave and no launch is promised co-residency.
+template <typename F>
+cudaError_t launch(int64_t grid, int threads, F f) {
+  if (grid < 1 || threads < 1 || threads % 32) { fprintf(stderr, "emu: bad launch %ld x %d in case %s\n", (long)grid, threads, g_case); abort(); }
+  g_launches++;
+  const std::function<void()> fn = f;
+  const int workers = (int)(grid < g_resident ? grid : g_resident);
+  std::atomic<int64_t> next{0};
+  std::vector<std::thread> ts;
+  const char* c = g_case;
+  for (int w = 0; w < workers; ++w)
+    ts.emplace_back([&, c] {
+      g_case = c;
+      Slot slot(threads);
+      for (;;) {
+        acquire_slots(1);
+        const int64_t id = next.fetch_add(1);
+        if (id < grid) { g_blocks++; run_block(slot, id, grid, fn); }
+        release_slots(1);
+        if (id >= grid) break;
+      }
+    });
   for (auto& t : ts) t.join();
+  return cudaSuccess;
+}
+
+// A cooperative launch: refused (nothing runs) when the device cannot hold the
+// whole grid at once or does not support it; otherwise all blocks run at once.
+template <typename F>
+cudaError_t launch_cooperative(int64_t grid, int threads, F f) {
+  if (!g_coop_supported) { g_coop_refused++; return cudaErrorNotSupported; }
+  if (grid > g_resident) { g_coop_refused++; return cudaErrorCooperativeLaunchTooLarge; }
+  g_launches++;
+  g_coop_launches++;
+  const std::function<void()> fn = f;
+  acquire_slots((int)grid);
+  std::barrier<> grid_bar((std::ptrdiff_t)grid);
+  std::vector<std::thread> ts;
+  const char* c = g_case;
+  for (int64_t b = 0; b < grid; ++b)
+    ts.emplace_back([&, b, c] {
+      g_case = c;
+      Slot slot(threads);
+      slot.grid_bar = &grid_bar;
+      g_blocks++;
+      run_block(slot, b, grid, fn);
+    });
+  for (auto& t : ts) t.join();
+  release_slots((int)grid);
+  return cudaSuccess;
+}
+
+// The grid barrier: the block's threads meet; the last one to arrive waits
+// for the other blocks (its OS thread blocks: every other fiber of the block
+// is waiting anyway), then releases the block.
+inline void grid_sync() {
+  Slot* s = tl_slot;
+  if (!s->grid_bar) { fprintf(stderr, "emu: grid sync outside a cooperative launch in case %s\n", g_case); abort(); }
+  Bar& b = s->grid_bar_local;
+  const uint64_t g = b.gen;
+  if (++b.count == b.expected) {
+    s->grid_bar->arrive_and_wait();
+    b.count = 0;
+    b.gen++;
+    return;
+  }
+  s->wait_bar[s->cur] = &b;
+  s->wait_gen[s->cur] = g;
+  while (b.gen == g) yield_to_scheduler();
+  s->wait_bar[s->cur] = nullptr;
 }
 }  // namespace emu
 
@@ -107,14 +286,8 @@ void launch(int64_t grid, int threads, F fn) {
 #define blockIdx (emu::tl_bid)
 #define gridDim (emu::tl_gdim)
 
-inline void __syncthreads() { emu::tl_block->bar.arrive_and_wait(); }
+inline void __syncthreads() { emu::arrive(emu::tl_slot->block_bar); }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline void __nanosleep(unsigned) { emu::g_polls.fetch_add(1, std::memory_order_relaxed); std::this_thread::yield(); }
-inline void __trap() { fprintf(stderr, "emu: __trap (spin-wait watchdog) in case %s\n", emu::g_case); abort(); }
-inline unsigned atomicAdd(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).fetch_add(v); }
-inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
-  return std::atomic_ref<unsigned long long>(*p).fetch_add(v);
-}
 // A 16-byte vector access to an address that is not 16-byte aligned faults on
 // the GPU ("misaligned address"); here it aborts.
 inline void emu_check_align(const void* p) {
@@ -128,15 +301,19 @@ template <typename T>
 T __shfl_down_sync(unsigned, T v, int off, int width) {
   static_assert(sizeof(T) <= 8, "");
   const int lane = threadIdx.x % 32;
-  emu::Warp& w = emu::tl_block->warps[threadIdx.x / 32];
+  emu::Slot* s = emu::tl_slot;
+  const int base = threadIdx.x - lane;
   uint64_t b = 0; std::memcpy(&b, &v, sizeof(T));
-  w.buf[lane] = b;
-  w.bar.arrive_and_wait();
+  s->shfl_buf[threadIdx.x] = b;
+  emu::arrive(s->warp_bar[threadIdx.x / 32]);
   const int src = lane + off;
   T r = v;
-  if (src < 32 && src / width == lane / width) std::memcpy(&r, &w.buf[src], sizeof(T));
-  w.bar.arrive_and_wait();
+  if (src < 32 && src / width == lane / width) std::memcpy(&r, &s->shfl_buf[base + src], sizeof(T));
+  emu::arrive(s->warp_bar[threadIdx.x / 32]);
   return r;
+}
+inline unsigned __funnelshift_r(unsigned lo, unsigned hi, unsigned s) {
+  return (unsigned)((((uint64_t)hi << 32) | lo) >> (s & 31));
 }
 inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
@@ -147,16 +324,3 @@ inline int __double2loint(double d) { uint64_t b; std::memcpy(&b, &d, 8); return
 inline int __double2hiint(double d) { uint64_t b; std::memcpy(&b, &d, 8); return (int)(uint32_t)(b >> 32); }
 using std::fma;
 
-// Runtime API: the device has g_resident SMs and every kernel fits 1 block per SM.
-inline cudaError_t emu_cudaGetDevice(int* d) { *d = emu::g_dev++; return cudaSuccess; }
-inline cudaError_t emu_cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) { *v = emu::g_resident; return cudaSuccess; }
-template <typename K> cudaError_t emu_cudaFuncSetAttribute(K, cudaFuncAttribute, int) { return cudaSuccess; }
-template <typename K> cudaError_t emu_cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* v, K, int, size_t) { *v = 1; return cudaSuccess; }
-inline cudaError_t emu_cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { std::memset(p, v, n); return cudaSuccess; }
-inline cudaError_t emu_cudaGetLastError() { return cudaSuccess; }
-#define cudaGetDevice emu_cudaGetDevice
-#define cudaDeviceGetAttribute emu_cudaDeviceGetAttribute
-#define cudaFuncSetAttribute emu_cudaFuncSetAttribute
-#define cudaOccupancyMaxActiveBlocksPerMultiprocessor emu_cudaOccupancyMaxActiveBlocksPerMultiprocessor
-#define cudaMemsetAsync emu_cudaMemsetAsync
-#define cudaGetLastError emu_cudaGetLastError

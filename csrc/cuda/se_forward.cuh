@@ -1,0 +1,216 @@
+// The forward kernels and their launch (instantiated per dtype by
+// se_forward_<dtype>.cu).
+//
+// Phase 1, unit (n, k), channels [c0, c1) of chunk k:
+//   pooled[n, c] = sum_hw x / HW                  (se_reduce.cuh orders)
+//   part[n, k, j] = sum_{c in chunk} w1[j, c] pooled[n, c]   for every j
+// Phase 2, unit (n, k):
+//   z1[n, j] = (part[n, 0, j] + part[n, 1, j] + ... + part[n, K-1, j]) + b1[j]
+//              (chunk order 0..K-1: fixed by the shape), a = activation(z1)
+//   z2[n, c] = w2[c, :] a + b2[c], s = gate(z2)  for the unit's own channels
+//   y[n, c, :] = x[n, c, :] * s                  for the unit's own channels
+// Invariant: phase 2 of sample n starts after phase 1 of every unit of n has
+// written its part. TwoPass: two launches in stream order. Cooperative: one
+// launch, se_grid_sync() between the phases (se_sync.h: co-residency
+// guaranteed by the cooperative launch). Phase 2 reads the partials of other
+// blocks with ld.global.cg (no stale L1 line in the cooperative kernel).
+// Every sum's order depends on the shape alone, so both paths, any N and any
+// grid give the same bits; a sample's result does not depend on the others.
+#pragma once
+
+#include "se_tile.cuh"
+
+namespace se_fused {
+namespace cuda_kernels {
+
+// Forward kernel arguments: the caller's problem, the geometry, the workspace.
+struct FwdArgs {
+  SEForwardParams p;  // pointers untyped (T and acc_t<T>)
+  Geometry g;
+  void* part;      // [N, K, hidden] acc_t: each chunk's partial z1
+  void* hscratch;  // [units, hidden] acc_t when g.hid_global, else nullptr
+};
+
+template <typename T, bool kNHWC>
+__device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
+  using A = acc_t<T>;
+  const SEForwardParams& p = a.p;
+  const UnitIdx ui = unit_of(u, a.g, p.C);
+  const int64_t C = p.C, HW = p.HW, H = p.hidden;
+  const T* xs = cin<T>(p.x) + ui.n * C * HW;
+  A* pooled = out<A>(p.pooled) + ui.n * C;
+  squeeze_chunk<T, false, kNHWC>(xs, nullptr, C, HW, ui.c0, ui.c1, a.g, sm,
+                                 [&](int64_t r, A v) { sm.u.buf[r] = v; });
+  __syncthreads();
+  // The mean (div_by: no division call), in a pass of its own.
+  const A hw = geo_hw<A>(a.g), inv_hw = geo_inv_hw<A>(a.g);
+#pragma unroll 1  // a short loop: kept rolled (fewer live registers)
+  for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) {
+    const A m = div_by(sm.u.buf[r], hw, inv_hw);
+    sm.u.buf[r] = m;
+    pooled[ui.c0 + r] = m;
+  }
+  __syncthreads();
+  const T* w1 = cin<T>(p.w1) + ui.c0;
+  A* part = out<A>(a.part) + (ui.n * a.g.chunks + ui.k) * H;
+  const VecSrc<A> pv{sm.u.buf};
+  row_reduce(
+      H, ui.c1 - ui.c0, a.g.G1, sm.red, [&](int64_t j) { return RowDotVec<T>{w1 + j * C, pv}; },
+      [&](int64_t j, A v) { part[j] = v; });
+  __syncthreads();  // sm is reused by the next unit
+}
+
+template <typename T, bool kNHWC>
+__device__ __forceinline__ void fwd_phase2(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
+  using A = acc_t<T>;
+  const SEForwardParams& p = a.p;
+  const UnitIdx ui = unit_of(u, a.g, p.C);
+  const int64_t C = p.C, HW = p.HW, H = p.hidden, K = a.g.chunks;
+  A* hid = a.g.hid_global ? out<A>(a.hscratch) + u * H : sm.u.hid;
+  const A* part = cin<A>(a.part) + ui.n * K * H;
+  const T* b1 = cin<T>(p.b1);
+  A* z1 = out<A>(p.z1) + ui.n * H;
+#pragma unroll 1  // a short loop: kept rolled (fewer live registers)
+  for (int64_t j = threadIdx.x; j < H; j += kThreads) {
+    A t = __ldcg(part + j);
+    for (int64_t k = 1; k < K; ++k) t += __ldcg(part + k * H + j);
+    const A z = t + (b1 ? to_acc(b1[j]) : A(0));
+    if (ui.k == 0) z1[j] = z;
+    hid[j] = z;
+  }
+  act_terms<A>(p.activation, hid, H);  // each thread its own j: no barrier needed before
+  __syncthreads();
+  const T* w2 = cin<T>(p.w2);
+  const T* b2 = cin<T>(p.b2);
+  A* z2 = out<A>(p.z2) + ui.n * C;
+  const VecSrc<A> av{hid};
+  row_reduce(
+      ui.c1 - ui.c0, H, a.g.G2, sm.red,
+      [&](int64_t r) { return RowDotVec<T>{w2 + (ui.c0 + r) * H, av}; },
+      [&](int64_t r, A v) {
+        const A z = v + (b2 ? to_acc(b2[ui.c0 + r]) : A(0));
+        z2[ui.c0 + r] = z;
+        sm.u.buf[r] = z;
+      });
+  __syncthreads();
+  gate_terms<A>(p.gate, sm.u.buf, sm.u.buf, ui.c1 - ui.c0);  // s = gate(z2), in place
+  __syncthreads();
+  const int64_t sample = ui.n * C * HW;
+  scale_chunk<T, false, kNHWC>(cin<T>(p.x) + sample, out<T>(p.y) + sample, C, HW, ui.c0, ui.c1,
+                               a.g, sm.u.buf, nullptr);
+  __syncthreads();  // sm is reused by the next unit
+}
+
+// TwoPass: launch 1 and launch 2 (grid-stride over the units).
+template <typename T, bool kNHWC>
+__global__ void __launch_bounds__(kThreads) se_fwd_phase1_kernel(const __grid_constant__ FwdArgs a) {
+  SE_SHARED(Smem<acc_t<T>>, sm);
+  fwd_phase1<T, kNHWC>(a, sm, blockIdx.x);  // one unit per block (grid = units)
+}
+template <typename T, bool kNHWC>
+__global__ void __launch_bounds__(kThreads) se_fwd_phase2_kernel(const __grid_constant__ FwdArgs a) {
+  SE_SHARED(Smem<acc_t<T>>, sm);
+  fwd_phase2<T, kNHWC>(a, sm, blockIdx.x);  // one unit per block (grid = units)
+}
+// Cooperative: both phases, a grid barrier between them. With double
+// accumulation each phase's loop is a function of its own (ptxas allocates
+// registers per phase: inlined together they spilled on sm_80); with float
+// accumulation the inlined form is the one without spills.
+template <typename T, bool kNHWC>
+__device__ __forceinline__ void fwd_phase1_loop(const FwdArgs& a, Smem<acc_t<T>>& sm) {
+  for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase1<T, kNHWC>(a, sm, u);
+}
+template <typename T, bool kNHWC>
+__device__ __forceinline__ void fwd_phase2_loop(const FwdArgs& a, Smem<acc_t<T>>& sm) {
+  for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase2<T, kNHWC>(a, sm, u);
+}
+template <typename T, bool kNHWC>
+__device__ __noinline__ void fwd_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
+  fwd_phase1_loop<T, kNHWC>(a, sm);
+}
+template <typename T, bool kNHWC>
+__device__ __noinline__ void fwd_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
+  fwd_phase2_loop<T, kNHWC>(a, sm);
+}
+template <typename T, bool kNHWC>
+__global__ void __launch_bounds__(kThreads) se_fwd_coop_kernel(const __grid_constant__ FwdArgs a) {
+  SE_SHARED(Smem<acc_t<T>>, sm);
+  if constexpr (sizeof(acc_t<T>) == 8) {
+    fwd_phase1_call<T, kNHWC>(a, sm);
+    se_grid_sync();
+    fwd_phase2_call<T, kNHWC>(a, sm);
+  } else {
+    fwd_phase1_loop<T, kNHWC>(a, sm);
+    se_grid_sync();
+    fwd_phase2_loop<T, kNHWC>(a, sm);
+  }
+}
+
+// ------------------------------------------------------------------ host
+
+struct FwdLayout {
+  size_t part = 0, hscratch = 0, total = 0;
+};
+template <typename T>
+FwdLayout fwd_layout(const SEForwardParams& p, const Geometry& g) {
+  using A = acc_t<T>;
+  FwdLayout L;
+  const size_t nkh = static_cast<size_t>(p.N) * g.chunks * p.hidden * sizeof(A);
+  L.part = 0;
+  L.hscratch = (nkh + 255) / 256 * 256;
+  L.total = L.hscratch + (g.hid_global ? (static_cast<size_t>(g.units) * p.hidden * sizeof(A) + 255) / 256 * 256 : 0);
+  if (L.total == 0) L.total = 256;
+  return L;
+}
+
+template <typename T, bool kNHWC>
+cudaError_t launch_forward_layout(const FwdArgs& a, cudaStream_t stream, SEPath* taken) {
+  const SEPath path = choose_path(a.p.path);
+  if (path == SEPath::Cooperative) {
+    int resident = 0;
+    cudaError_t err = se_resident_blocks(se_fwd_coop_kernel<T, kNHWC>, kThreads, &resident);
+    if (err == cudaSuccess && resident > 0) {
+      err = se_launch_cooperative(se_fwd_coop_kernel<T, kNHWC>, min64(a.g.units, resident), kThreads,
+                                  stream, a);
+      if (err == cudaSuccess) {
+        if (taken) *taken = SEPath::Cooperative;
+        return cudaSuccess;
+      }
+    }
+    (void)cudaGetLastError();  // refused: the two-pass kernels (same bits) instead
+  }
+  const int64_t grid = a.g.units;
+  cudaError_t err = se_launch(se_fwd_phase1_kernel<T, kNHWC>, grid, kThreads, stream, a);
+  if (err != cudaSuccess) return err;
+  err = se_launch(se_fwd_phase2_kernel<T, kNHWC>, grid, kThreads, stream, a);
+  if (err == cudaSuccess && taken) *taken = SEPath::TwoPass;
+  return err;
+}
+
+template <typename T>
+size_t se_forward_workspace_bytes(const SEForwardParams& p) {
+  return fwd_layout<T>(p, make_geometry<T>(p, false)).total;
+}
+
+template <typename T>
+cudaError_t launch_se_forward(const SEForwardParams& p, cudaStream_t stream) {
+  if (p.N <= 0) return cudaSuccess;
+  FwdArgs a;
+  a.p = p;
+  a.g = make_geometry<T>(p, false);
+  if (a.g.units > kMaxUnits) return cudaErrorInvalidValue;
+  const FwdLayout L = fwd_layout<T>(p, a.g);
+  if (p.workspace == nullptr || p.workspace_bytes < L.total) return cudaErrorInvalidValue;
+  char* ws = static_cast<char*>(p.workspace);
+  a.part = ws + L.part;
+  a.hscratch = a.g.hid_global ? ws + L.hscratch : nullptr;
+  return p.channels_last ? launch_forward_layout<T, true>(a, stream, p.path_taken)
+                         : launch_forward_layout<T, false>(a, stream, p.path_taken);
+}
+
+#define SE_FUSED_INSTANTIATE_FORWARD(T)                                        \
+  template size_t se_forward_workspace_bytes<T>(const SEForwardParams&);      \
+  template cudaError_t launch_se_forward<T>(const SEForwardParams&, cudaStream_t);
+
+}  // namespace cuda_kernels
+}  // namespace se_fused

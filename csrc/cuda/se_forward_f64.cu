@@ -1,0 +1,9 @@
+// forward kernels for double tensors (one file per dtype and direction: nvcc
+// compiles them in parallel). The code is in se_forward.cuh.
+#include "se_forward.cuh"
+
+namespace se_fused {
+namespace cuda_kernels {
+SE_FUSED_INSTANTIATE_FORWARD(double)
+}  // namespace cuda_kernels
+}  // namespace se_fused

@@ -1,0 +1,191 @@
+// The shape heuristics, each with its reason. Everything here is a function
+// of the problem's shape (C, HW, hidden, dtype, layout, direction) and never
+// of N, the grid, the device or the pointers: the geometry fixes every
+// summation order (se_reduce.cuh), so that choice is what makes the results
+// deterministic and batch-invariant. Only the grid sizes and the path (which
+// give the same bits whatever they are) may depend on the device.
+#pragma once
+
+#include <cstdint>
+
+#include "se_block.h"
+#include "se_load.cuh"
+
+namespace se_fused {
+namespace cuda_kernels {
+
+// A work unit is (sample n, channel chunk k): the squeeze, the chunk's share
+// of the gate MLP and the scale of those channels.
+//
+// kUnitBytes: bytes per unit: x (forward) or dy and x (backward), plus the
+// unit's weight slice.
+// Tens of KB: a block keeps 4 x 16-byte loads per thread in flight (16 KB
+// per 256-thread block, 48-64 KB per SM at 3-4 blocks per SM), and a unit
+// of two to four such rounds amortises the unit's fixed cost (two
+// __syncthreads rounds, the chunk's MLP rows) while leaving enough units per
+// sample to fill the GPU at small N.
+constexpr int64_t kUnitBytes = 32 * 1024;
+// Channels per chunk at most: the chunk's pooled means / gate / dp live in
+// shared memory (2 x 512 acc values, 8 KB for double).
+constexpr int64_t kMaxChunk = 512;
+// The hidden activations (or dz1) live in shared memory up to this many
+// bytes; past it each unit gets a slice of the workspace instead.
+constexpr int64_t kHiddenBytes = 8192;
+// Column-reduction partials (kThreads x V acc values: 8 KB for every T).
+constexpr int64_t kColBytes = 8192;
+// NHWC: a chunk spans at least this many bytes of a pixel's row, so that each
+// pixel's slice is whole 32-byte sectors (ideally whole 128-byte lines):
+// narrower column chunks would waste DRAM bandwidth on partial sectors.
+constexpr int64_t kMinRowBytes = 128;
+// Weight gradients: 64 x 64 outputs per block, 16 samples staged per step.
+constexpr int kTile = 64;
+constexpr int kTileN = 16;
+// Work units (N * K) and weight-gradient blocks per call: the two-pass
+// kernels run one per block (grid = units, gridDim.x <= 2^31 - 1) and index
+// them in 32 bits (se_tile.cuh unit_of); the cooperative kernels loop
+// (grid-stride). Past this (terabytes of x) the launch functions return
+// cudaErrorInvalidValue.
+constexpr int64_t kMaxUnits = (int64_t{1} << 31) - 1;
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// Smallest power of two >= v, for v in [1, cap]; cap when v > cap.
+inline int pow2_at_least(int64_t v, int cap) {
+  int p = 1;
+  while (p < v && p < cap) p *= 2;
+  return p;
+}
+
+// The geometry of one call: chunking and the lane/column widths of every
+// reduction (all shape-only, see above).
+struct Geometry {
+  // Host-side: see make_geometry. Device code reads it from the kernel's
+  // argument (constant bank).
+  int64_t chunk = 1;   // channels per unit (the last chunk of a sample may be shorter)
+  int64_t chunks = 1;  // K: units per sample
+  int64_t units = 0;   // N * K
+  int G = 1;    // NCHW squeeze/scale: lanes per channel plane
+  int CW = 1;   // NHWC squeeze/scale: vector-columns (of V channels) per round
+  int G1 = 1;   // forward phase 1: lanes per partial-z1 row (length chunk)
+  int G2 = 1;   // forward phase 2: lanes per z2 row (length hidden)
+  int CWa = 1;  // backward phase 1: columns of the partial da (hidden columns)
+  int CWp = 1;  // backward phase 2: columns of dp (chunk columns)
+  bool hid_global = false;  // hidden activations / dz1 in the workspace (too long for smem)
+  double hw_d = 1, inv_hw_d = 1;  // HW and 1 / HW (rounded) in double ...
+  float hw_f = 1, inv_hw_f = 1;   // ... and in float, for div_by (se_load.cuh)
+  int64_t tiles1_cols = 0, tiles2_cols = 0, tiles1 = 0, tiles2 = 0;  // weight-gradient tiles
+  int64_t wgrad_blocks = 0;  // dw1 tiles + dw2 tiles + bias blocks
+};
+
+// NCHW: ~4 chunks of 16 bytes per lane, up to the whole block per plane (a
+// 56x56 bf16 plane: 128 lanes; 7x7 fp32: 4 lanes, 64 planes per round).
+template <typename T>
+int nchw_group(int64_t HW) {
+  return pow2_at_least(ceil_div(ceil_div(HW, Vec<T>::V), 4), kThreads);
+}
+// NHWC: ~4 rows per thread up to 32 row-strided threads; the rest columns.
+template <typename T>
+int nhwc_columns(int64_t chunk, int64_t HW) {
+  const int rows = pow2_at_least(ceil_div(HW, 4), 32);
+  return pow2_at_least(ceil_div(chunk, Vec<T>::V), kThreads / rows);
+}
+// MLP row dot products: a sub-warp group per row, ~4 16-byte chunks per lane.
+template <typename T>
+int dot_group(int64_t len) {
+  return pow2_at_least(ceil_div(ceil_div(len, Vec<T>::V), 4), 32);
+}
+// MLP column dot products: up to a warp of vector-columns.
+template <typename T>
+int dot_columns(int64_t ncols) {
+  return pow2_at_least(ceil_div(ncols, Vec<T>::V), 32);
+}
+
+template <typename T>
+Geometry make_geometry(const SEForwardParams& p, bool backward) {
+  using A = acc_t<T>;
+  constexpr int V = Vec<T>::V;
+  Geometry g;
+  const int64_t C = p.C, HW = p.HW;
+  // Bytes a unit moves per channel: its planes of x (and dy), plus the
+  // weights it reads for that channel in each phase (a w1 column, a w2 row):
+  // at 7x7 the weights outweigh x, and counting them keeps a unit's L2 reads
+  // from making it the long pole at batch 1.
+  const int64_t per_channel =
+      (HW * (backward ? 2 : 1) + p.hidden) * static_cast<int64_t>(sizeof(T));
+  const bool test_units = p.unit_bytes > 0;
+  int64_t chunk = ceil_div(test_units ? p.unit_bytes : kUnitBytes, per_channel);
+  g.G = nchw_group<T>(HW);
+  if (p.channels_last) {
+    // Whole 16-byte columns, at least kMinRowBytes of each pixel's row.
+    chunk = round_up(chunk, V);
+    if (!test_units) chunk = max64(chunk, kMinRowBytes / static_cast<int64_t>(sizeof(T)));
+  } else {
+    // Whole rounds of the plane groups (kThreads / G planes at once).
+    chunk = round_up(chunk, kThreads / g.G);
+  }
+  chunk = min64(min64(chunk, kMaxChunk), C);
+  g.chunk = chunk;
+  g.chunks = ceil_div(C, chunk);
+  g.units = p.N * g.chunks;
+  g.CW = nhwc_columns<T>(chunk, HW);
+  g.G1 = dot_group<T>(chunk);
+  g.G2 = dot_group<T>(p.hidden);
+  g.CWa = dot_columns<T>(p.hidden);
+  g.CWp = dot_columns<T>(chunk);
+  g.hid_global = p.hidden * static_cast<int64_t>(sizeof(A)) > kHiddenBytes;
+  g.hw_d = static_cast<double>(HW);
+  g.inv_hw_d = 1.0 / g.hw_d;
+  g.hw_f = static_cast<float>(HW);
+  g.inv_hw_f = 1.0f / g.hw_f;
+  if (backward) {
+    g.tiles1_cols = ceil_div(C, kTile);
+    g.tiles2_cols = ceil_div(p.hidden, kTile);
+    g.tiles1 = ceil_div(p.hidden, kTile) * g.tiles1_cols;
+    g.tiles2 = ceil_div(C, kTile) * g.tiles2_cols;
+    g.wgrad_blocks = g.tiles1 + g.tiles2 + ceil_div(p.hidden + C, kThreads);
+  }
+  return g;
+}
+
+template <typename A>
+__host__ __device__ __forceinline__ A geo_hw(const Geometry& g);
+template <>
+__host__ __device__ __forceinline__ double geo_hw<double>(const Geometry& g) { return g.hw_d; }
+template <>
+__host__ __device__ __forceinline__ float geo_hw<float>(const Geometry& g) { return g.hw_f; }
+template <typename A>
+__host__ __device__ __forceinline__ A geo_inv_hw(const Geometry& g);
+template <>
+__host__ __device__ __forceinline__ double geo_inv_hw<double>(const Geometry& g) { return g.inv_hw_d; }
+template <>
+__host__ __device__ __forceinline__ float geo_inv_hw<float>(const Geometry& g) { return g.inv_hw_f; }
+
+// Which path runs. Every path gives the same bits (same geometry, same
+// per-unit code), so this is a speed choice only.
+//
+//   TwoPass (default, always safe): launch 1 squeezes and forms each chunk's
+//   partial z1 (backward: partial da); launch 2 sums the partials in chunk
+//   order, finishes the MLP rows of its own channels and scales. No block
+//   waits on another, on any GPU, under MPS, beside NCCL or other streams.
+//   x (dy) is read twice; the second read hits L2 when the batch fits (about
+//   half of the 60 MB L2 of an H200, the rest being y's write-back).
+//
+//   Cooperative: the same work in one launch with grid barriers between the
+//   phases; saves one launch (~3 us at batch 1) and gives the one-pass
+//   variant (docs/cuda.md, not built yet) its place. Chosen only on request
+//   until a GPU run shows it is faster; if the launch is refused, TwoPass.
+//
+// The heuristic to adopt once measured (docs/cuda.md): Cooperative when the
+// problem is launch-bound (units <= resident blocks, i.e. the whole call is
+// one wave: batch 1, 7x7 tails), TwoPass otherwise; the one-pass variant when
+// a unit's tile fits its block's registers/shared memory and all units fit
+// one wave (then x is read once: 2 instead of 3 HBM passes).
+inline SEPath choose_path(SEPath requested) {
+  return requested == SEPath::Cooperative ? SEPath::Cooperative : SEPath::TwoPass;
+}
+
+}  // namespace cuda_kernels
+}  // namespace se_fused
