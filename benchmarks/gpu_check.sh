@@ -18,7 +18,7 @@
 # numpy, pytest and pytest-timeout; the script says which one is missing
 # and stops (SE_FUSED_GPU_CHECK_PIP=1 lets it try `pip install` for them).
 set -u
-OUT="${OUT:-/tmp/se_fused_gpu}"
+OUT="${OUT:-gpu_check_out}"
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"

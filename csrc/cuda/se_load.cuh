@@ -54,7 +54,9 @@ __device__ __forceinline__ double fma_acc(double a, double b, double c) { return
 template <typename A>
 __device__ __forceinline__ A div_by(A v, A d, A r) {
   const A q = v * r;
-  return fma_acc(fma_acc(-q, d, v), r, q);
+  // An infinite (or NaN) q stays as it is: the correction would make it NaN
+  // (Inf - Inf), and the mean of a map holding +Inf is +Inf, as in PyTorch.
+  return q - q == A(0) ? fma_acc(fma_acc(-q, d, v), r, q) : q;
 }
 
 // ------------------------------------------------------- 16-byte packs

@@ -63,6 +63,7 @@ struct Case {
   Gate gate;
   int resident;       // blocks the emulated GPU holds at once
   int64_t unit_bytes;  // SEForwardParams::unit_bytes (small: several chunks per sample)
+  bool specials = false;  // NaN, +Inf, -Inf in samples 0, 1, 2: NaN/Inf masks checked
 };
 
 struct Result {
@@ -155,8 +156,8 @@ template <typename T>
 std::string tag_of(const Case& k) {
   return std::string(tname<T>()) + " N" + std::to_string(k.N) + " C" + std::to_string(k.C) + " " + std::to_string(k.H) + "x" +
          std::to_string(k.W) + " h" + std::to_string(k.hidden) + (k.nhwc ? " NHWC" : " NCHW") + (k.bias ? " bias" : " nobias") +
-         (k.act == Activation::SiLU ? " silu" : " relu") + (k.gate == Gate::HardSigmoid ? " hsig" : " sig") + " res" +
-         std::to_string(k.resident) + " u" + std::to_string(k.unit_bytes);
+         (k.act == Activation::SiLU ? " silu" : k.act == Activation::HardSwish ? " hswish" : " relu") + (k.gate == Gate::HardSigmoid ? " hsig" : " sig") + " res" +
+         std::to_string(k.resident) + " u" + std::to_string(k.unit_bytes) + (k.specials ? " nan/inf" : "");
 }
 
 template <typename T>
@@ -173,7 +174,12 @@ Result test(const Case& k, uint32_t seed) {
   for (int64_t n = 0; n < N; ++n) for (int64_t c = 0; c < C; ++c) {
     const double sh = nd(gen);
     for (int64_t hw = 0; hw < HW; ++hw) { auto& e = x[(n * C + c) * HW + hw]; e = fromd<T>(tod(e) + sh); } }
-  // float64 reference (se_math.h's activation/gate functions in double).
+  if (k.specials) {  // one element each: NaN in sample 0, +Inf in 1, -Inf in 2
+    const double v[] = {std::nan(""), INFINITY, -INFINITY};
+    for (int64_t n = 0; n < std::min<int64_t>(N, 3); ++n) x[(n * C + n % C) * HW + HW / 2] = fromd<T>(v[n]);
+  }
+  // float64 reference (se_math.h's activation/gate functions in double: their NaN
+  // and Inf behaviour is PyTorch's, which tests/test_nan_inf.py checks on the CPU).
   std::vector<double> p(N * C), pmag(N * C), dxmag(N * C * HW), s(N * C), y(N * C * HW), dx(N * C * HW), dw1(H * C, 0), db1(H, 0), dw2(C * H, 0), db2(C, 0);
   std::vector<double> rz1(N * H), rz1mag(N * H), rz2(N * C), rz2mag(N * C);  // the forward's saved z1, z2
   for (int64_t n = 0; n < N; ++n) {
@@ -198,6 +204,27 @@ Result test(const Case& k, uint32_t seed) {
   }
   Run<T> r = run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, k.resident, SEPath::TwoPass, res, SEPath::TwoPass);
   res.chunks = r.chunks;
+  if (k.specials) {  // the NaN and Inf masks of y and dx are the reference's, on both paths
+    auto masks = [&](const char* what, const std::vector<T>& got, const std::vector<double>& ref, const char* how) {
+      for (size_t i = 0; i < ref.size(); ++i) {
+        const double g = tod(got[i]);
+        if (std::isnan(g) != std::isnan(ref[i]) || std::isinf(g) != std::isinf(ref[i]) ||
+            (std::isinf(g) && (g > 0) != (ref[i] > 0))) {
+          char buf[160];
+          snprintf(buf, sizeof buf, "%s NaN/Inf mask differs %s at %ld (got %g, ref %g)", what, how, (long)i, g, ref[i]);
+          res.errors.push_back(buf);
+          return;
+        }
+      }
+    };
+    masks("y", r.y, y, "(two-pass)");
+    masks("dx", r.dx, dx, "(two-pass)");
+    const Run<T> rc = run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, 4, SEPath::Cooperative, res, SEPath::Cooperative);
+    masks("y", rc.y, y, "(cooperative)");
+    masks("dx", rc.dx, dx, "(cooperative)");
+    emu::g_resident = k.resident;
+    return res;
+  }
   if (k.unit_bytes > 0 && r.chunks < 2)
     res.errors.push_back("expected >= 2 chunks per sample (unit_bytes set) but K = " + std::to_string(r.chunks));
   const double t = tol<T>();
@@ -348,6 +375,11 @@ int main(int argc, char** argv) {
     {F64, 2, 1, 5, 5, 1, false, true, SL, SG, 2, 0},         // C 1
     {F64, 3, 37, 7, 7, 4, true, true, RL, HS, 5, 3000},      // NHWC, K = 5
     {F64, 1, 3, 17, 13, 1, false, false, RL, SG, 3, 0},
+    // NaN and Inf masks (every activation and gate, both layouts, several chunks)
+    {F32, 4, 37, 7, 7, 4, false, true, RL, SG, 3, 0, true},
+    {BF, 4, 37, 17, 13, 4, true, true, SL, HS, 5, 2000, true},
+    {F16, 4, 37, 7, 7, 4, false, true, AC::HardSwish, SG, 3, 3000, true},
+    {F64, 3, 24, 5, 5, 3, true, false, RL, HS, 3, 600, true},
   };
   // Wider sets for runs by hand: every dtype, and shapes past the shared-memory staging.
   std::vector<Case> full;
