@@ -135,12 +135,14 @@ SE_HOST_DEVICE A activation_fwd(Activation act, A z) {
 
 // g * d activation(z) / dz, for the gradient g of activation(z) (relu'(0) = 0;
 // hardswish' as PyTorch's hardswish_backward: 0 below -3, z / 3 + 1/2 up to 3,
-// then 1, selected).
+// then 1, selected; z / 3 rounded through 1/3).
 template <typename A>
 SE_HOST_DEVICE A activation_backward(Activation act, A z, A g) {
   if (act == Activation::ReLU) return z <= A(0) ? A(0) : g;
   if (act == Activation::HardSwish) {
-    return z < A(-3) ? A(0) : (z <= A(3) ? g * (z / A(3) + A(0.5)) : g);
+    // z / 3 as a multiply: on the GPU a division is a slow-path call, which cost
+    // the backward kernels a spill.
+    return z < A(-3) ? A(0) : (z <= A(3) ? g * (z * A(1.0 / 3.0) + A(0.5)) : g);
   }
   const A sg = sigmoid(z);
   return g * (sg * (A(1) + z * (A(1) - sg)));

@@ -42,11 +42,11 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
   squeeze_chunk<T, false, kNHWC>(xs, nullptr, C, HW, ui.c0, ui.c1, a.g, sm,
                                  [&](int64_t r, A v) { sm.u.buf[r] = v; });
   __syncthreads();
-  // The mean (div_by: no division call), in a pass of its own.
+  // The mean (mean_div: no division call), in a pass of its own.
   const A hw = geo_hw<A>(a.g), inv_hw = geo_inv_hw<A>(a.g);
 #pragma unroll 1  // a short loop: kept rolled (fewer live registers)
   for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) {
-    const A m = div_by(sm.u.buf[r], hw, inv_hw);
+    const A m = mean_div(sm.u.buf[r], hw, inv_hw);
     sm.u.buf[r] = m;
     pooled[ui.c0 + r] = m;
   }
