@@ -5,7 +5,7 @@
 //   squeeze_excite  --Autocast-->  weights cast to x's dtype, then
 //                   --Autograd-->  a gradient to record: SqueezeExcite node
 //                                  around _squeeze_excite_forward (saves x,
-//                                  pooled, z1, z2, w1, w2);
+//                                  pooled, z1, z2, w1, w2 if any);
 //                                  none: the backend's y-only kernel.
 //   _squeeze_excite_backward --Autograd--> refuses double backward.
 #include <ATen/ATen.h>
@@ -28,58 +28,66 @@ using torch::autograd::variable_list;
 
 // Typed handles to the ops, looked up once.
 Tensor call_squeeze_excite(const Tensor& x, const Tensor& w1, const OptTensor& b1,
-                           const Tensor& w2, const OptTensor& b2, c10::string_view activation,
-                           c10::string_view gate) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("se_fused::squeeze_excite", "")
-                             .typed<Tensor(const Tensor&, const Tensor&, const OptTensor&,
-                                           const Tensor&, const OptTensor&, c10::string_view,
-                                           c10::string_view)>();
-  return op.call(x, w1, b1, w2, b2, activation, gate);
+                           const OptTensor& w2, const OptTensor& b2, c10::string_view activation,
+                           c10::string_view gate, c10::string_view excitation, bool residual) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("se_fused::squeeze_excite", "")
+          .typed<Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
+                        const OptTensor&, c10::string_view, c10::string_view, c10::string_view,
+                        bool)>();
+  return op.call(x, w1, b1, w2, b2, activation, gate, excitation, residual);
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> call_forward(const Tensor& x, const Tensor& w1,
-                                                        const OptTensor& b1, const Tensor& w2,
-                                                        const OptTensor& b2,
-                                                        c10::string_view activation,
-                                                        c10::string_view gate) {
+std::tuple<Tensor, Tensor, Tensor, Tensor> call_forward(
+    const Tensor& x, const Tensor& w1, const OptTensor& b1, const OptTensor& w2,
+    const OptTensor& b2, c10::string_view activation, c10::string_view gate,
+    c10::string_view excitation, bool residual) {
   static const auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("se_fused::_squeeze_excite_forward", "")
           .typed<std::tuple<Tensor, Tensor, Tensor, Tensor>(
-              const Tensor&, const Tensor&, const OptTensor&, const Tensor&, const OptTensor&,
-              c10::string_view, c10::string_view)>();
-  return op.call(x, w1, b1, w2, b2, activation, gate);
+              const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
+              const OptTensor&, c10::string_view, c10::string_view, c10::string_view, bool)>();
+  return op.call(x, w1, b1, w2, b2, activation, gate, excitation, residual);
 }
 
 using BackwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 BackwardResult call_backward(const Tensor& dy, const Tensor& x, const Tensor& pooled,
                              const Tensor& z1, const Tensor& z2, const Tensor& w1,
-                             const Tensor& w2, c10::string_view activation,
-                             c10::string_view gate, bool want_db1, bool want_db2) {
+                             const OptTensor& w2, c10::string_view activation,
+                             c10::string_view gate, bool want_db1, bool want_db2,
+                             c10::string_view excitation, bool residual) {
   static const auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("se_fused::_squeeze_excite_backward", "")
           .typed<BackwardResult(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                const Tensor&, const Tensor&, const Tensor&, c10::string_view,
-                                c10::string_view, bool, bool)>();
-  return op.call(dy, x, pooled, z1, z2, w1, w2, activation, gate, want_db1, want_db2);
+                                const Tensor&, const Tensor&, const OptTensor&,
+                                c10::string_view, c10::string_view, bool, bool,
+                                c10::string_view, bool)>();
+  return op.call(dy, x, pooled, z1, z2, w1, w2, activation, gate, want_db1, want_db2,
+                 excitation, residual);
 }
 
-// The SE block's autograd node. Inputs: x, w1, b1?, w2, b2? (the differentiable
-// ones, in this order; an absent bias has no edge) and the two option strings.
+// The SE block's autograd node. Inputs: x, w1, b1?, w2?, b2? (the differentiable
+// ones, in this order; an absent one has no edge) and the options.
 class SqueezeExcite : public torch::autograd::Function<SqueezeExcite> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& w1,
-                               const OptTensor& b1, const Tensor& w2, const OptTensor& b2,
-                               c10::string_view activation, c10::string_view gate) {
+                               const OptTensor& b1, const OptTensor& w2, const OptTensor& b2,
+                               c10::string_view activation, c10::string_view gate,
+                               c10::string_view excitation, bool residual) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [y, pooled, z1, z2] = call_forward(x, w1, b1, w2, b2, activation, gate);
-    ctx->save_for_backward({x, pooled, z1, z2, w1, w2});
+    auto [y, pooled, z1, z2] =
+        call_forward(x, w1, b1, w2, b2, activation, gate, excitation, residual);
+    ctx->save_for_backward({x, pooled, z1, z2, w1, w2.value_or(Tensor())});
     ctx->saved_data["activation"] = std::string(activation);
     ctx->saved_data["gate"] = std::string(gate);
+    ctx->saved_data["excitation"] = std::string(excitation);
+    ctx->saved_data["residual"] = residual;
     ctx->saved_data["has_b1"] = b1.has_value();
+    ctx->saved_data["has_w2"] = w2.has_value();
     ctx->saved_data["has_b2"] = b2.has_value();
     return {y};
   }
@@ -87,16 +95,20 @@ class SqueezeExcite : public torch::autograd::Function<SqueezeExcite> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const bool has_b1 = ctx->saved_data["has_b1"].toBool();
+    const bool has_w2 = ctx->saved_data["has_w2"].toBool();
     const bool has_b2 = ctx->saved_data["has_b2"].toBool();
-    // Edges: x 0, w1 1, b1 2 (when present), w2, b2.
+    // Edges: x 0, w1 1, then b1, w2, b2 where present.
     const bool want_db1 = has_b1 && ctx->needs_input_grad(2);
-    const bool want_db2 = has_b2 && ctx->needs_input_grad(has_b1 ? 4 : 3);
-    auto [dx, dw1, db1, dw2, db2] =
-        call_backward(grads[0], saved[0], saved[1], saved[2], saved[3], saved[4], saved[5],
-                      ctx->saved_data["activation"].toStringRef(),
-                      ctx->saved_data["gate"].toStringRef(), want_db1, want_db2);
-    return {dx, dw1, want_db1 ? db1 : Tensor(), dw2, want_db2 ? db2 : Tensor(), Tensor(),
-            Tensor()};
+    const bool want_db2 = has_b2 && ctx->needs_input_grad(2 + has_b1 + has_w2);
+    auto [dx, dw1, db1, dw2, db2] = call_backward(
+        grads[0], saved[0], saved[1], saved[2], saved[3], saved[4],
+        has_w2 ? OptTensor(saved[5]) : std::nullopt,
+        ctx->saved_data["activation"].toStringRef(), ctx->saved_data["gate"].toStringRef(),
+        want_db1, want_db2, ctx->saved_data["excitation"].toStringRef(),
+        ctx->saved_data["residual"].toBool());
+    return {dx,          dw1,      want_db1 ? db1 : Tensor(),
+            has_w2 ? dw2 : Tensor(), want_db2 ? db2 : Tensor(),
+            Tensor(),    Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -104,14 +116,17 @@ bool requires_grad(const Tensor& t) { return t.requires_grad(); }
 bool requires_grad(const OptTensor& t) { return t.has_value() && t->requires_grad(); }
 
 Tensor squeeze_excite_autograd(const Tensor& x, const Tensor& w1, const OptTensor& b1,
-                               const Tensor& w2, const OptTensor& b2, c10::string_view activation,
-                               c10::string_view gate) {
+                               const OptTensor& w2, const OptTensor& b2,
+                               c10::string_view activation, c10::string_view gate,
+                               c10::string_view excitation, bool residual) {
   const bool record = at::GradMode::is_enabled() &&
                       (requires_grad(x) || requires_grad(w1) || requires_grad(w2) ||
                        requires_grad(b1) || requires_grad(b2));
-  if (record) return SqueezeExcite::apply(x, w1, b1, w2, b2, activation, gate)[0];
+  if (record) {
+    return SqueezeExcite::apply(x, w1, b1, w2, b2, activation, gate, excitation, residual)[0];
+  }
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return call_squeeze_excite(x, w1, b1, w2, b2, activation, gate);
+  return call_squeeze_excite(x, w1, b1, w2, b2, activation, gate, excitation, residual);
 }
 
 // The backward op as a node whose own backward refuses: a gradient of the
@@ -120,11 +135,13 @@ class SqueezeExciteBackward : public torch::autograd::Function<SqueezeExciteBack
  public:
   static variable_list forward(AutogradContext*, const Tensor& dy, const Tensor& x,
                                const Tensor& pooled, const Tensor& z1, const Tensor& z2,
-                               const Tensor& w1, const Tensor& w2, c10::string_view activation,
-                               c10::string_view gate, bool want_db1, bool want_db2) {
+                               const Tensor& w1, const OptTensor& w2,
+                               c10::string_view activation, c10::string_view gate,
+                               bool want_db1, bool want_db2, c10::string_view excitation,
+                               bool residual) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [dx, dw1, db1, dw2, db2] =
-        call_backward(dy, x, pooled, z1, z2, w1, w2, activation, gate, want_db1, want_db2);
+    auto [dx, dw1, db1, dw2, db2] = call_backward(dy, x, pooled, z1, z2, w1, w2, activation,
+                                                  gate, want_db1, want_db2, excitation, residual);
     return {dx, dw1, db1, dw2, db2};
   }
 
@@ -134,18 +151,17 @@ class SqueezeExciteBackward : public torch::autograd::Function<SqueezeExciteBack
   }
 };
 
-BackwardResult squeeze_excite_backward_autograd(const Tensor& dy, const Tensor& x,
-                                                const Tensor& pooled, const Tensor& z1,
-                                                const Tensor& z2, const Tensor& w1,
-                                                const Tensor& w2, c10::string_view activation,
-                                                c10::string_view gate, bool want_db1,
-                                                bool want_db2) {
+BackwardResult squeeze_excite_backward_autograd(
+    const Tensor& dy, const Tensor& x, const Tensor& pooled, const Tensor& z1, const Tensor& z2,
+    const Tensor& w1, const OptTensor& w2, c10::string_view activation, c10::string_view gate,
+    bool want_db1, bool want_db2, c10::string_view excitation, bool residual) {
   if (!at::GradMode::is_enabled()) {  // a first-order backward: nothing to record
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return call_backward(dy, x, pooled, z1, z2, w1, w2, activation, gate, want_db1, want_db2);
+    return call_backward(dy, x, pooled, z1, z2, w1, w2, activation, gate, want_db1, want_db2,
+                         excitation, residual);
   }
   auto r = SqueezeExciteBackward::apply(dy, x, pooled, z1, z2, w1, w2, activation, gate,
-                                        want_db1, want_db2);
+                                        want_db1, want_db2, excitation, residual);
   return {r[0], r[1], r[2], r[3], r[4]};
 }
 
@@ -158,12 +174,13 @@ OptTensor cast_optional(const OptTensor& t, at::ScalarType dtype) {
 }
 
 Tensor squeeze_excite_autocast(const Tensor& x, const Tensor& w1, const OptTensor& b1,
-                               const Tensor& w2, const OptTensor& b2, c10::string_view activation,
-                               c10::string_view gate) {
+                               const OptTensor& w2, const OptTensor& b2,
+                               c10::string_view activation, c10::string_view gate,
+                               c10::string_view excitation, bool residual) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const at::ScalarType dtype = x.scalar_type();
-  return call_squeeze_excite(x, w1.to(dtype), cast_optional(b1, dtype), w2.to(dtype),
-                             cast_optional(b2, dtype), activation, gate);
+  return call_squeeze_excite(x, w1.to(dtype), cast_optional(b1, dtype), cast_optional(w2, dtype),
+                             cast_optional(b2, dtype), activation, gate, excitation, residual);
 }
 
 }  // namespace

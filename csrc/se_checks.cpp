@@ -11,6 +11,15 @@ Activation parse_activation(c10::string_view s) {
                     std::string(s), "'");
 }
 
+Excitation parse_excitation(c10::string_view s) {
+  if (s == "two_fc") return Excitation::TwoFC;
+  if (s == "one_fc") return Excitation::OneFC;
+  if (s == "eca") return Excitation::ECA;
+  if (s == "eca_circular") return Excitation::ECACircular;
+  TORCH_CHECK_VALUE(false, "se_fused: excitation must be 'two_fc', 'one_fc', 'eca' or "
+                    "'eca_circular', got '", std::string(s), "'");
+}
+
 Gate parse_gate(c10::string_view s) {
   if (s == "sigmoid") return Gate::Sigmoid;
   if (s == "hardsigmoid") return Gate::HardSigmoid;
@@ -52,12 +61,20 @@ at::ScalarType accumulation_dtype(at::ScalarType dtype) {
 }
 
 SEProblem check_forward(const at::Tensor& x, const at::Tensor& w1,
-                        const std::optional<at::Tensor>& b1, const at::Tensor& w2,
-                        const std::optional<at::Tensor>& b2, c10::string_view activation,
-                        c10::string_view gate) {
+                        const std::optional<at::Tensor>& b1, const std::optional<at::Tensor>& w2,
+                        const std::optional<at::Tensor>& b2, const SEOptions& options) {
   SEProblem p;
-  p.activation = parse_activation(activation);
-  p.gate = parse_gate(gate);
+  p.excitation = parse_excitation(options.excitation);
+  const bool two_fc = p.excitation == Excitation::TwoFC;
+  if (two_fc) {
+    p.activation = parse_activation(options.activation);
+  } else {
+    TORCH_CHECK_VALUE(options.activation == "none", "se_fused: the ",
+                      std::string(options.excitation), " excitation has no hidden layer: "
+                      "activation must be 'none', got '", std::string(options.activation), "'");
+  }
+  p.gate = parse_gate(options.gate);
+  p.residual = options.residual;
 
   TORCH_CHECK_VALUE(x.dim() >= 3 && x.dim() <= 5,
                     "se_fused: x must be [N, C, L], [N, C, H, W] or [N, C, D, H, W] (3-D to "
@@ -75,18 +92,40 @@ SEProblem check_forward(const at::Tensor& x, const at::Tensor& w1,
   TORCH_CHECK_VALUE(p.HW > 0, "se_fused: x must have a non-empty spatial map, got shape ",
                     x.sizes());
 
-  TORCH_CHECK_VALUE(w1.dim() == 2, "se_fused: w1 must be 2-D [hidden, C], got shape ",
-                    w1.sizes());
-  p.hidden = w1.size(0);
-  TORCH_CHECK_VALUE(p.hidden > 0, "se_fused: w1 has no rows: the hidden size (C // r) is 0");
-  TORCH_CHECK_VALUE(w1.size(1) == p.C, "se_fused: x has ", p.C, " channels (shape ", x.sizes(),
-                    ") but w1 has shape ", w1.sizes(), ", [hidden, C] for a block of ",
-                    w1.size(1), " channels");
-  check_shape(w2, "w2", {p.C, p.hidden}, "[C, hidden]");
   check_same_device_and_dtype(x, w1, "w1");
-  check_same_device_and_dtype(x, w2, "w2");
+  if (two_fc) {
+    TORCH_CHECK_VALUE(w1.dim() == 2, "se_fused: w1 must be 2-D [hidden, C], got shape ",
+                      w1.sizes());
+    p.hidden = w1.size(0);
+    TORCH_CHECK_VALUE(p.hidden > 0,
+                      "se_fused: w1 has no rows: the hidden size (C // r) is 0");
+    TORCH_CHECK_VALUE(w1.size(1) == p.C, "se_fused: x has ", p.C, " channels (shape ",
+                      x.sizes(), ") but w1 has shape ", w1.sizes(),
+                      ", [hidden, C] for a block of ", w1.size(1), " channels");
+    TORCH_CHECK_VALUE(w2.has_value(), "se_fused: the two_fc excitation needs w2 [C, hidden]");
+    check_shape(*w2, "w2", {p.C, p.hidden}, "[C, hidden]");
+    check_same_device_and_dtype(x, *w2, "w2");
+  } else {
+    TORCH_CHECK_VALUE(!w2.has_value() && !b2.has_value(), "se_fused: the ",
+                      std::string(options.excitation),
+                      " excitation has one weight (w1, b1): w2 and b2 must be None");
+    if (p.excitation == Excitation::OneFC) {
+      check_shape(w1, "w1", {p.C, p.C}, "[C, C] for the one_fc excitation");
+    } else {
+      TORCH_CHECK_VALUE(w1.dim() == 1 && w1.size(0) % 2 == 1,
+                        "se_fused: the ECA excitation's w1 must be 1-D [k] with k odd (the "
+                        "Conv1d weight [1, 1, k] flattened), got shape ", w1.sizes());
+      p.kernel_size = w1.size(0);
+      TORCH_CHECK_VALUE(p.excitation != Excitation::ECACircular || p.kernel_size / 2 <= p.C,
+                        "se_fused: circular padding of ", p.kernel_size / 2,
+                        " channels wraps around more than once for x with ", p.C,
+                        " channels (k = ", p.kernel_size, ")");
+    }
+  }
   if (b1.has_value()) {
-    check_shape(*b1, "b1", {p.hidden}, "[hidden]");
+    const int64_t b1_size = two_fc ? p.hidden : (p.kernel_size ? 1 : p.C);
+    check_shape(*b1, "b1", {b1_size},
+                two_fc ? "[hidden]" : (p.kernel_size ? "[1], the convolution's bias" : "[C]"));
     check_same_device_and_dtype(x, *b1, "b1");
   }
   if (b2.has_value()) {
@@ -103,9 +142,8 @@ SEProblem check_forward(const at::Tensor& x, const at::Tensor& w1,
 
 SEProblem check_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& pooled,
                          const at::Tensor& z1, const at::Tensor& z2, const at::Tensor& w1,
-                         const at::Tensor& w2, c10::string_view activation,
-                         c10::string_view gate) {
-  SEProblem p = check_forward(x, w1, std::nullopt, w2, std::nullopt, activation, gate);
+                         const std::optional<at::Tensor>& w2, const SEOptions& options) {
+  SEProblem p = check_forward(x, w1, std::nullopt, w2, std::nullopt, options);
   check_shape(dy, "dy (the gradient of y)", x.sizes(), "the shape of x");
   check_same_device_and_dtype(x, dy, "dy (the gradient of y)");
   const at::ScalarType acc = accumulation_dtype(x.scalar_type());

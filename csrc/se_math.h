@@ -7,6 +7,8 @@
 //             z2[c] = b2[c] + sum_j w2[c, j] a[j]
 //             s[c]  = gate(z2[c])                           (the gate, acc_t)
 //   scale   : y[c, hw] = x[c, hw] * s[c]                    (rounded once to T)
+// (The excitation above is the two-FC one; Excitation below names the others,
+// and the residual gate scales by s + 1.)
 // Backward (dy given):
 //   ds[c]  = sum_hw dy[c, hw] x[c, hw]
 //   dz2[c] = ds[c] * gate'(z2[c]);        db2 += dz2, dw2 += dz2 (x) a
@@ -37,6 +39,26 @@ namespace se_fused {
 
 enum class Activation : int32_t { ReLU = 0, SiLU = 1, HardSwish = 2 };
 enum class Gate : int32_t { Sigmoid = 0, HardSigmoid = 1 };
+
+// The excitation: the one step between squeeze and scale, pooled [C] -> z2 [C]
+// (the gate's pre-activation). Only TwoFC has a hidden layer (z1, activation).
+enum class Excitation : int32_t {
+  TwoFC = 0,        // z2 = w2 activation(w1 p + b1) + b2; w1 [hidden, C], w2 [C, hidden] (SE)
+  OneFC = 1,        // z2 = w1 p + b1; w1 [C, C], b1 [C] (eSE)
+  ECA = 2,          // z2[c] = b1 + sum_t w1[t] p[c + t - k/2], w1 [k], k odd, b1 [1]:
+                    // a 1-D convolution over the channels, zero padding (ECA-Net)
+  ECACircular = 3,  // the same, the channel index taken modulo C (timm CecaModule)
+};
+
+// The channel that tap t of a size-k ECA kernel reads for output channel c, or
+// -1 where it reads the zero padding (never for ECACircular, whose k / 2 <= C).
+// The taps are summed in order t = 0, 1, ..., k - 1; a padding tap adds nothing
+// (not w * 0: non-finite weights at the edges do not spread NaN).
+SE_HOST_DEVICE int64_t eca_source(int64_t c, int64_t t, int64_t k, int64_t C, bool circular) {
+  int64_t i = c + t - k / 2;
+  if (circular) return i < 0 ? i + C : (i >= C ? i - C : i);
+  return (i < 0 || i >= C) ? -1 : i;
+}
 
 // Accumulation type: double for float/double tensors, float for 16-bit ones.
 template <typename T>
@@ -162,6 +184,14 @@ template <typename A>
 SE_HOST_DEVICE A gate_backward(Gate gate, A z, A s, A g) {
   if (gate == Gate::Sigmoid) return g * (s * (A(1) - s));
   return (z > A(-3) && z < A(3)) ? g * (A(1) / A(6)) : A(0);
+}
+
+// What x is multiplied by: the gate s, or s + 1 for the residual gate (MONAI's
+// add_residual: y = x * s + x, computed as x * (s + 1) with one rounding;
+// dx = dy * (s + 1) + dp / HW, and the gate's derivative still uses s).
+template <typename A>
+SE_HOST_DEVICE A gate_scale(A s, bool residual) {
+  return residual ? s + A(1) : s;
 }
 
 // The gate of one (sample, channel) in the form the scale loop wants: for

@@ -16,13 +16,22 @@ from .reference import SEBlock
 class FusedSEBlock(SEBlock):
     """Drop-in replacement for SEBlock: same constructor, parameters and
     state_dict (excitation.0.weight [C // r, C], excitation.2.weight [C, C // r],
-    and the biases when bias=True), computed by the fused se_fused kernels."""
+    and the biases when bias=True; the one-FC and ECA excitations' one layer as
+    excitation.0), computed by the fused se_fused kernels."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         layers = self._modules["excitation"]._modules
-        fc1, fc2 = layers["0"]._parameters, layers["2"]._parameters
-        return _squeeze_excite(x, fc1["weight"], fc1["bias"], fc2["weight"], fc2["bias"],
-                               self.activation, self.gate)
+        first = layers["0"]._parameters
+        w1 = first["weight"]
+        if self.excitation_kind == "two_fc":
+            second = layers["2"]._parameters
+            w2, b2 = second["weight"], second["bias"]
+        else:
+            w2 = b2 = None
+            if w1.dim() == 3:  # ECA: the Conv1d weight [1, 1, k] as [k] (a view)
+                w1 = w1.view(-1)
+        return _squeeze_excite(x, w1, first["bias"], w2, b2, self.activation, self.gate,
+                               self.excitation_kind, self.residual)
 
     @classmethod
     def from_module(cls, module: nn.Module) -> nn.Module:

@@ -27,13 +27,50 @@ void sum_over_samples(const U* u, int64_t N, int64_t M, T* out) {
   for (int64_t m = 0; m < M; ++m) out[m] = from_acc<T>(acc[m]);
 }
 
+// The ECA excitation's backward for G samples, dz2 [G, C] -> dp [G, C] (divided by HW):
+// dp[g, c'] = sum over the taps t of w[t] dz2[g, c] for the c whose tap t reads c'
+// (c = eca_source(c', k - 1 - t)), in order of t, in A.
+template <typename A, typename B, typename T>
+void eca_backward(const SEProblem& p, const B* dz2, const T* w, int64_t G, A* dp) {
+  const int64_t C = p.C, k = p.kernel_size;
+  const bool circular = p.excitation == Excitation::ECACircular;
+  for (int64_t g = 0; g < G; ++g) {
+    for (int64_t c = 0; c < C; ++c) {
+      A v = A(0);
+      for (int64_t t = 0; t < k; ++t) {
+        const int64_t dst = eca_source(c, k - 1 - t, k, C, circular);
+        if (dst >= 0) v = std::fma(to_acc<A>(w[t]), static_cast<A>(dz2[g * C + dst]), v);
+      }
+      dp[g * C + c] = v / static_cast<A>(p.HW);
+    }
+  }
+}
+
+// The ECA weight gradient: dw[t] = sum_n sum_c dz2[n, c] pooled[n, c + t - k/2]
+// (the padding taps add nothing), in order of n, then c, in A.
+template <typename A, typename B, typename T>
+void eca_weight_grad(const SEProblem& p, const B* dz2, const A* pooled, T* dw) {
+  const int64_t C = p.C, k = p.kernel_size;
+  const bool circular = p.excitation == Excitation::ECACircular;
+  for (int64_t t = 0; t < k; ++t) {
+    A v = A(0);
+    for (int64_t n = 0; n < p.N; ++n) {
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t src = eca_source(c, t, k, C, circular);
+        if (src >= 0) v = std::fma(static_cast<A>(dz2[n * C + c]), pooled[n * C + src], v);
+      }
+    }
+    dw[t] = from_acc<T>(v);
+  }
+}
+
 }  // namespace
 
 template <typename T>
 void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor& x,
                      const at::Tensor& pooled, const at::Tensor& z1, const at::Tensor& z2,
-                     const at::Tensor& w1, const at::Tensor& w2, at::Tensor& dx,
-                     at::Tensor& dw1, at::Tensor* db1, at::Tensor& dw2, at::Tensor* db2) {
+                     const at::Tensor& w1, const std::optional<at::Tensor>& w2, at::Tensor& dx,
+                     at::Tensor& dw1, at::Tensor* db1, at::Tensor* dw2, at::Tensor* db2) {
   using A = acc_t<T>;
   using B = grad_t<T>;
   using Ops = GateOps<T>;
@@ -60,6 +97,13 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   B* const act = grads[1];
   B* const dz2 = grads[2];
   for (int64_t i = 0; i < N * H; ++i) act[i] = static_cast<B>(activation_fwd(p.activation, z1d[i]));
+  // The gradient at the output of the layer that reads the pooled means (w1):
+  // dz1 [N, hidden] for two FCs; dz2 [N, C] for one FC (and ECA).
+  const bool two_fc = p.excitation == Excitation::TwoFC;
+  const bool eca = p.kernel_size > 0;
+  B* const dfirst = two_fc ? dz1 : dz2;
+  const int64_t first = two_fc ? H : C;
+  const T* w1d = storage_ptr<T>(w1);
 
   for (int64_t n0 = 0; n0 < N; n0 += G) {
     const int64_t g = std::min(G, N - n0);
@@ -76,26 +120,33 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
     const A* z2s = z2d + n0 * C;
     B* dz1s = dz1 + n0 * H;
     B* dz2s = dz2 + n0 * C;
+    const bool residual = p.residual;
     for_each_gate(p.gate, g * C, [&](auto gate_kind, int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {  // s and dz2 from z2
         const A s = gate_fwd(gate_kind(), z2s[i]);
-        gate[i] = s;
+        gate[i] = gate_scale(s, residual);
         dz2s[i] = static_cast<B>(gate_backward(gate_kind(), z2s[i], s, ds[i]));
       }
     });
-    // da = w2^T dz2, dz1 = activation's backward of da at z1, dp = w1^T dz1 / HW
-    outer_sums(matrix<B>(dz2s, g, C), matrix(storage_ptr<T>(w2), C, H),
-               [&](int64_t i, int64_t j, const B* da, int64_t n) {
-                 for (int64_t l = 0; l < n; ++l)
-                   dz1s[i * H + j + l] = static_cast<B>(activation_backward<A>(
-                       p.activation, z1s[i * H + j + l], static_cast<A>(da[l])));
-               });
-    outer_sums(matrix<B>(dz1s, g, H), matrix(storage_ptr<T>(w1), H, C),
-               [&](int64_t i, int64_t c, const B* v, int64_t n) {
-                 for (int64_t l = 0; l < n; ++l)
-                   dp[i * C + c + l] = static_cast<A>(v[l]) / static_cast<A>(p.HW);
-               });
-    // dx = dy * s + dp / HW
+    if (two_fc) {  // da = w2^T dz2, dz1 = activation's backward of da at z1
+      outer_sums(matrix<B>(dz2s, g, C), matrix(storage_ptr<T>(*w2), C, H),
+                 [&](int64_t i, int64_t j, const B* da, int64_t n) {
+                   for (int64_t l = 0; l < n; ++l)
+                     dz1s[i * H + j + l] = static_cast<B>(activation_backward<A>(
+                         p.activation, z1s[i * H + j + l], static_cast<A>(da[l])));
+                 });
+    }
+    // dp = w1^T dfirst / HW (ECA: the convolution's transpose)
+    if (eca) {
+      eca_backward(p, dz2s, w1d, g, dp);
+    } else {
+      outer_sums(matrix<B>(dfirst + n0 * first, g, first), matrix(w1d, first, C),
+                 [&](int64_t i, int64_t c, const B* v, int64_t n) {
+                   for (int64_t l = 0; l < n; ++l)
+                     dp[i * C + c + l] = static_cast<A>(v[l]) / static_cast<A>(p.HW);
+                 });
+    }
+    // dx = dy * s + dp / HW (s + 1 for the residual gate)
     tiling.for_each_tile(g, true, [&](int64_t i, int64_t begin, int64_t end) {
       const A* gi = gate + i * C;
       const A* dpi = dp + i * C;
@@ -106,26 +157,34 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
 
   // Weight and bias gradients, summed over samples in order.
   T* dw1d = storage_ptr<T>(dw1);
-  T* dw2d = storage_ptr<T>(dw2);
-  // dw1[j, c] = sum_n dz1[n, j] * pooled[n, c]
-  outer_sums(matrix<B>(dz1, N, H).t(), matrix(pd, N, C), [&](int64_t j, int64_t c, const B* v,
-                                                              int64_t n) {
-    for (int64_t l = 0; l < n; ++l) dw1d[j * C + c + l] = from_acc<T>(v[l]);
-  });
-  // dw2[c, j] = sum_n dz2[n, c] * a[n, j]
-  outer_sums(matrix<B>(dz2, N, C).t(), matrix<B>(act, N, H), [&](int64_t c, int64_t j,
-                                                                  const B* v, int64_t n) {
-    for (int64_t l = 0; l < n; ++l) dw2d[c * H + j + l] = from_acc<T>(v[l]);
-  });
-  if (db1) sum_over_samples<A>(dz1, N, H, storage_ptr<T>(*db1));
-  if (db2) sum_over_samples<A>(dz2, N, C, storage_ptr<T>(*db2));
+  if (eca) {
+    eca_weight_grad(p, dz2, pd, dw1d);
+    if (db1) sum_over_samples<A>(dz2, N * C, 1, storage_ptr<T>(*db1));  // one bias
+  } else {
+    // dw1[j, c] = sum_n dfirst[n, j] * pooled[n, c]
+    outer_sums(matrix<B>(dfirst, N, first).t(), matrix(pd, N, C),
+               [&](int64_t j, int64_t c, const B* v, int64_t n) {
+                 for (int64_t l = 0; l < n; ++l) dw1d[j * C + c + l] = from_acc<T>(v[l]);
+               });
+    if (db1) sum_over_samples<A>(dfirst, N, first, storage_ptr<T>(*db1));
+  }
+  if (two_fc) {
+    // dw2[c, j] = sum_n dz2[n, c] * a[n, j]
+    T* dw2d = storage_ptr<T>(*dw2);
+    outer_sums(matrix<B>(dz2, N, C).t(), matrix<B>(act, N, H),
+               [&](int64_t c, int64_t j, const B* v, int64_t n) {
+                 for (int64_t l = 0; l < n; ++l) dw2d[c * H + j + l] = from_acc<T>(v[l]);
+               });
+    if (db2) sum_over_samples<A>(dz2, N, C, storage_ptr<T>(*db2));
+  }
 }
 
 #define SE_FUSED_BACKWARD(T)                                                                  \
   template void backward_kernel<T>(const SEProblem&, const at::Tensor&, const at::Tensor&,    \
                                    const at::Tensor&, const at::Tensor&, const at::Tensor&,   \
-                                   const at::Tensor&, const at::Tensor&, at::Tensor&,         \
-                                   at::Tensor&, at::Tensor*, at::Tensor&, at::Tensor*)
+                                   const at::Tensor&, const std::optional<at::Tensor>&,       \
+                                   at::Tensor&, at::Tensor&, at::Tensor*, at::Tensor*,        \
+                                   at::Tensor*)
 SE_FUSED_CPU_INSTANTIATE(SE_FUSED_BACKWARD);
 
 }  // namespace se_fused::cpu

@@ -12,23 +12,56 @@ const T* optional_data(const std::optional<at::Tensor>& t) {
   return t.has_value() ? storage_ptr<T>(*t) : nullptr;
 }
 
-// The gate MLP forward for G samples: pooled [G, C] -> z1, a [G, hidden], then
-// out(g, c, z2) for the gate's pre-activation z2 [G, C].
+// The ECA excitation for G samples: z2[g, c] = b + sum_t w[t] pooled[g, c + t - k/2]
+// (se_math.h eca_source: zero or circular padding), taps in order t = 0..k-1.
+template <typename T, typename A, typename Out>
+void eca(const SEProblem& p, const A* pooled, const T* w, const T* b, int64_t G,
+         const Out& out) {
+  const int64_t C = p.C, k = p.kernel_size;
+  const bool circular = p.excitation == Excitation::ECACircular;
+  const A bias = b ? to_acc<A>(b[0]) : A(0);
+  for (int64_t g = 0; g < G; ++g) {
+    const A* pg = pooled + g * C;
+    for (int64_t c = 0; c < C; ++c) {
+      A v = A(0);
+      for (int64_t t = 0; t < k; ++t) {
+        const int64_t src = eca_source(c, t, k, C, circular);
+        if (src >= 0) v = std::fma(to_acc<A>(w[t]), pg[src], v);
+      }
+      out(g, c, bias + v);
+    }
+  }
+}
+
+// The excitation for G samples: pooled [G, C] -> (z1, a [G, hidden] for the
+// two-FC one), then out(g, c, z2) for the gate's pre-activation z2 [G, C].
 template <typename T, typename A, typename Out>
 void excite(const SEProblem& p, const A* pooled, const T* w1, const T* b1, const T* w2,
             const T* b2, int64_t G, A* z1, A* a, const Out& out) {
-  linear(matrix(pooled, G, p.C), matrix(w1, p.hidden, p.C), b1, [&](int64_t g, int64_t j, A v) {
-    z1[g * p.hidden + j] = v;
-    a[g * p.hidden + j] = activation_fwd(p.activation, v);
-  });
-  linear(matrix<A>(a, G, p.hidden), matrix(w2, p.C, p.hidden), b2, out);
+  switch (p.excitation) {
+    case Excitation::TwoFC:
+      linear(matrix(pooled, G, p.C), matrix(w1, p.hidden, p.C), b1,
+             [&](int64_t g, int64_t j, A v) {
+               z1[g * p.hidden + j] = v;
+               a[g * p.hidden + j] = activation_fwd(p.activation, v);
+             });
+      linear(matrix<A>(a, G, p.hidden), matrix(w2, p.C, p.hidden), b2, out);
+      break;
+    case Excitation::OneFC:
+      linear(matrix(pooled, G, p.C), matrix(w1, p.C, p.C), b1, out);
+      break;
+    case Excitation::ECA:
+    case Excitation::ECACircular:
+      eca(p, pooled, w1, b1, G, out);
+      break;
+  }
 }
 
 }  // namespace
 
 template <typename T>
 void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w1,
-                    const std::optional<at::Tensor>& b1, const at::Tensor& w2,
+                    const std::optional<at::Tensor>& b1, const std::optional<at::Tensor>& w2,
                     const std::optional<at::Tensor>& b2, at::Tensor& y,
                     const SavedState<acc_t<T>>* saved) {
   using A = acc_t<T>;
@@ -58,11 +91,13 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
     });
     tiling.finish(g, parts, A(1) / static_cast<A>(p.HW), ps);
     // excite
-    excite<T, A>(p, ps, storage_ptr<T>(w1), optional_data<T>(b1), storage_ptr<T>(w2),
+    excite<T, A>(p, ps, storage_ptr<T>(w1), optional_data<T>(b1), optional_data<T>(w2),
                  optional_data<T>(b2), g, z1s, a,
                  [&](int64_t i, int64_t c, A v) { z2s[i * p.C + c] = v; });
+    const bool residual = p.residual;
     for_each_gate(p.gate, g * p.C, [&](auto gate_kind, int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) gate[i] = gate_fwd(gate_kind(), z2s[i]);  // s
+      for (int64_t i = begin; i < end; ++i)  // s, or s + 1 for the residual gate
+        gate[i] = gate_scale(gate_fwd(gate_kind(), z2s[i]), residual);
     });
     // scale
     tiling.for_each_tile(g, true, [&](int64_t i, int64_t begin, int64_t end) {
@@ -75,7 +110,8 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
 
 #define SE_FUSED_FORWARD(T)                                                                   \
   template void forward_kernel<T>(const SEProblem&, const at::Tensor&, const at::Tensor&,     \
-                                  const std::optional<at::Tensor>&, const at::Tensor&,        \
+                                  const std::optional<at::Tensor>&,                           \
+                                  const std::optional<at::Tensor>&,                           \
                                   const std::optional<at::Tensor>&, at::Tensor&,              \
                                   const SavedState<acc_t<T>>*)
 SE_FUSED_CPU_INSTANTIATE(SE_FUSED_FORWARD);

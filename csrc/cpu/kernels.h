@@ -5,6 +5,7 @@
 // (see se_math.h for the math):
 //   forward : squeeze (x -> pooled)  | excite (pooled -> z1, z2, gate) | scale (x, gate -> y)
 //   backward: squeeze (dy, x -> ds)  | excite backward (z1, z2 saved)  | dx = dy * s + dp / HW
+// The excite step alone knows which excitation runs (two FCs, one FC, ECA).
 // then the weight gradients are reduced over the batch. The squeeze and
 // scale phases split the chunk into the same tiles (sample, channel block)
 // with the same static partition, so each thread re-reads in its scale phase
@@ -79,16 +80,17 @@ struct SavedState {
 // backward) is null they live in per-chunk scratch.
 template <typename T>
 void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w1,
-                    const std::optional<at::Tensor>& b1, const at::Tensor& w2,
+                    const std::optional<at::Tensor>& b1, const std::optional<at::Tensor>& w2,
                     const std::optional<at::Tensor>& b2, at::Tensor& y,
                     const SavedState<acc_t<T>>* saved);
 
-// dx and the weight gradients (db1, db2 when not null) from the saved state.
+// dx and the weight gradients (dw2 with a w2; db1, db2 when not null) from the
+// saved state.
 template <typename T>
 void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor& x,
                      const at::Tensor& pooled, const at::Tensor& z1, const at::Tensor& z2,
-                     const at::Tensor& w1, const at::Tensor& w2, at::Tensor& dx,
-                     at::Tensor& dw1, at::Tensor* db1, at::Tensor& dw2, at::Tensor* db2);
+                     const at::Tensor& w1, const std::optional<at::Tensor>& w2, at::Tensor& dx,
+                     at::Tensor& dw1, at::Tensor* db1, at::Tensor* dw2, at::Tensor* db2);
 
 #define SE_FUSED_CPU_INSTANTIATE(kernel)                     \
   kernel(double);                                            \

@@ -8,16 +8,20 @@
 namespace se_fused::cpu {
 namespace {
 
+using OptTensor = std::optional<at::Tensor>;
+
+OptTensor contiguous(const OptTensor& t) {
+  return t ? OptTensor(t->contiguous()) : std::nullopt;
+}
+
 // The forward, writing y and, when `saved`, the state for the backward.
-at::Tensor forward_cpu(const at::Tensor& x_in, const at::Tensor& w1_in,
-                       const std::optional<at::Tensor>& b1_in, const at::Tensor& w2_in,
-                       const std::optional<at::Tensor>& b2_in, c10::string_view activation,
-                       c10::string_view gate, at::Tensor* saved) {
-  const SEProblem p = check_forward(x_in, w1_in, b1_in, w2_in, b2_in, activation, gate);
+at::Tensor forward_cpu(const at::Tensor& x_in, const at::Tensor& w1_in, const OptTensor& b1_in,
+                       const OptTensor& w2_in, const OptTensor& b2_in, const SEOptions& options,
+                       at::Tensor* saved) {
+  const SEProblem p = check_forward(x_in, w1_in, b1_in, w2_in, b2_in, options);
   const at::Tensor x = dense_in_format(x_in, p);
-  const at::Tensor w1 = w1_in.contiguous(), w2 = w2_in.contiguous();
-  const std::optional<at::Tensor> b1 = b1_in ? std::optional(b1_in->contiguous()) : std::nullopt;
-  const std::optional<at::Tensor> b2 = b2_in ? std::optional(b2_in->contiguous()) : std::nullopt;
+  const at::Tensor w1 = w1_in.contiguous();
+  const OptTensor b1 = contiguous(b1_in), w2 = contiguous(w2_in), b2 = contiguous(b2_in);
   at::Tensor y = at::empty_like(x);
   if (saved) {
     const auto acc = x.options().dtype(accumulation_dtype(x.scalar_type()));
@@ -40,43 +44,47 @@ at::Tensor forward_cpu(const at::Tensor& x_in, const at::Tensor& w1_in,
   return y;
 }
 
-at::Tensor squeeze_excite_cpu(const at::Tensor& x, const at::Tensor& w1,
-                              const std::optional<at::Tensor>& b1, const at::Tensor& w2,
-                              const std::optional<at::Tensor>& b2, c10::string_view activation,
-                              c10::string_view gate) {
-  return forward_cpu(x, w1, b1, w2, b2, activation, gate, nullptr);
+at::Tensor squeeze_excite_cpu(const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
+                              const OptTensor& w2, const OptTensor& b2,
+                              c10::string_view activation, c10::string_view gate,
+                              c10::string_view excitation, bool residual) {
+  return forward_cpu(x, w1, b1, w2, b2, {activation, gate, excitation, residual}, nullptr);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_forward_cpu(
-    const at::Tensor& x, const at::Tensor& w1, const std::optional<at::Tensor>& b1,
-    const at::Tensor& w2, const std::optional<at::Tensor>& b2, c10::string_view activation,
-    c10::string_view gate) {
+    const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1, const OptTensor& w2,
+    const OptTensor& b2, c10::string_view activation, c10::string_view gate,
+    c10::string_view excitation, bool residual) {
   at::Tensor saved[3];
-  at::Tensor y = forward_cpu(x, w1, b1, w2, b2, activation, gate, saved);
+  at::Tensor y =
+      forward_cpu(x, w1, b1, w2, b2, {activation, gate, excitation, residual}, saved);
   return {y, saved[0], saved[1], saved[2]};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_backward_cpu(
     const at::Tensor& dy_in, const at::Tensor& x_in, const at::Tensor& pooled_in,
     const at::Tensor& z1_in, const at::Tensor& z2_in, const at::Tensor& w1_in,
-    const at::Tensor& w2_in, c10::string_view activation, c10::string_view gate, bool want_db1,
-    bool want_db2) {
-  const SEProblem p =
-      check_backward(dy_in, x_in, pooled_in, z1_in, z2_in, w1_in, w2_in, activation, gate);
+    const OptTensor& w2_in, c10::string_view activation, c10::string_view gate, bool want_db1,
+    bool want_db2, c10::string_view excitation, bool residual) {
+  const SEProblem p = check_backward(dy_in, x_in, pooled_in, z1_in, z2_in, w1_in, w2_in,
+                                     {activation, gate, excitation, residual});
   const at::Tensor x = dense_in_format(x_in, p);
   const at::Tensor dy = dense_in_format(dy_in, p);
   const at::Tensor pooled = pooled_in.contiguous();
   const at::Tensor z1 = z1_in.contiguous(), z2 = z2_in.contiguous();
-  const at::Tensor w1 = w1_in.contiguous(), w2 = w2_in.contiguous();
+  const at::Tensor w1 = w1_in.contiguous();
+  const OptTensor w2 = contiguous(w2_in);
   at::Tensor dx = at::empty_like(x);
-  at::Tensor dw1 = at::empty_like(w1), dw2 = at::empty_like(w2);
-  at::Tensor db1 = at::empty({want_db1 ? p.hidden : 0}, w1.options());
-  at::Tensor db2 = at::empty({want_db2 ? p.C : 0}, w2.options());
+  at::Tensor dw1 = at::empty_like(w1);
+  at::Tensor dw2 = w2 ? at::empty_like(*w2) : at::empty({0}, w1.options());
+  // b1 is [hidden] (two FCs), [C] (one FC) or [1] (ECA): dw1's rows, or one.
+  at::Tensor db1 = at::empty({want_db1 ? (p.kernel_size ? 1 : w1.size(0)) : 0}, w1.options());
+  at::Tensor db2 = at::empty({want_db2 && w2 ? p.C : 0}, w1.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
                                   "squeeze_excite_backward_cpu", [&] {
-    backward_kernel<typename Storage<scalar_t>::type>(p, dy, x, pooled, z1, z2, w1, w2, dx, dw1,
-                                                      want_db1 ? &db1 : nullptr, dw2,
-                                                      want_db2 ? &db2 : nullptr);
+    backward_kernel<typename Storage<scalar_t>::type>(
+        p, dy, x, pooled, z1, z2, w1, w2, dx, dw1, want_db1 ? &db1 : nullptr,
+        w2 ? &dw2 : nullptr, want_db2 && w2 ? &db2 : nullptr);
   });
   return {dx, dw1, db1, dw2, db2};
 }

@@ -35,10 +35,11 @@ enum class SEPath : int32_t {
 // The forward problem. The backward (SEBackwardParams) extends it.
 struct SEForwardParams {
   const void* x = nullptr;   // [N, C, H, W], T, dense in the problem's layout
-  const void* w1 = nullptr;  // [hidden, C], T, contiguous
-  const void* b1 = nullptr;  // [hidden], T, or nullptr (forward only)
-  const void* w2 = nullptr;  // [C, hidden], T, contiguous
-  const void* b2 = nullptr;  // [C], T, or nullptr (forward only)
+  // The excitation's weights (se_math.h Excitation), T, contiguous:
+  const void* w1 = nullptr;  // [hidden, C] two FCs; [C, C] one FC; [k] ECA
+  const void* b1 = nullptr;  // w1's rows ([hidden], [C]) or [1] (ECA), or nullptr (forward only)
+  const void* w2 = nullptr;  // [C, hidden], two FCs only (else nullptr)
+  const void* b2 = nullptr;  // [C], or nullptr (forward only; two FCs only)
   void* y = nullptr;         // forward output, like x (unused by the backward)
   // The gate MLP's state, acc_t<T>: written by the forward (into the
   // workspace when the caller does not keep it), read by the backward.
@@ -48,10 +49,13 @@ struct SEForwardParams {
   int64_t N = 0;           // samples (the launch functions return at once for N == 0)
   int64_t C = 0;           // channels
   int64_t HW = 0;          // H * W
-  int64_t hidden = 0;      // w1.size(0)
+  int64_t hidden = 0;      // w1.size(0) for two FCs, else 0 (z1 is [N, 0])
   bool channels_last = false;  // x, y (dy, dx) are [N, H, W, C] in memory
-  Activation activation = Activation::ReLU;
+  Activation activation = Activation::ReLU;  // two FCs only
   Gate gate = Gate::Sigmoid;
+  Excitation excitation = Excitation::TwoFC;
+  int64_t kernel_size = 0;  // ECA: k (odd); else 0
+  bool residual = false;    // y = x * (s + 1)
   SEPath path = SEPath::Auto;  // the launcher sets it from SE_FUSED_CUDA_PATH
   SEPath* path_taken = nullptr;  // if set, receives the path that ran (tests)
   // Bytes per work unit; 0: se_heuristics.h kUnitBytes. Tests set small
@@ -67,9 +71,9 @@ struct SEForwardParams {
 struct SEBackwardParams : SEForwardParams {
   const void* dy = nullptr;  // like x, T
   void* dx = nullptr;        // like x, T
-  void* dw1 = nullptr;       // [hidden, C], T
-  void* db1 = nullptr;       // [hidden], T, or nullptr: not computed
-  void* dw2 = nullptr;       // [C, hidden], T
+  void* dw1 = nullptr;       // like w1, T
+  void* db1 = nullptr;       // like b1, T, or nullptr: not computed
+  void* dw2 = nullptr;       // [C, hidden], T (nullptr without w2)
   void* db2 = nullptr;       // [C], T, or nullptr: not computed
 };
 

@@ -60,9 +60,14 @@ std::optional<at::Tensor> contiguous_optional(const std::optional<at::Tensor>& t
 
 // The fields the forward and backward params share: sizes, options, weights
 // (w1 and w2 held contiguous by the caller).
-void set_common(SEForwardParams& params, const SEProblem& p, const at::Tensor& w1, const at::Tensor& w2) {
+void set_common(SEForwardParams& params, const SEProblem& p, const at::Tensor& w1,
+                const std::optional<at::Tensor>& w2) {
+  // TODO(issue 15): the one-FC and ECA excitations and the residual gate in the CUDA kernels.
+  TORCH_CHECK(p.excitation == Excitation::TwoFC && !p.residual,
+              "se_fused: the CUDA kernels compute the two_fc excitation without the residual "
+              "gate only (for now); run this block on the CPU");
   params.w1 = w1.const_data_ptr();
-  params.w2 = w2.const_data_ptr();
+  params.w2 = optional_ptr(w2);
   params.N = p.N;
   params.C = p.C;
   params.HW = p.HW;
@@ -70,6 +75,9 @@ void set_common(SEForwardParams& params, const SEProblem& p, const at::Tensor& w
   params.channels_last = p.channels_last;
   params.activation = p.activation;
   params.gate = p.gate;
+  params.excitation = p.excitation;
+  params.kernel_size = p.kernel_size;
+  params.residual = p.residual;
   params.path = requested_path();
 }
 
@@ -127,14 +135,16 @@ size_t backward_workspace(const SEBackwardParams& params) {
 // workspace. For the no-grad op the state is workspace too (not returned).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_forward_cuda(
     const at::Tensor& x, const at::Tensor& w1, const std::optional<at::Tensor>& b1,
-    const at::Tensor& w2, const std::optional<at::Tensor>& b2, c10::string_view activation,
-    c10::string_view gate) {
-  const SEProblem p = check_forward(x, w1, b1, w2, b2, activation, gate);
+    const std::optional<at::Tensor>& w2, const std::optional<at::Tensor>& b2,
+    c10::string_view activation, c10::string_view gate, c10::string_view excitation,
+    bool residual) {
+  const SEProblem p = check_forward(x, w1, b1, w2, b2, {activation, gate, excitation, residual});
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xd = dense_in_format(x, p);
   const at::ScalarType acc = accumulation_dtype(x.scalar_type());
   const int64_t acc_size = static_cast<int64_t>(c10::elementSize(acc));
-  const at::Tensor w1c = w1.contiguous(), w2c = w2.contiguous();
+  const at::Tensor w1c = w1.contiguous();
+  const std::optional<at::Tensor> w2c = contiguous_optional(w2);
   const std::optional<at::Tensor> b1c = contiguous_optional(b1), b2c = contiguous_optional(b2);
   SEForwardParams params;
   set_common(params, p, w1c, w2c);
@@ -178,22 +188,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_forwar
 // lives.)
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_backward_cuda(
     const at::Tensor& dy, const at::Tensor& x, const at::Tensor& pooled, const at::Tensor& z1,
-    const at::Tensor& z2, const at::Tensor& w1, const at::Tensor& w2, c10::string_view activation,
-    c10::string_view gate, bool want_db1, bool want_db2) {
-  const SEProblem p = check_backward(dy, x, pooled, z1, z2, w1, w2, activation, gate);
+    const at::Tensor& z2, const at::Tensor& w1, const std::optional<at::Tensor>& w2,
+    c10::string_view activation, c10::string_view gate, bool want_db1, bool want_db2,
+    c10::string_view excitation, bool residual) {
+  const SEProblem p = check_backward(dy, x, pooled, z1, z2, w1, w2,
+                                     {activation, gate, excitation, residual});
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xd = dense_in_format(x, p);
   const at::ScalarType wt = w1.scalar_type();
-  const int64_t hidden = p.hidden, C = p.C;
+  const int64_t C = p.C;
+  // b1's size: dw1's rows ([hidden] two FCs, [C] one FC), or one (ECA).
+  const int64_t nb1 = p.kernel_size ? 1 : w1.size(0);
+  want_db2 = want_db2 && w2.has_value();
   if (p.N == 0) {  // the weight gradients of an empty batch are zeros
-    return {at::empty_like(xd), at::zeros({hidden, C}, w1.options()),
-            want_db1 ? at::zeros({hidden}, w1.options()) : w1.new_empty({0}),
-            at::zeros({C, hidden}, w2.options()),
-            want_db2 ? at::zeros({C}, w2.options()) : w2.new_empty({0})};
+    return {at::empty_like(xd), at::zeros_like(w1),
+            want_db1 ? at::zeros({nb1}, w1.options()) : w1.new_empty({0}),
+            w2 ? at::zeros_like(*w2) : w1.new_empty({0}),
+            want_db2 ? at::zeros({C}, w1.options()) : w1.new_empty({0})};
   }
   const at::Tensor dyd = dense_in_format(dy, p);
   const at::Tensor pooledc = pooled.contiguous(), z1c = z1.contiguous(), z2c = z2.contiguous();
-  const at::Tensor w1c = w1.contiguous(), w2c = w2.contiguous();
+  const at::Tensor w1c = w1.contiguous();
+  const std::optional<at::Tensor> w2c = contiguous_optional(w2);
   SEBackwardParams params;
   set_common(params, p, w1c, w2c);
   size_t ws_bytes = 0;
@@ -206,14 +222,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_e
   at::Tensor dx = Carve::view(buf, o_dx, x.scalar_type(), xd.sizes(), xd.strides());
   const int64_t es = static_cast<int64_t>(c10::elementSize(wt));
   Carve small;
-  const int64_t o_dw1 = small.take(hidden * C * es), o_dw2 = small.take(C * hidden * es);
-  const int64_t o_db1 = small.take(want_db1 ? hidden * es : 0);
+  const int64_t o_dw1 = small.take(w1.numel() * es);
+  const int64_t o_dw2 = small.take(w2 ? w2->numel() * es : 0);
+  const int64_t o_db1 = small.take(want_db1 ? nb1 * es : 0);
   const int64_t o_db2 = small.take(want_db2 ? C * es : 0);
   const at::Tensor wbuf = at::empty({small.off}, w1.options().dtype(at::kByte));
-  at::Tensor dw1 = Carve::view(wbuf, o_dw1, wt, {hidden, C});
-  at::Tensor dw2 = Carve::view(wbuf, o_dw2, wt, {C, hidden});
-  at::Tensor db1 = want_db1 ? Carve::view(wbuf, o_db1, wt, {hidden}) : w1.new_empty({0});
-  at::Tensor db2 = want_db2 ? Carve::view(wbuf, o_db2, wt, {C}) : w2.new_empty({0});
+  at::Tensor dw1 = Carve::view(wbuf, o_dw1, wt, w1.sizes());
+  at::Tensor dw2 = w2 ? Carve::view(wbuf, o_dw2, wt, w2->sizes()) : w1.new_empty({0});
+  at::Tensor db1 = want_db1 ? Carve::view(wbuf, o_db1, wt, {nb1}) : w1.new_empty({0});
+  at::Tensor db2 = want_db2 ? Carve::view(wbuf, o_db2, wt, {C}) : w1.new_empty({0});
 
   params.dy = dyd.const_data_ptr();
   params.x = xd.const_data_ptr();
@@ -222,7 +239,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_e
   params.z2 = const_cast<void*>(z2c.const_data_ptr());
   params.dx = dx.data_ptr();
   params.dw1 = dw1.data_ptr();
-  params.dw2 = dw2.data_ptr();
+  params.dw2 = w2 ? dw2.data_ptr() : nullptr;
   params.db1 = want_db1 ? db1.data_ptr() : nullptr;
   params.db2 = want_db2 ? db2.data_ptr() : nullptr;
   params.workspace = static_cast<char*>(buf.data_ptr()) + o_ws;
@@ -236,10 +253,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_e
 }
 
 at::Tensor squeeze_excite_cuda(const at::Tensor& x, const at::Tensor& w1,
-                               const std::optional<at::Tensor>& b1, const at::Tensor& w2,
+                               const std::optional<at::Tensor>& b1,
+                               const std::optional<at::Tensor>& w2,
                                const std::optional<at::Tensor>& b2, c10::string_view activation,
-                               c10::string_view gate) {
-  return std::get<0>(squeeze_excite_forward_cuda(x, w1, b1, w2, b2, activation, gate));
+                               c10::string_view gate, c10::string_view excitation,
+                               bool residual) {
+  return std::get<0>(squeeze_excite_forward_cuda(x, w1, b1, w2, b2, activation, gate,
+                                                 excitation, residual));
 }
 
 }  // namespace
