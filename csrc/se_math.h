@@ -186,12 +186,13 @@ SE_HOST_DEVICE A gate_backward(Gate gate, A z, A s, A g) {
   return (z > A(-3) && z < A(3)) ? g * (A(1) / A(6)) : A(0);
 }
 
-// What x is multiplied by: the gate s, or s + 1 for the residual gate (MONAI's
-// add_residual: y = x * s + x, computed as x * (s + 1) with one rounding;
-// dx = dy * (s + 1) + dp / HW, and the gate's derivative still uses s).
+// The residual gate (MONAI's add_residual): y = x * s + x and dx = dy * s + dy
+// + dp / HW, formed in that order in acc_t (one rounding to T at the end), so
+// that an infinite x where s is exactly 0 gives NaN as in the plain block
+// (x * (s + 1) would give the infinity); the gate's derivative uses s.
 template <typename A>
-SE_HOST_DEVICE A gate_scale(A s, bool residual) {
-  return residual ? s + A(1) : s;
+SE_HOST_DEVICE A residual_product(A v, A s) {
+  return v * s + v;
 }
 
 // The gate of one (sample, channel) in the form the scale loop wants: for

@@ -73,7 +73,6 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
                      at::Tensor& dw1, at::Tensor* db1, at::Tensor* dw2, at::Tensor* db2) {
   using A = acc_t<T>;
   using B = grad_t<T>;
-  using Ops = GateOps<T>;
   const Tiling tiling(p);
   const int64_t sample = p.C * p.HW;
   const int64_t N = p.N, C = p.C, H = p.hidden;
@@ -120,11 +119,10 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
     const A* z2s = z2d + n0 * C;
     B* dz1s = dz1 + n0 * H;
     B* dz2s = dz2 + n0 * C;
-    const bool residual = p.residual;
     for_each_gate(p.gate, g * C, [&](auto gate_kind, int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {  // s and dz2 from z2
         const A s = gate_fwd(gate_kind(), z2s[i]);
-        gate[i] = gate_scale(s, residual);
+        gate[i] = s;
         dz2s[i] = static_cast<B>(gate_backward(gate_kind(), z2s[i], s, ds[i]));
       }
     });
@@ -146,12 +144,15 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
                      dp[i * C + c + l] = static_cast<A>(v[l]) / static_cast<A>(p.HW);
                  });
     }
-    // dx = dy * s + dp / HW (s + 1 for the residual gate)
-    tiling.for_each_tile(g, true, [&](int64_t i, int64_t begin, int64_t end) {
-      const A* gi = gate + i * C;
-      const A* dpi = dp + i * C;
-      tiling.map(dys + i * sample, dxd + (n0 + i) * sample, begin, end,
-                 [&](T v, int64_t c) { return Ops::scale_add(v, gi[c], dpi[c]); });
+    // dx = dy * s + dp / HW (dy * s + dy + dp / HW for the residual gate)
+    with_residual(p.residual, [&](auto residual) {
+      using Ops = GateOps<T, decltype(residual)::value>;
+      tiling.for_each_tile(g, true, [&](int64_t i, int64_t begin, int64_t end) {
+        const A* gi = gate + i * C;
+        const A* dpi = dp + i * C;
+        tiling.map(dys + i * sample, dxd + (n0 + i) * sample, begin, end,
+                   [&](T v, int64_t c) { return Ops::scale_add(v, gi[c], dpi[c]); });
+      });
     });
   }
 

@@ -65,7 +65,6 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
                     const std::optional<at::Tensor>& b2, at::Tensor& y,
                     const SavedState<acc_t<T>>* saved) {
   using A = acc_t<T>;
-  using Ops = GateOps<T>;
   const Tiling tiling(p);
   const int64_t sample = p.C * p.HW;
   const int64_t G = chunk_samples(p, sample * static_cast<int64_t>(sizeof(T)), 1);
@@ -94,16 +93,17 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
     excite<T, A>(p, ps, storage_ptr<T>(w1), optional_data<T>(b1), optional_data<T>(w2),
                  optional_data<T>(b2), g, z1s, a,
                  [&](int64_t i, int64_t c, A v) { z2s[i * p.C + c] = v; });
-    const bool residual = p.residual;
     for_each_gate(p.gate, g * p.C, [&](auto gate_kind, int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i)  // s, or s + 1 for the residual gate
-        gate[i] = gate_scale(gate_fwd(gate_kind(), z2s[i]), residual);
+      for (int64_t i = begin; i < end; ++i) gate[i] = gate_fwd(gate_kind(), z2s[i]);  // s
     });
     // scale
-    tiling.for_each_tile(g, true, [&](int64_t i, int64_t begin, int64_t end) {
-      const A* gi = gate + i * p.C;
-      tiling.map(xs + i * sample, yd + (n0 + i) * sample, begin, end,
-                 [&](T v, int64_t c) { return Ops::scale(v, gi[c]); });
+    with_residual(p.residual, [&](auto residual) {
+      using Ops = GateOps<T, decltype(residual)::value>;
+      tiling.for_each_tile(g, true, [&](int64_t i, int64_t begin, int64_t end) {
+        const A* gi = gate + i * p.C;
+        tiling.map(xs + i * sample, yd + (n0 + i) * sample, begin, end,
+                   [&](T v, int64_t c) { return Ops::scale(v, gi[c]); });
+      });
     });
   }
 }

@@ -26,6 +26,7 @@
 #include <ATen/Parallel.h>
 
 #include <optional>
+#include <type_traits>
 
 #include "cpu/vec.h"
 #include "se_checks.h"
@@ -38,12 +39,31 @@ namespace se_fused::cpu {
 // The gate is kept in acc_t and the product formed in acc_t, then rounded
 // once to T. (For float tensors that is a double multiply: exact enough for a
 // single rounding, and vectorisable without hardware FMA.)
-template <typename T>
+// With the residual gate (kResidual) y = x * s + x and dx = dy * s + dy + g, as the
+// plain block's x * s + x orders them: an infinite x where s is 0 gives NaN.
+template <typename T, bool kResidual = false>
 struct GateOps {
   using A = acc_t<T>;
-  static T scale(T x, A s) { return from_acc<T>(to_acc<A>(x) * s); }
-  static T scale_add(T dy, A s, A g) { return from_acc<T>(to_acc<A>(dy) * s + g); }
+  static T scale(T x, A s) {
+    const A v = to_acc<A>(x);
+    return from_acc<T>(kResidual ? residual_product(v, s) : v * s);
+  }
+  static T scale_add(T dy, A s, A g) {
+    const A v = to_acc<A>(dy);
+    return from_acc<T>((kResidual ? residual_product(v, s) : v * s) + g);
+  }
 };
+
+// Calls fn(residual) with residual a std::bool_constant, so that the scale loops
+// are compiled once per case with the choice folded away.
+template <typename Fn>
+void with_residual(bool residual, const Fn& fn) {
+  if (residual) {
+    fn(std::true_type{});
+  } else {
+    fn(std::false_type{});
+  }
+}
 
 // Calls fn(gate_kind, begin, end) over [0, n) in parallel, with gate_kind a
 // constant-returning functor for the gate, so the loop fn runs is compiled
