@@ -218,9 +218,11 @@ def main(argv=None) -> int:
     volume = args.volume or (VOLUME_QUICK_CPU if args.quick and not gpu else VOLUME)
 
     info = harness.describe(device)
-    print(harness.device_line(info) + f"  models {','.join(args.models)}  infer batches "
-          f"{batches}  train batch {train_batch}  {'bf16 autocast' if amp else 'float32'}  "
-          f"channels_last  224x224"
+    images = [m for m in args.models if m != MONAI_3D]
+    print(harness.device_line(info) + f"  models {','.join(args.models)}  "
+          f"{'bf16 autocast' if amp else 'float32'}"
+          + (f"; images: infer batches {batches}, train batch {train_batch}, channels_last, "
+             f"224x224" if images else "")
           + (f"; {MONAI_3D}: 1x{volume}^3 volumes, batch 1 unless given, contiguous"
              if MONAI_3D in args.models else ""))
     warning = harness.load_warning(device)
