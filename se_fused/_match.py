@@ -30,8 +30,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from torch import nn
 
-from ._variants import (ACTIVATION_FUNCTIONS, ACTIVATION_MODULES, ACTIVATIONS, GATE_FUNCTIONS,
-                        GATE_MODULES, GATES)
+from ._variants import (ACTIVATION_FUNCTIONS, ACTIVATION_MODULES, ACTIVATIONS, EXCITATIONS,
+                        GATE_FUNCTIONS, GATE_MODULES, GATES)
 from .reference import SEBlock
 
 
@@ -346,10 +346,9 @@ def _spec_monai_channel_se(m) -> SESpec:
         raise Unsupported("fc is not Sequential(Linear, activation, Linear, activation)")
     for i in (0, 2):
         _check_fc(fc[i], f"fc.{i}", (nn.Linear,))
-    if not isinstance(m.add_residual, bool):
-        raise Unsupported(f"add_residual is {m.add_residual!r}, not a bool")
+    # forward adds x when add_residual is truthy
     return SESpec("fc.0", "fc.2", _activation(fc[1], "fc.1"), _gate(fc[3], "fc.3"),
-                  residual=m.add_residual)
+                  residual=bool(m.add_residual))
 
 
 def _spec_se_block(m: SEBlock) -> SESpec:
@@ -359,7 +358,7 @@ def _spec_se_block(m: SEBlock) -> SESpec:
         raise Unsupported(f"{type(m).__name__} overrides SEBlock's forward")
     _check_pool(m.squeeze, "squeeze", (nn.AdaptiveAvgPool2d,))
     kind, residual = m.excitation_kind, m.residual
-    if kind not in _VARIANT_WORDS and kind != "two_fc":
+    if kind not in EXCITATIONS:
         raise Unsupported(f"excitation_kind {kind!r}")
     if not isinstance(residual, bool):
         raise Unsupported(f"residual is {residual!r}, not a bool")

@@ -583,6 +583,8 @@ def _unsupported():
         ("seblock-one-fc-not-square", lambda: _seblock_with(
             nn.Sequential(nn.Linear(16, 8), nn.Sigmoid()), excitation="one_fc"),
          r"SEBlock: excitation.0 maps 16 -> 8 channels; the one-FC excitation maps C -> C"),
+        ("seblock-unknown-kind", lambda: _with(SEBlock(16, 4), "excitation_kind", "gather"),
+         r"SEBlock: excitation_kind 'gather'"),
         ("seblock-kind-mismatch", lambda: _with(SEBlock(16, 4), "excitation_kind", "one_fc"),
          r"SEBlock: excitation is not Sequential\(Linear, gate\) \(one_fc\)"),
         ("seblock-eca-no-padding", lambda: _seblock_with(
