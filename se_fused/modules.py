@@ -97,6 +97,15 @@ class FusedSEAdapter(nn.Module):
         # Not a child (its children are this module's): only for a norm in training.
         self.__dict__["_original"] = original if spec.norm is not None else None
 
+    def __setstate__(self, state):
+        # an adapter pickled before the variants came in lacks the per-call attributes
+        super().__setstate__(state)
+        spec = self.spec
+        if "_activation" not in self.__dict__:
+            self._activation = spec.activation if spec.activation is not None else "none"
+            self._eca = spec.excitation in ("eca", "eca_circular")
+            self._fc2 = tuple(spec.fc2.split(".")) if spec.fc2 is not None else None
+
     def _params(self, path):
         m = self
         for name in path:
