@@ -1,5 +1,6 @@
 """se_fused.convert on whole models of timm and MONAI whose SE modules came in with
-issue 15 (two-FC SE with hard-swish, a norm between the FCs, any spatial_dims; eSE; ECA):
+issue 15 (two-FC SE with hard-swish, a norm between the FCs, any spatial_dims; eSE; ECA;
+circular ECA; MONAI's residual gate):
 every SE module converts without a warning, and the converted model gives the
 original's eval outputs (float32, 1e-4) and training gradients of every parameter
 (float64, 1e-6 relative; test_convert.check_model_equivalence)."""
@@ -81,7 +82,7 @@ def test_monai_se_resnet50(spatial_dims, shape):
 
 
 # ---------------------------------------------------------------------------
-# the variants: eSE (one FC) and ECA (a 1-D conv across the channels)
+# the variants: eSE (one FC), ECA (a 1-D conv across the channels), the residual gate
 # ---------------------------------------------------------------------------
 def test_timm_ese_vovnet19b_dw_one_fc():
     pytest.importorskip("timm")
@@ -102,3 +103,33 @@ def test_timm_ecaresnet26t_eca():
     model = _timm_model("ecaresnet26t")
     assert _count(model, EcaModule) == 8
     check_model_equivalence(model, _image(), "ecaresnet26t")
+
+
+def test_timm_resnet18_circular_eca():
+    """timm registers no model with CecaModule; its ResNet builds one with
+    block_args=dict(attn_layer="ceca") (as ecaresnet* do with "eca")."""
+    timm = pytest.importorskip("timm")
+    from timm.layers.eca import CecaModule
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False, zero_init_last=False,
+                              block_args=dict(attn_layer="ceca"))
+    assert _count(model, CecaModule) == 8
+    check_model_equivalence(model, _image(), "resnet18 with CecaModule")
+
+
+def test_monai_se_resnet50_1d_residual():
+    """MONAI's residual gate (ChannelSELayer add_residual, y = x * s + x) in a whole
+    model: SEResNet50(spatial_dims=1) with add_residual set on each SE layer."""
+    model = _monai_se_resnet50(1)
+    from monai.networks.blocks import ChannelSELayer
+    layers = [m for m in model.modules() if isinstance(m, ChannelSELayer)]
+    assert len(layers) == 16
+    for m in layers:
+        m.add_residual = True
+    # x * s + x grows the activations block by block, and training BatchNorm over few
+    # values then amplifies float32 rounding: at 2 x 1 x 64 the original's own float32
+    # output is 5e-3 off float64; at 4 x 1 x 256 (32 values per channel in layer4) 7e-5
+    x = torch.randn(4, 1, 256, generator=torch.Generator().manual_seed(1))
+    check_model_equivalence(model, x, "SEResNet50 spatial_dims=1, add_residual")
+    converted = se_fused.convert(copy.deepcopy(model))
+    assert all(m.spec.residual for m in converted.modules() if isinstance(m, FusedSEAdapter))
