@@ -22,10 +22,10 @@ autocast there too).
 Each measurement prints a progress line; the table comes last; the full results
 (medians, p20, p80, reps) go to a JSON file. It reports and never asserts a time.
 
-  python benchmarks/models.py --quick              # ~3 min on a 2-core CPU
+  python benchmarks/models.py --quick              # ~4 min on a 2-core CPU (3-D model at 48^3)
   python benchmarks/models.py                      # GPU when present, else CPU
   python benchmarks/models.py --models mobilenet_v3_large --batch 1,32 --train-batch 32
-  python benchmarks/models.py --models monai_seresnet50_3d          # 1x1x96^3 (CPU: minutes)
+  python benchmarks/models.py --models monai_seresnet50_3d          # 1x1x96^3 (CPU: ~2.5 min)
   python benchmarks/models.py --models monai_seresnet50_3d --quick  # 1x1x48^3
 """
 import argparse
@@ -180,7 +180,7 @@ def parse_args(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--quick", action="store_true",
-                    help="fewer repetitions (CPU: ~3 min for the default models and batches)")
+                    help="fewer repetitions (CPU: ~4 min for the default models and batches; the 3-D model at 48^3)")
     ap.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
     ap.add_argument("--batch", default=None,
                     help="inference batch sizes, comma-separated (GPU 1,64; CPU 1,8)")
