@@ -180,7 +180,8 @@ def parse_args(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--quick", action="store_true",
-                    help="fewer repetitions (CPU: ~4 min for the default models and batches; the 3-D model at 48^3)")
+                    help="fewer repetitions (CPU: ~4 min for the default models and batches; "
+                         "the 3-D model at 48^3)")
     ap.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
     ap.add_argument("--batch", default=None,
                     help="inference batch sizes, comma-separated (GPU 1,64; CPU 1,8)")
