@@ -1,7 +1,8 @@
 """se_fused.convert and FusedSEBlock.from_module: every supported SE module of torchvision,
-timm, MONAI and se_fused (two-FC SE, eSE, ECA, circular ECA, the residual gate) becomes a fused module with the same state_dict and the same parameter
-tensors; whole models give the same outputs and gradients; unsupported configurations are
-left alone with one warning saying why."""
+timm, MONAI and se_fused (two-FC SE, eSE, ECA, circular ECA, the residual gate) becomes a
+fused module with the same state_dict and the same parameter tensors; whole models give
+the same outputs and gradients; unsupported configurations are left alone with one warning
+saying why."""
 import copy
 import functools
 import pickle
