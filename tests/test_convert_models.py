@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import se_fused
-from se_fused import FusedSEAdapter, FusedSEBlock
+from se_fused import FusedSEAdapter
 from test_convert import _count, _one_thread, _timm_model, check_model_equivalence  # noqa: F401
 
 
