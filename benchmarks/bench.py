@@ -12,7 +12,9 @@ The run, in this order:
            1x64x1x1, 1x96x14x14 and 1x1152x7x7 in float32, no-grad forward, grad-mode
            forward and forward + y.sum().backward(); on the CPU on one thread, beside
            issue 12's bar for fused / eager; on a GPU also as CUDA-graph replays
-  cases    the SE blocks of real networks (cases.py), 7x7 maps first, in two passes: fwd
+  cases    the SE blocks of real networks (cases.py): 2-D, and on the CPU also 3-D (MONAI
+           SEResNet50 spatial_dims=3 stages), 1-D (ECAPA-TDNN, 8x512x200) and the variants
+           (eSE, ECA, circular ECA, residual at 8x512x28x28), 7x7 maps first, in two passes: fwd
            (under torch.inference_mode, as a user runs inference) and fwdbwd (x and the
            parameters require grad; y.backward(dy) with a fixed random dy; the grads are set
            to None between calls); --graphs adds CUDA-graph replays of each forward. On a
@@ -27,6 +29,8 @@ and never asserts a time. Examples:
   python benchmarks/bench.py --latency-only             # the latency section alone
   python benchmarks/bench.py --device cuda --graphs     # GPU, with CUDA-graph replays
   python benchmarks/bench.py --shapes 2048x7x7 --dtypes bf16 --passes fwd --no-latency
+  python benchmarks/bench.py --quick --no-latency --shapes monai3d,ecapa,ese,ecanet,ceca,resid
+                                                         # the 3-D, 1-D and variant rows
 """
 import argparse
 import os
@@ -44,7 +48,7 @@ sys.path.insert(0, os.path.dirname(HERE))  # run from anywhere against this chec
 import harness  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 import latency  # noqa: E402
 import report  # noqa: E402
-from cases import DTYPES, LAYOUTS, Case, cpu_cases, cuda_cases  # noqa: E402
+from cases import DTYPES, LAYOUTS, Case, cpu_cases, cuda_cases, to_layout  # noqa: E402
 from providers import PROVIDERS, build, floor, max_rel_diff, none_grads, plain_block  # noqa: E402
 
 PASSES = ("fwd", "fwdbwd")
@@ -55,9 +59,9 @@ def case_inputs(case: Case, device):
     """x in the case's dtype and layout, and dy like it (seeded)."""
     b = case.block
     torch.manual_seed(1)
-    x = torch.randn(case.n, b.c, b.hw, b.hw, device=device, dtype=DTYPES[case.dtype])
-    x = x.to(memory_format=LAYOUTS[case.layout])
-    return x, torch.randn_like(x)  # same memory format as x
+    x = torch.randn(case.n, b.c, *b.map, device=device, dtype=DTYPES[case.dtype])
+    x = to_layout(x, case.layout)
+    return x, torch.randn_like(x)  # same strides as x (dense)
 
 
 def pass_jobs(pass_: str, models: dict, x: torch.Tensor, dy: torch.Tensor) -> dict:

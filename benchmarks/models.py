@@ -1,13 +1,18 @@
-"""What SE costs in whole torchvision models, before and after se_fused.convert.
+"""What SE costs in whole models, before and after se_fused.convert: torchvision's, and
+MONAI's SEResNet50 with spatial_dims=3 (monai_seresnet50_3d).
 
 Each model runs three ways:
-  original   as torchvision builds it (torchvision.ops.SqueezeExcitation)
+  original   as torchvision or MONAI builds it (torchvision.ops.SqueezeExcitation, MONAI
+             ChannelSELayer)
   converted  se_fused.convert(model): the SE modules run the fused operator
   no_se      every SE module replaced by a module returning x: the model without SE
 
 and SE's share of the time is (t - t_no_se) / t, before (original) and after (converted).
 
-Passes, channels_last throughout, 224 x 224 inputs, random init:
+Passes, random init; torchvision: channels_last, 224 x 224 images, 1000 classes;
+monai_seresnet50_3d: 1-channel volumes of --volume^3 voxels (default 96; CPU --quick: 48,
+since a 96^3 training step takes seconds on a 2-core CPU), contiguous NCDHW as MONAI
+feeds them, 2 classes, batch 1 unless --batch / --train-batch say otherwise:
   infer   eval mode, torch.inference_mode, at each --batch (GPU default 1,64; CPU 1,8)
   train   one SGD step (forward, cross-entropy, backward, optimizer step) at --train-batch
           (GPU default 64, CPU 8)
@@ -17,9 +22,11 @@ autocast there too).
 Each measurement prints a progress line; the table comes last; the full results
 (medians, p20, p80, reps) go to a JSON file. It reports and never asserts a time.
 
-  python benchmarks/models.py --quick              # ~3 min on a 2-core CPU
+  python benchmarks/models.py --quick              # ~4 min on a 2-core CPU (3-D model at 48^3)
   python benchmarks/models.py                      # GPU when present, else CPU
   python benchmarks/models.py --models mobilenet_v3_large --batch 1,32 --train-batch 32
+  python benchmarks/models.py --models monai_seresnet50_3d          # 1x1x96^3 (CPU: ~2.5 min)
+  python benchmarks/models.py --models monai_seresnet50_3d --quick  # 1x1x48^3
 """
 import argparse
 import copy
@@ -37,8 +44,11 @@ sys.path.insert(0, os.path.dirname(HERE))  # run from anywhere against this chec
 import harness  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 import se_fused  # noqa: E402
 
-MODELS = ("mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf")
+MONAI_3D = "monai_seresnet50_3d"
+MODELS = ("mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf",
+          MONAI_3D)
 VARIANTS = ("original", "converted", "no_se")
+VOLUME, VOLUME_QUICK_CPU = 96, 48  # monai_seresnet50_3d's input: 1 x 1 x V x V x V
 
 
 class NoSE(nn.Module):
@@ -48,24 +58,47 @@ class NoSE(nn.Module):
         return x
 
 
-def without_se(model: nn.Module) -> nn.Module:
+def _se_classes(name: str) -> tuple:
+    if name == MONAI_3D:
+        from monai.networks.blocks import ChannelSELayer
+        return (ChannelSELayer,)
     from torchvision.ops import SqueezeExcitation
+    return (SqueezeExcitation,)
+
+
+def without_se(model: nn.Module, se_classes: tuple) -> nn.Module:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, SqueezeExcitation):
+            if isinstance(child, se_classes):
                 setattr(parent, name, NoSE())
     return model
 
 
 def build(name: str, variant: str, device) -> nn.Module:
-    import torchvision
     torch.manual_seed(0)
-    model = getattr(torchvision.models, name)(weights=None)
+    if name == MONAI_3D:
+        from monai.networks.nets import SEResNet50
+        model = SEResNet50(spatial_dims=3, in_channels=1, num_classes=2)
+    else:
+        import torchvision
+        model = getattr(torchvision.models, name)(weights=None)
     if variant == "converted":
         model = se_fused.convert(model)
     elif variant == "no_se":
-        model = without_se(model)
-    return model.to(device).to(memory_format=torch.channels_last)
+        model = without_se(model, _se_classes(name))
+    return model.to(device).to(memory_format=memory_format(name))
+
+
+def memory_format(name: str):
+    return torch.contiguous_format if name == MONAI_3D else torch.channels_last
+
+
+def num_classes(name: str) -> int:
+    return 2 if name == MONAI_3D else 1000
+
+
+def input_shape(name: str, batch: int, volume: int) -> tuple:
+    return (batch, 1, volume, volume, volume) if name == MONAI_3D else (batch, 3, 224, 224)
 
 
 # --------------------------------------------------------------------------- timing
@@ -79,9 +112,9 @@ def measure(fns: Dict[str, Callable], device, quick: bool) -> Dict[str, dict]:
                               unit="ms")
 
 
-def infer_fn(model: nn.Module, batch: int, device, amp) -> Callable:
+def infer_fn(model: nn.Module, name: str, shape: tuple, device, amp) -> Callable:
     model.eval()
-    x = torch.randn(batch, 3, 224, 224, device=device).to(memory_format=torch.channels_last)
+    x = torch.randn(*shape, device=device).to(memory_format=memory_format(name))
 
     def run():
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
@@ -90,12 +123,12 @@ def infer_fn(model: nn.Module, batch: int, device, amp) -> Callable:
     return run
 
 
-def train_fn(model: nn.Module, batch: int, device, amp) -> Callable:
+def train_fn(model: nn.Module, name: str, shape: tuple, device, amp) -> Callable:
     model.train()
     gen = torch.Generator(device="cpu").manual_seed(1)
-    x = torch.randn(batch, 3, 224, 224, generator=gen).to(device)
-    x = x.to(memory_format=torch.channels_last)
-    target = torch.randint(0, 1000, (batch,), generator=gen).to(device)
+    x = torch.randn(*shape, generator=gen).to(device)
+    x = x.to(memory_format=memory_format(name))
+    target = torch.randint(0, num_classes(name), (shape[0],), generator=gen).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     def step():
@@ -147,12 +180,16 @@ def parse_args(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--quick", action="store_true",
-                    help="fewer repetitions (CPU: ~3 min for the default models and batches)")
+                    help="fewer repetitions (CPU: ~4 min for the default models and batches; "
+                         "the 3-D model at 48^3)")
     ap.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
     ap.add_argument("--batch", default=None,
                     help="inference batch sizes, comma-separated (GPU 1,64; CPU 1,8)")
     ap.add_argument("--train-batch", type=int, default=None,
                     help="training-step batch size (GPU 64; CPU 8); 0 skips training")
+    ap.add_argument("--volume", type=int, default=None,
+                    help=f"monai_seresnet50_3d's volume side (default {VOLUME}; CPU --quick "
+                         f"{VOLUME_QUICK_CPU})")
     ap.add_argument("--amp", action="store_true",
                     help="CPU: run under bf16 autocast too (always on for the GPU)")
     ap.add_argument("--threads", type=int, default=None, help="CPU: torch.set_num_threads(N)")
@@ -179,30 +216,44 @@ def main(argv=None) -> int:
     batches = _ints(args.batch) if args.batch else ([1, 64] if gpu else [1, 8])
     train_batch = args.train_batch if args.train_batch is not None else (64 if gpu else 8)
     amp = gpu or args.amp
+    volume = args.volume or (VOLUME_QUICK_CPU if args.quick and not gpu else VOLUME)
 
     info = harness.describe(device)
-    print(harness.device_line(info) + f"  models {','.join(args.models)}  infer batches "
-          f"{batches}  train batch {train_batch}  {'bf16 autocast' if amp else 'float32'}  "
-          f"channels_last  224x224")
+    images = [m for m in args.models if m != MONAI_3D]
+    print(harness.device_line(info) + f"  models {','.join(args.models)}  "
+          f"{'bf16 autocast' if amp else 'float32'}"
+          + (f"; images: infer batches {batches}, train batch {train_batch}, channels_last, "
+             f"224x224" if images else "")
+          + (f"; {MONAI_3D}: 1x{volume}^3 volumes, batch 1 unless given, contiguous"
+             if MONAI_3D in args.models else ""))
     warning = harness.load_warning(device)
     if warning:
         print(warning)
     out = args.out or harness.results_path("results-models", device)
     meta = {**info, "amp_bf16": amp, "batches": batches, "train_batch": train_batch,
-            "quick": args.quick, "argv": sys.argv[1:]}
+            "volume": volume, "quick": args.quick, "argv": sys.argv[1:]}
 
     records: List[dict] = []
     t_start = time.perf_counter()
-    jobs = [("infer", b) for b in batches] + ([("train", train_batch)] if train_batch else [])
     try:
         for model_name in args.models:
-            models = {v: build(model_name, v, device) for v in VARIANTS}
+            volumetric = model_name == MONAI_3D
+            infer_b = _ints(args.batch) if args.batch or not volumetric else [1]
+            train_b = train_batch if args.train_batch is not None or not volumetric else 1
+            jobs = [("infer", b) for b in infer_b] + ([("train", train_b)] if train_b else [])
+            try:
+                models = {v: build(model_name, v, device) for v in VARIANTS}
+            except Exception as e:  # e.g. MONAI not installed: report it, go on
+                print(f"{model_name}: not built ({type(e).__name__}: {e})", flush=True)
+                continue
             for pass_, batch in jobs:
+                shape = input_shape(model_name, batch, volume)
                 make = infer_fn if pass_ == "infer" else train_fn
                 fns: Dict[str, Callable] = {}
                 try:
                     # a training step changes the weights: time copies
-                    fns = {v: make(m if pass_ == "infer" else copy.deepcopy(m), batch, device, amp)
+                    fns = {v: make(m if pass_ == "infer" else copy.deepcopy(m), model_name,
+                                   shape, device, amp)
                            for v, m in models.items()}
                     results = measure(fns, device, args.quick)
                 except Exception as e:  # report it, go on with the others
@@ -210,7 +261,7 @@ def main(argv=None) -> int:
                 fns.clear()  # frees the training copies before the next job
                 for variant, res in results.items():
                     rec = {"model": model_name, "variant": variant, "pass": pass_,
-                           "batch": batch, **res}
+                           "batch": batch, "input": "x".join(map(str, shape)), **res}
                     records.append(rec)
                     what = (f"{res['median_ms']:9.2f} ms (p20 {res['p20_ms']:.2f}, "
                             f"p80 {res['p80_ms']:.2f}, {res['reps']} reps)"

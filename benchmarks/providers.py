@@ -18,9 +18,16 @@ PROVIDERS = ("fused", "eager", "compile")
 def plain_block(se_fused, block: Block, device, dtype) -> nn.Module:
     """se_fused.SEBlock for this block, seeded weights, on device in dtype."""
     torch.manual_seed(0)
-    plain = se_fused.SEBlock(block.c, block.r, bias=block.bias, activation=block.activation,
-                             gate=block.gate)
+    plain = se_fused.SEBlock(block.c, block.r, **block_options(block))
     return plain.to(device=device, dtype=dtype)
+
+
+def block_options(block: Block) -> dict:
+    """SEBlock's keyword arguments for the block (the activation is the two-FC
+    excitation's only)."""
+    return dict(bias=block.bias, gate=block.gate, excitation=block.excitation,
+                residual=block.residual, kernel_size=block.kernel_size,
+                activation=block.activation if block.excitation == "two_fc" else None)
 
 
 def _eager(se_fused, plain: nn.Module, block: Block, device) -> nn.Module:
@@ -35,8 +42,7 @@ def _compile(se_fused, plain: nn.Module, block: Block, device) -> nn.Module:
 def _fused(se_fused, plain: nn.Module, block: Block, device) -> nn.Module:
     if torch.device(device).type == "cuda" and not se_fused.has_cuda_kernels():
         raise RuntimeError("this se_fused build has no CUDA kernels")
-    fused = se_fused.FusedSEBlock(block.c, block.r, bias=block.bias,
-                                  activation=block.activation, gate=block.gate)
+    fused = se_fused.FusedSEBlock(block.c, block.r, **block_options(block))
     fused.load_state_dict(plain.state_dict())
     return fused.to(device=device, dtype=next(plain.parameters()).dtype)
 

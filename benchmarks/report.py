@@ -72,7 +72,14 @@ def predict(model, case, bytes_per_element: int) -> dict:
     """gpu_model.predict for one case: {fwd_us, bwd_us, clone_us, add_us}, or {error}."""
     b = case.block
     try:
-        p = model.predict(case.n, b.c, b.hw, b.hw, case.hidden, bytes_per_element,
+        if b.excitation != "two_fc":
+            raise ValueError(f"no model of the {b.excitation} excitation")
+        # the model takes a map of h x w elements: a 1-D or 3-D map as its product
+        *outer, w = b.map
+        h = 1
+        for v in outer:
+            h *= v
+        p = model.predict(case.n, b.c, h, w, case.hidden, bytes_per_element,
                           case.layout == "cl")
         return {k: float(p[k]) for k in ("fwd_us", "bwd_us", "clone_us", "add_us")}
     except Exception as e:

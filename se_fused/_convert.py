@@ -5,7 +5,8 @@ One mechanism: each source is read into a spec (se_fused/_match.py). A supported
 becomes a FusedSEAdapter that holds the original's own children under the same names (so
 the state_dict keys and shapes, and the parameter tensors themselves, are unchanged) and
 whose forward calls the fused op on those parameters (a 1x1 Conv2d weight as a [out, in]
-view, no copy; a BatchNorm between the FCs folded into the first per call in eval). An
+view, no copy, and an ECA Conv1d weight [1, 1, k] as a [k] view; a BatchNorm between
+the FCs folded into the first per call in eval). An
 SEBlock becomes a FusedSEBlock that shares its children. What the kernels do not compute
 (and SE-like modules no reader knows) is left unchanged and named in one warning.
 """
@@ -20,9 +21,11 @@ from .modules import fuse, is_fused
 
 def convert(model: nn.Module) -> nn.Module:
     """Replace, in place, every supported SE module in model (torchvision
-    SqueezeExcitation, timm SEModule, SqueezeExcite and legacy senet SEModule, MONAI
-    ChannelSELayer, se_fused.SEBlock) with its fused module, and return model (or, when
-    model itself is an SE module, its replacement).
+    SqueezeExcitation, timm SEModule, SqueezeExcite and legacy senet SEModule, timm
+    EffectiveSEModule (eSE), EcaModule and CecaModule (ECA), MONAI ChannelSELayer (also
+    with add_residual, and ResidualSELayer), se_fused.SEBlock (any excitation, residual))
+    with its fused module, and return model (or, when model itself is an SE module, its
+    replacement).
 
     state_dict keys and shapes are unchanged: a checkpoint of the original loads into the
     converted model and back. Parameters are shared, not copied. Modules whose

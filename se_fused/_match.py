@@ -1,7 +1,8 @@
 """Reading the SE modules of other libraries: each recognised source is read into a
-spec (where its FCs and norm are, which activation, gate, excitation and residual it
-computes), and one place (not_computed) says which specs the kernels compute; the
-rest are refused with the reason. Pure: builds nothing, imports no library.
+spec (where its FCs or its convolution and its norm are, which activation, gate,
+excitation and residual it computes), and one place (not_computed) says which specs the
+kernels compute; the rest are refused with the reason. Pure: builds nothing, imports no
+library.
 
 Sources recognised (torchvision, timm and MONAI stay optional: a class is only looked
 for when its library is already imported, which it is whenever a model holds one):
@@ -9,12 +10,18 @@ for when its library is already imported, which it is whenever a model holds one
   timm.layers.squeeze_excite.SEModule        fc1, bn, act, fc2, gate (+ add_maxpool)
   timm.models._efficientnet_blocks.SqueezeExcite   conv_reduce, act1, conv_expand, gate
   timm.models.senet.SEModule (legacy SENets) fc1, relu, fc2, sigmoid
+  timm.layers.squeeze_excite.EffectiveSEModule   fc (Conv2d 1x1, C -> C), gate: eSE
+                                             (one_fc; + add_maxpool, refused)
+  timm.layers.eca.EcaModule                  conv (Conv1d(1, 1, k), zero padding
+                                             (k - 1) // 2), gate: eca (use_mlp refused)
+  timm.layers.eca.CecaModule                 F.pad(circular, self.padding), conv
+                                             (Conv1d(1, 1, k), padding 0), gate: eca_circular
   monai.networks.blocks.ChannelSELayer       avg_pool, fc = (Linear, act, Linear, act)
-                                             (+ add_residual; any spatial_dims)
-  se_fused.SEBlock                           squeeze, excitation = (Linear, act, Linear, gate)
-Read, but not computed by the kernels yet (refused with the reason):
-  timm.layers.squeeze_excite.EffectiveSEModule   one FC (eSE)
-  timm.layers.eca.EcaModule, CecaModule          1-D conv over channels (ECA)
+                                             (+ add_residual: residual; ResidualSELayer
+                                             too; any spatial_dims)
+  se_fused.SEBlock                           squeeze, excitation = (Linear, act, Linear,
+                                             gate), (Linear(C, C), gate) or (Conv1d, gate);
+                                             its residual
 Any other module whose class name looks like an SE block is named by looks_like_se.
 """
 import re
@@ -23,8 +30,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from torch import nn
 
-from ._variants import (ACTIVATION_FUNCTIONS, ACTIVATION_MODULES, ACTIVATIONS, GATE_FUNCTIONS,
-                        GATE_MODULES, GATES)
+from ._variants import (ACTIVATION_FUNCTIONS, ACTIVATION_MODULES, ACTIVATIONS, EXCITATIONS,
+                        GATE_FUNCTIONS, GATE_MODULES, GATES)
 from .reference import SEBlock
 
 
@@ -54,16 +61,17 @@ class Unsupported(ValueError):
 # ---------------------------------------------------------------------------
 # what the kernels compute: the one place a new kernel variant is admitted
 # ---------------------------------------------------------------------------
-# Variants the readers recognise but the kernels do not compute yet, in the words of
-# the refusal. An excitation or the residual is admitted when it is added to _COMPUTED
-# and FusedSEAdapter runs it.
+# The variants the readers recognise, in the words of a refusal. An excitation or the
+# residual is admitted when it is added to _COMPUTED and FusedSEAdapter runs it; since
+# issue 15 the kernels compute all of them.
 _VARIANT_WORDS = {
     "one_fc": "one-FC excitation (eSE)",
     "eca": "ECA excitation (1-D conv over channels)",
     "eca_circular": "circular ECA excitation (1-D conv over channels, circular padding)",
     "residual": "residual gate",
 }
-_COMPUTED = {"excitation": ("two_fc",), "residual": (False,)}
+_COMPUTED = {"excitation": ("two_fc", "one_fc", "eca", "eca_circular"),
+             "residual": (False, True)}
 
 
 def not_computed(spec: SESpec) -> List[str]:
@@ -167,8 +175,48 @@ def _check_fc(fc, where: str, kinds: Tuple[type, ...]) -> None:
                 f"{fc.stride}, padding {fc.padding}, groups {fc.groups})")
 
 
+def _check_eca_conv(conv, where: str, padding: int, padding_mode: Optional[str]) -> None:
+    """An ECA convolution: Conv1d(1, 1, k) with k odd, stride 1, dilation 1, groups 1,
+    and padding `padding` on each side (with padding_mode; None: any, as when the
+    padding is 0). The sizes the spec's kernel computes: k // 2 of zeros (eca) or of
+    the channels at the other end (eca_circular)."""
+    if type(conv) is not nn.Conv1d:
+        raise Unsupported(f"{where} is {_describe(conv)}, not Conv1d")
+    k = conv.kernel_size[0]
+    pad = conv.padding
+    if pad == "same":  # stride 1, odd k: k // 2 on each side
+        pad = (k // 2,)
+    if (conv.in_channels, conv.out_channels) != (1, 1) or k % 2 == 0 or conv.stride != (1,) \
+            or conv.dilation != (1,) or conv.groups != 1 or pad != (padding,) \
+            or (padding_mode is not None and conv.padding_mode != padding_mode):
+        raise Unsupported(
+            f"{where} is not an ECA convolution Conv1d(1, 1, k odd, stride 1, dilation 1, "
+            f"padding {padding}{'' if padding_mode is None else ' ' + padding_mode}) "
+            f"({conv.in_channels} -> {conv.out_channels} channels, kernel {conv.kernel_size}, "
+            f"stride {conv.stride}, dilation {conv.dilation}, padding {conv.padding} "
+            f"{conv.padding_mode}, groups {conv.groups})")
+
+
 def _check_fc_pair(module: nn.Module, spec: SESpec) -> None:
-    fc1, fc2 = module.get_submodule(spec.fc1), module.get_submodule(spec.fc2)
+    """The shapes of the excitation's layers agree with each other: two_fc's FCs map
+    C -> hidden -> C (and the norm takes hidden); one_fc's FC maps C -> C; the ECA
+    convolution's weight is [1, 1, k] and its bias [1] (the readers check the rest)."""
+    fc1 = module.get_submodule(spec.fc1)
+    if spec.excitation == "one_fc":
+        out, inp = fc1.weight.shape[:2]
+        if out != inp:
+            raise Unsupported(f"{spec.fc1} maps {inp} -> {out} channels; the one-FC "
+                              f"excitation maps C -> C")
+    elif spec.excitation in ("eca", "eca_circular"):
+        if fc1.weight.dim() != 3 or fc1.weight.shape[:2] != (1, 1) or (
+                fc1.bias is not None and fc1.bias.shape != (1,)):
+            raise Unsupported(f"{spec.fc1} holds a weight {tuple(fc1.weight.shape)}, not "
+                              f"[1, 1, k]")
+    if spec.excitation != "two_fc":
+        if spec.fc2 is not None or spec.norm is not None:
+            raise Unsupported(f"the {spec.excitation} excitation has one layer")
+        return
+    fc2 = module.get_submodule(spec.fc2)
     hidden, channels = fc1.weight.shape[:2]
     if fc2.weight.shape[:2] != (channels, hidden):
         raise Unsupported(f"{spec.fc1} maps {channels} -> {hidden} channels but {spec.fc2} "
@@ -270,15 +318,26 @@ def _spec_timm_eca(m) -> SESpec:
     if m.conv2 is not None:
         raise Unsupported(f"{_VARIANT_WORDS['eca']} with an MLP (use_mlp=True) not "
                           f"computed by the kernels")
+    k = m.conv.kernel_size[0] if isinstance(m.conv, nn.Conv1d) else 0
+    _check_eca_conv(m.conv, "conv", (k - 1) // 2, "zeros")
     return SESpec("conv", None, None, _gate(m.gate, "gate"), excitation="eca")
 
 
 def _spec_timm_ceca(m) -> SESpec:
+    # CecaModule pads by hand: F.pad(y, (self.padding, self.padding), mode="circular"),
+    # then conv with padding 0 (its act_layer only gives the conv a bias; forward never
+    # calls an activation).
     _check_forward(m, "timm.layers.eca", "CecaModule")
+    _check_eca_conv(m.conv, "conv", 0, None)
+    k = m.conv.kernel_size[0]
+    if m.padding != (k - 1) // 2:
+        raise Unsupported(f"circular padding {m.padding} for kernel size {k}; the kernels "
+                          f"pad (k - 1) // 2 = {(k - 1) // 2}")
     return SESpec("conv", None, None, _gate(m.gate, "gate"), excitation="eca_circular")
 
 
 def _spec_monai_channel_se(m) -> SESpec:
+    # also ResidualSELayer (a ChannelSELayer with add_residual=True)
     _check_forward(m, "monai.networks.blocks.squeeze_and_excitation", "ChannelSELayer")
     _check_pool(m.avg_pool, "avg_pool",
                 (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d))
@@ -287,28 +346,45 @@ def _spec_monai_channel_se(m) -> SESpec:
         raise Unsupported("fc is not Sequential(Linear, activation, Linear, activation)")
     for i in (0, 2):
         _check_fc(fc[i], f"fc.{i}", (nn.Linear,))
-    residual = bool(m.add_residual)
-    try:
-        act, gate = _activation(fc[1], "fc.1"), _gate(fc[3], "fc.3")
-    except Unsupported as e:  # name every reason (ResidualSELayer has both)
-        if residual:
-            raise Unsupported(f"{_VARIANT_WORDS['residual']} not computed by the kernels; "
-                              f"{e}") from None
-        raise
-    return SESpec("fc.0", "fc.2", act, gate, residual=residual)
+    # forward adds x when add_residual is truthy
+    return SESpec("fc.0", "fc.2", _activation(fc[1], "fc.1"), _gate(fc[3], "fc.3"),
+                  residual=bool(m.add_residual))
 
 
 def _spec_se_block(m: SEBlock) -> SESpec:
+    """SEBlock's variants, by its excitation_kind and residual attributes; the layers
+    in its excitation must be the ones that kind builds."""
     if _forward_overridden(m, SEBlock, "forward"):
         raise Unsupported(f"{type(m).__name__} overrides SEBlock's forward")
     _check_pool(m.squeeze, "squeeze", (nn.AdaptiveAvgPool2d,))
+    kind, residual = m.excitation_kind, m.residual
+    if kind not in EXCITATIONS:
+        raise Unsupported(f"excitation_kind {kind!r}")
+    if not isinstance(residual, bool):
+        raise Unsupported(f"residual is {residual!r}, not a bool")
     ex = m.excitation
-    if type(ex) is not nn.Sequential or len(ex) != 4:
-        raise Unsupported("excitation is not Sequential(Linear, activation, Linear, gate)")
-    for i in (0, 2):
-        _check_fc(ex[i], f"excitation.{i}", (nn.Linear,))
-    return SESpec("excitation.0", "excitation.2", _activation(ex[1], "excitation.1"),
-                  _gate(ex[3], "excitation.3"))
+    want = {"two_fc": "Linear, activation, Linear, gate", "one_fc": "Linear, gate"}.get(
+        kind, "Conv1d, gate")
+    if type(ex) is not nn.Sequential or len(ex) != want.count(",") + 1:
+        raise Unsupported(f"excitation is not Sequential({want}) ({kind})")
+    gate = _gate(ex[len(ex) - 1], f"excitation.{len(ex) - 1}")
+    if kind == "two_fc":
+        for i in (0, 2):
+            _check_fc(ex[i], f"excitation.{i}", (nn.Linear,))
+        spec = SESpec("excitation.0", "excitation.2", _activation(ex[1], "excitation.1"),
+                      gate, residual=residual)
+    elif kind == "one_fc":
+        _check_fc(ex[0], "excitation.0", (nn.Linear,))
+        spec = SESpec("excitation.0", None, None, gate, excitation="one_fc", residual=residual)
+    else:
+        k = ex[0].kernel_size[0] if isinstance(ex[0], nn.Conv1d) else 0
+        _check_eca_conv(ex[0], "excitation.0", k // 2,
+                        "circular" if kind == "eca_circular" else "zeros")
+        spec = SESpec("excitation.0", None, None, gate, excitation=kind, residual=residual)
+    if kind != "eca" and kind != "eca_circular" and ex[0].in_features != m.channels:
+        raise Unsupported(f"excitation.0 takes {ex[0].in_features} channels, the block "
+                          f"{m.channels}")
+    return spec
 
 
 # (module path, class name, spec reader); looked up in sys.modules, never imported here.
@@ -323,8 +399,9 @@ _SOURCES: List[Tuple[str, str, Callable[[nn.Module], SESpec]]] = [
     ("monai.networks.blocks.squeeze_and_excitation", "ChannelSELayer", _spec_monai_channel_se),
     ("se_fused.reference", "SEBlock", _spec_se_block),
 ]
-SOURCES_READ = ("torchvision SqueezeExcitation, timm SEModule, SqueezeExcite and legacy "
-                "senet SEModule, MONAI ChannelSELayer, se_fused.SEBlock")
+SOURCES_READ = ("torchvision SqueezeExcitation, timm SEModule, SqueezeExcite, legacy senet "
+                "SEModule, EffectiveSEModule, EcaModule and CecaModule, MONAI "
+                "ChannelSELayer (and ResidualSELayer), se_fused.SEBlock")
 
 
 def reader(module: nn.Module) -> Optional[Callable[[nn.Module], SESpec]]:

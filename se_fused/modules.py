@@ -65,14 +65,22 @@ def _fold_norm(norm: nn.BatchNorm2d, w1: torch.Tensor, b1: Optional[torch.Tensor
     return (w1.to(dtype) * k[:, None]).to(w1.dtype), b.to(w1.dtype)
 
 
+def _as_vector(weight: torch.Tensor) -> torch.Tensor:
+    # ECA: the Conv1d weight [1, 1, k] -> [k], a view (only one dim is not 1).
+    return weight.view(-1)
+
+
 class FusedSEAdapter(nn.Module):
     """An SE module from torchvision, timm or MONAI run by the fused operator. It holds
     the original's children under their original names (same state_dict keys, shapes
     and parameter tensors); the children that the fused op replaces (pooling,
     activation, gate) are kept, unused, so the structure still prints and loads as
-    before. A BatchNorm between the FCs (spec.norm) is folded into the first FC per
-    call while it is in eval mode; in training mode (batch statistics, running-stat
-    updates) the original module's own forward runs, on the same children."""
+    before. The excitation is spec.excitation: two FCs (Conv2d 1x1 or Linear), one FC
+    C -> C (eSE) or a Conv1d(1, 1, k) across the channels (ECA, zero or circular
+    padding), the weights passed as views of the layers' own; spec.residual adds x.
+    A BatchNorm between the FCs (spec.norm) is folded into the first FC per call while
+    it is in eval mode; in training mode (batch statistics, running-stat updates) the
+    original module's own forward runs, on the same children."""
 
     def __init__(self, original: nn.Module, spec: SESpec):
         super().__init__()
@@ -82,9 +90,21 @@ class FusedSEAdapter(nn.Module):
         self.source = source_name(original)
         self.training = original.training
         self._fc1 = tuple(spec.fc1.split("."))
-        self._fc2 = tuple(spec.fc2.split("."))
+        self._fc2 = tuple(spec.fc2.split(".")) if spec.fc2 is not None else None
+        # the op's strings: "none" where the excitation has no hidden layer
+        self._activation = spec.activation if spec.activation is not None else "none"
+        self._eca = spec.excitation in ("eca", "eca_circular")
         # Not a child (its children are this module's): only for a norm in training.
         self.__dict__["_original"] = original if spec.norm is not None else None
+
+    def __setstate__(self, state):
+        # an adapter pickled before the variants came in lacks the per-call attributes
+        super().__setstate__(state)
+        spec = self.spec
+        if "_activation" not in self.__dict__:
+            self._activation = spec.activation if spec.activation is not None else "none"
+            self._eca = spec.excitation in ("eca", "eca_circular")
+            self._fc2 = tuple(spec.fc2.split(".")) if spec.fc2 is not None else None
 
     def _params(self, path):
         m = self
@@ -94,42 +114,59 @@ class FusedSEAdapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.spec
-        fc1, fc2 = self._params(self._fc1), self._params(self._fc2)
-        w1, b1 = _as_matrix(fc1["weight"]), fc1["bias"]
+        fc1 = self._params(self._fc1)
+        w1, b1 = fc1["weight"], fc1["bias"]
+        w1 = _as_vector(w1) if self._eca else _as_matrix(w1)
+        if self._fc2 is None:
+            w2 = b2 = None
+        else:
+            fc2 = self._params(self._fc2)
+            w2, b2 = _as_matrix(fc2["weight"]), fc2["bias"]
         if spec.norm is not None:
             norm = self._modules[spec.norm]
             if norm.training:
                 return self._original(x)
             w1, b1 = _fold_norm(norm, w1, b1)
-        return _squeeze_excite(x, w1, b1, _as_matrix(fc2["weight"]), fc2["bias"],
-                               spec.activation, spec.gate)
+        return _squeeze_excite(x, w1, b1, w2, b2, self._activation, spec.gate,
+                               spec.excitation, spec.residual)
 
     def extra_repr(self) -> str:
-        norm = f", norm={self.spec.norm} (folded in eval)" if self.spec.norm else ""
-        return (f"source={self.source}, activation={self.spec.activation}, "
-                f"gate={self.spec.gate}{norm}")
+        spec = self.spec
+        kind = (f"activation={spec.activation}" if spec.excitation == "two_fc"
+                else f"excitation={spec.excitation}")
+        residual = ", residual=True" if spec.residual else ""
+        norm = f", norm={spec.norm} (folded in eval)" if spec.norm else ""
+        return f"source={self.source}, {kind}, gate={spec.gate}{residual}{norm}"
 
 
 def _fused_se_block(m: SEBlock, spec: SESpec) -> FusedSEBlock:
     # Build on the meta device (nothing allocated), then take the original's children:
     # the parameters are shared, not copied.
+    first = m.excitation[0]
+    eca = spec.excitation in ("eca", "eca_circular")
     with torch.device("meta"):
-        fused = FusedSEBlock(m.channels, m.r, bias=m.excitation[0].bias is not None,
-                             activation=spec.activation, gate=spec.gate)
-    fused.squeeze, fused.excitation = m.squeeze, m.excitation
+        fused = FusedSEBlock(m.channels, m.r, bias=first.bias is not None,
+                             activation=spec.activation, gate=spec.gate,
+                             excitation=spec.excitation, residual=spec.residual,
+                             kernel_size=first.kernel_size[0] if eca else None)
+    for name, child in m.named_children():
+        setattr(fused, name, child)
     fused.training = m.training
     return fused
 
 
 def fuse(module: nn.Module, spec: SESpec) -> nn.Module:
+    """The fused module for a module read into spec (read_spec): a FusedSEBlock for an
+    SEBlock, else a FusedSEAdapter."""
     if isinstance(module, SEBlock):
         return _fused_se_block(module, spec)
     return FusedSEAdapter(module, spec)
 
 
 def from_module(module: nn.Module) -> nn.Module:
-    """The fused module for one SE module: a FusedSEBlock for an se_fused.SEBlock, a
-    FusedSEAdapter for a torchvision, timm or MONAI SE module; either shares the
+    """The fused module for one SE module: a FusedSEBlock for an se_fused.SEBlock (any
+    excitation, residual), a FusedSEAdapter for a torchvision, timm or MONAI SE module
+    (two-FC SE, eSE, ECA and circular ECA, MONAI's residual); either shares the
     original's parameters. An already fused module is returned as is. Raises ValueError
     for a module that is not a recognised SE module or whose configuration is
     unsupported."""

@@ -1,7 +1,8 @@
 """se_fused.convert and FusedSEBlock.from_module: every supported SE module of torchvision,
-timm and se_fused becomes a fused module with the same state_dict and the same parameter
-tensors; whole models give the same outputs and gradients; unsupported configurations are
-left alone with one warning saying why."""
+timm, MONAI and se_fused (two-FC SE, eSE, ECA, circular ECA, the residual gate) becomes a
+fused module with the same state_dict and the same parameter tensors; whole models give
+the same outputs and gradients; unsupported configurations are left alone with one warning
+saying why."""
 import copy
 import functools
 import pickle
@@ -35,7 +36,10 @@ def _se_types():
         from timm.layers.squeeze_excite import SEModule
         from timm.models._efficientnet_blocks import SqueezeExcite
         from timm.models.senet import SEModule as LegacySEModule
-        types += [SEModule, SqueezeExcite, LegacySEModule]
+        from timm.layers.squeeze_excite import EffectiveSEModule
+        from timm.layers.eca import CecaModule, EcaModule
+        types += [SEModule, SqueezeExcite, LegacySEModule, EffectiveSEModule, EcaModule,
+                  CecaModule]
     except ImportError:
         pass
     try:
@@ -97,7 +101,8 @@ def _torchvision_model(name):
 def _timm_model(name):
     # timm's ResNets and RegNets zero the last BatchNorm of each block by default, which
     # zeroes the SE input there: the comparison would not see the SE at all.
-    kwargs = dict(zero_init_last=False) if name.startswith(("seresnet", "regnety")) else {}
+    kwargs = (dict(zero_init_last=False)
+              if name.startswith(("seresnet", "regnety", "ecaresnet")) else {})
     return _timm().create_model(name, pretrained=False, **kwargs)
 
 
@@ -120,7 +125,8 @@ def test_model_equivalence(source, name):
 def check_model_equivalence(original, x, name):
     """convert(copy of original) converts every SE module without a warning, keeps the
     state_dict and the parameter tensors, and gives the original's eval outputs (rtol
-    1e-4) and training outputs and gradients (float64: rtol 1e-6; float32: 1e-4)."""
+    1e-4) and training outputs and gradients of every parameter (float64: rtol 1e-6;
+    float32: 1e-4) and of the input (float64: rtol 1e-6)."""
     n_se = _count(original, _se_types())
     assert n_se > 0, f"{name} holds no SE module"
     converted = copy.deepcopy(original)
@@ -142,10 +148,13 @@ def check_model_equivalence(original, x, name):
         _assert_close_to_scale(converted(x), original(x), 1e-4, f"{name} eval output")
 
     # train mode: dropout / stochastic depth draw the same masks under the same seed
+    inputs = {}
+
     def train_step(model, dtype=torch.float32):
         model.train()
         torch.manual_seed(2)
-        out = model(x.to(dtype))
+        inputs[id(model)] = x_in = x.to(dtype).requires_grad_(True)
+        out = model(x_in)
         (out * torch.linspace(-1, 1, out.shape[-1], dtype=dtype)).sum().backward()
         return out.detach()
 
@@ -159,6 +168,8 @@ def check_model_equivalence(original, x, name):
                            train_step(exact, torch.float64), 1e-10, f"{name} float64 train output")
     error, where = _grad_error(exact_converted, exact, rtol=1e-6)
     assert error <= 1, f"{name}: float64 gradients differ by {error:.3g} x rtol 1e-6 at {where}"
+    _assert_close_to_scale(inputs[id(exact_converted)].grad, inputs[id(exact)].grad, 1e-6,
+                           f"{name} float64 input gradient")
     fused = [m for m in exact_converted.modules() if isinstance(m, _fused_types())]
     with_grad = [m for m in fused if any(p.grad.abs().max() > 0 for p in m.parameters())]
     # the SE modules take part (none zeroed out by the init; stochastic depth may drop some)
@@ -223,6 +234,15 @@ def _sources():
         ("seblock", lambda: SEBlock(24, 4)),
         ("seblock-bias-silu-hard", lambda: SEBlock(24, 3, bias=True, activation="silu",
                                                    gate="hardsigmoid")),
+        ("seblock-residual", lambda: SEBlock(24, 4, residual=True)),
+        ("seblock-one-fc", lambda: SEBlock(24, excitation="one_fc", bias=True)),
+        ("seblock-one-fc-residual-hard", lambda: SEBlock(24, excitation="one_fc",
+                                                         gate="hardsigmoid", residual=True)),
+        ("seblock-eca", lambda: SEBlock(24, excitation="eca")),
+        ("seblock-eca-k5-bias-residual", lambda: SEBlock(24, excitation="eca", kernel_size=5,
+                                                         bias=True, residual=True)),
+        ("seblock-eca-circular-k7", lambda: SEBlock(24, excitation="eca_circular",
+                                                    kernel_size=7, gate="hardsigmoid")),
     ]
     try:
         from timm.layers import activations, activations_me
@@ -231,6 +251,7 @@ def _sources():
         from timm.models.senet import SEModule as LegacySEModule
     except ImportError:
         return out + _monai_sources(2)
+    out += [(i, f) for i, f, _ in _timm_variant_sources()]
     out += [
         ("timm-se", lambda: SEModule(24)),
         ("timm-se-nobias-silu-hardsigmoid", lambda: SEModule(
@@ -263,6 +284,39 @@ def _monai_sources(spatial_dims):
         (f"monai-{d}d-r4-memswish", lambda: ChannelSELayer(d, 24, r=4, acti_type_1="memswish")),
         (f"monai-{d}d-swish", lambda: ChannelSELayer(d, 24, r=3,
                                                      acti_type_1=("swish", {"alpha": 1}))),
+    ] + _monai_residual_sources(d)
+
+
+def _monai_residual_sources(d):
+    """MONAI's residual gate: ChannelSELayer(add_residual=True), and ResidualSELayer with
+    activations the kernels compute (its defaults, LeakyReLU and a ReLU gate, are not)."""
+    from monai.networks.blocks import ChannelSELayer
+    out = [(f"monai-{d}d-residual", lambda: ChannelSELayer(d, 24, r=4, add_residual=True))]
+    try:
+        from monai.networks.blocks import ResidualSELayer
+    except ImportError:
+        return out
+    return out + [(f"monai-{d}d-residual-layer", lambda: ResidualSELayer(
+        d, 24, acti_type_1="relu", acti_type_2="sigmoid"))]
+
+
+def _timm_variant_sources():
+    """(id, factory, excitation) for timm's eSE and ECA modules (4-D input only: their
+    forwards pool with x.mean((2, 3)))."""
+    try:
+        from timm.layers.eca import CecaModule, EcaModule
+        from timm.layers.squeeze_excite import EffectiveSEModule
+    except ImportError:
+        return []
+    return [
+        ("timm-ese", lambda: EffectiveSEModule(24), "one_fc"),
+        ("timm-ese-sigmoid", lambda: EffectiveSEModule(24, gate_layer="sigmoid"), "one_fc"),
+        ("timm-eca", lambda: EcaModule(24), "eca"),
+        ("timm-eca-k5-hard", lambda: EcaModule(kernel_size=5, gate_layer="hard_sigmoid"), "eca"),
+        ("timm-eca-c256", lambda: EcaModule(256), "eca"),  # k = 5
+        ("timm-ceca", lambda: CecaModule(24), "eca_circular"),
+        ("timm-ceca-k7-bias", lambda: CecaModule(kernel_size=7, act_layer=nn.ReLU),
+         "eca_circular"),
     ]
 
 
@@ -284,7 +338,82 @@ def test_from_module_monai_any_spatial_dims_float64(make, shape):
     _check_from_module_float64(make, shape)
 
 
-def _check_from_module_float64(make, shape):
+# ---------------------------------------------------------------------------
+# the variants (eSE, ECA, circular ECA, residual): each reader against its module in
+# float64, forward and backward, on every rank the module takes, both layouts
+# ---------------------------------------------------------------------------
+SHAPES = {1: (3, 24, 11), 2: (3, 24, 5, 7), 3: (2, 24, 3, 4, 5)}
+
+
+def _variant_cases():
+    cases = [(i, f, (2,)) for i, f, _ in _timm_variant_sources()]
+    try:
+        import monai  # noqa: F401
+        cases += [(i, f, (d,)) for d in (1, 2, 3) for i, f in _monai_residual_sources(d)]
+    except ImportError:
+        pass
+    cases += [(i, f, (1, 2, 3)) for i, f in SOURCES if i.startswith("seblock-")
+              and ("residual" in i or "one-fc" in i or "eca" in i)]
+    return [(f"{i}-{d}d-{layout}", f, d, layout) for i, f, ranks in cases for d in ranks
+            for layout in ("contiguous", "channels_last")]
+
+
+VARIANT_CASES = _variant_cases()
+
+
+def _channels_last(x):
+    if x.dim() == 3:  # [N, L, C] strides
+        return x.transpose(1, 2).contiguous().transpose(1, 2)
+    return x.contiguous(memory_format=torch.channels_last if x.dim() == 4
+                        else torch.channels_last_3d)
+
+
+@pytest.mark.parametrize("make,rank,layout", [c[1:] for c in VARIANT_CASES],
+                         ids=[c[0] for c in VARIANT_CASES])
+def test_variant_reader_matches_original_float64(make, rank, layout):
+    fused = _check_from_module_float64(make, SHAPES[rank], layout == "channels_last")
+    x = torch.randn(*SHAPES[rank])
+    x = _channels_last(x) if layout == "channels_last" else x
+    with torch.no_grad():
+        y = fused.float()(x)
+    assert y.stride() == x.stride(), "y keeps x's layout"
+
+
+@pytest.mark.parametrize("make,excitation", [(f, e) for _, f, e in _timm_variant_sources()],
+                         ids=[i for i, _, _ in _timm_variant_sources()])
+def test_timm_variant_spec_and_repr(make, excitation):
+    original = make()
+    fused = FusedSEBlock.from_module(original)
+    assert fused.spec.excitation == excitation and fused.spec.fc2 is None
+    assert fused.spec.activation is None and not fused.spec.residual
+    assert f"excitation={excitation}, gate=" in repr(fused)
+    if excitation != "one_fc":  # the Conv1d weight [1, 1, k] reaches the op as a [k] view
+        from se_fused.modules import _as_vector
+        v = _as_vector(original.conv.weight)
+        assert v._base is original.conv.weight and v.shape == (original.conv.kernel_size[0],)
+
+
+def test_monai_residual_spec_and_repr():
+    monai_blocks = pytest.importorskip("monai.networks.blocks")
+    fused = FusedSEBlock.from_module(monai_blocks.ChannelSELayer(3, 16, add_residual=True))
+    assert fused.spec.residual and fused.spec.excitation == "two_fc"
+    assert "activation=relu, gate=sigmoid, residual=True" in repr(fused)
+
+
+@pytest.mark.parametrize("kwargs", [dict(excitation="one_fc", residual=True),
+                                    dict(excitation="eca", kernel_size=5, bias=True),
+                                    dict(excitation="eca_circular", gate="hardsigmoid")])
+def test_from_module_se_block_variant_shares_children(kwargs):
+    plain = SEBlock(32, **kwargs)
+    fused = FusedSEBlock.from_module(plain)
+    assert type(fused) is FusedSEBlock
+    assert (fused.excitation_kind, fused.residual, fused.gate, fused.activation) == (
+        plain.excitation_kind, plain.residual, plain.gate, "none")
+    assert fused.excitation is plain.excitation and fused.squeeze is plain.squeeze
+    assert all(p.device.type == "cpu" for p in fused.parameters())
+
+
+def _check_from_module_float64(make, shape, channels_last=False):
     torch.manual_seed(3)
     original = make().double()
     with torch.no_grad():  # spread the weights so that the gate covers its range
@@ -295,8 +424,12 @@ def _check_from_module_float64(make, shape):
     assert list(fused.state_dict()) == list(original.state_dict())
     assert all(a is b for a, b in zip(fused.parameters(), original.parameters()))
 
+    x = torch.randn(*shape, dtype=torch.float64)
+    if channels_last:
+        x = _channels_last(x)
     # nn.Hardsigmoid's float64 backward uses a float32 1/6 (see _reference.ExactHardsigmoid)
-    _assert_same_float64(fused, original, torch.randn(*shape, dtype=torch.float64), 1e-7)
+    _assert_same_float64(fused, original, x, 1e-7)
+    return fused
 
 
 def _assert_same_float64(fused, original, x, grad_rtol):
@@ -430,6 +563,17 @@ def _hooked():
     return se
 
 
+def _with(module, name, value):
+    setattr(module, name, value)
+    return module
+
+
+def _seblock_with(layers, **kwargs):
+    block = SEBlock(16, **kwargs)
+    block.excitation = layers
+    return block
+
+
 def _unsupported():
     out = _monai_unsupported() + [
         ("tv-gelu", lambda: SqueezeExcitation(16, 4, activation=nn.GELU), "activation GELU"),
@@ -437,6 +581,22 @@ def _unsupported():
         ("tv-subclass-gate", lambda: SqueezeExcitation(
             16, 4, scale_activation=type("MySigmoid", (nn.Sigmoid,), {})), "gate MySigmoid"),
         ("seblock-gelu", _bad_seblock, "activation GELU"),
+        ("seblock-one-fc-not-square", lambda: _seblock_with(
+            nn.Sequential(nn.Linear(16, 8), nn.Sigmoid()), excitation="one_fc"),
+         r"SEBlock: excitation.0 maps 16 -> 8 channels; the one-FC excitation maps C -> C"),
+        ("seblock-unknown-kind", lambda: _with(SEBlock(16, 4), "excitation_kind", "gather"),
+         r"SEBlock: excitation_kind 'gather'"),
+        ("seblock-kind-mismatch", lambda: _with(SEBlock(16, 4), "excitation_kind", "one_fc"),
+         r"SEBlock: excitation is not Sequential\(Linear, gate\) \(one_fc\)"),
+        ("seblock-eca-no-padding", lambda: _seblock_with(
+            nn.Sequential(nn.Conv1d(1, 1, 3, bias=False), nn.Sigmoid()), excitation="eca"),
+         r"SEBlock: excitation.0 is not an ECA convolution .*padding 1 zeros"),
+        ("seblock-eca-circular-zeros", lambda: _seblock_with(
+            nn.Sequential(nn.Conv1d(1, 1, 3, padding=1), nn.Sigmoid()), excitation="eca_circular"),
+         r"SEBlock: excitation.0 is not an ECA convolution .*padding 1 circular"),
+        ("seblock-eca-linear", lambda: _seblock_with(
+            nn.Sequential(nn.Linear(16, 16), nn.Sigmoid()), excitation="eca"),
+         r"SEBlock: excitation.0 is Linear, not Conv1d"),
         ("tv-hooked", _hooked, "hooks"),
     ]
     try:
@@ -451,15 +611,27 @@ def _unsupported():
         ("timm-se-bn-batch-stats", lambda: SEModule(16, norm_layer=functools.partial(
             nn.BatchNorm2d, track_running_stats=False)),
          r"norm layer \(BatchNorm2d\) between the FCs without running statistics"),
-        ("timm-ese", lambda: EffectiveSEModule(16),
-         "EffectiveSEModule: one-FC excitation \\(eSE\\) not computed by the kernels"),
-        ("timm-eca", lambda: EcaModule(16),
-         r"EcaModule: ECA excitation \(1-D conv over channels\) not computed by the kernels"),
+        ("timm-ese-maxpool", lambda: EffectiveSEModule(16, add_maxpool=True),
+         r"EffectiveSEModule: add_maxpool=True"),
         ("timm-eca-mlp", lambda: EcaModule(16, use_mlp=True),
          r"EcaModule: ECA excitation \(1-D conv over channels\) with an MLP"),
-        ("timm-ceca", lambda: CecaModule(16),
-         r"CecaModule: circular ECA excitation \(1-D conv over channels, circular padding\) "
-         r"not computed by the kernels"),
+        ("timm-eca-dilated", lambda: _with(EcaModule(16), "conv", nn.Conv1d(
+            1, 1, 3, padding=2, dilation=2, bias=False)),
+         r"EcaModule: conv is not an ECA convolution Conv1d\(1, 1, k odd, stride 1, "
+         r"dilation 1, padding 1 zeros\) .*dilation \(2,\)"),
+        ("timm-eca-circular-conv", lambda: _with(EcaModule(16), "conv", nn.Conv1d(
+            1, 1, 3, padding=1, bias=False, padding_mode="circular")),
+         r"EcaModule: conv is not an ECA convolution .*padding \(1,\) circular"),
+        ("timm-ceca-padding", lambda: _with(CecaModule(16), "padding", 0),
+         r"CecaModule: circular padding 0 for kernel size 3; the kernels pad \(k - 1\) // 2 = 1"),
+        ("timm-ceca-conv-padded", lambda: _with(CecaModule(16), "conv", nn.Conv1d(
+            1, 1, 3, padding=1, bias=False)),
+         r"CecaModule: conv is not an ECA convolution Conv1d\(1, 1, k odd, stride 1, "
+         r"dilation 1, padding 0\)"),
+        ("timm-ceca-even-kernel", lambda: _with(CecaModule(16), "conv", nn.Conv1d(
+            1, 1, 4, bias=False)), r"CecaModule: conv is not an ECA convolution .*kernel \(4,\)"),
+        ("timm-ceca-two-channels", lambda: _with(CecaModule(16), "conv", nn.Conv1d(
+            1, 2, 3, bias=False)), r"CecaModule: conv is not an ECA convolution .*1 -> 2 channels"),
         ("timm-se-maxpool", lambda: SEModule(16, add_maxpool=True), "add_maxpool"),
         ("timm-se-gelu", lambda: SEModule(16, act_layer="gelu"), "activation GELU"),
         ("timm-sqe-tanh", lambda: SqueezeExcite(16, gate_layer="tanh"), "gate Tanh"),
@@ -473,11 +645,11 @@ def _monai_unsupported():
     except ImportError:
         return []
     return [
-        ("monai-residual", lambda: ChannelSELayer(2, 16, add_residual=True),
-         "ChannelSELayer: residual gate not computed by the kernels"),
         ("monai-residual-layer", lambda: ResidualSELayer(2, 16),
-         r"ResidualSELayer: residual gate not computed by the kernels; activation LeakyReLU "
-         r"\(fc.1\); the kernels compute relu, silu, hardswish"),
+         r"ResidualSELayer: activation LeakyReLU \(fc.1\); the kernels compute relu, silu, "
+         r"hardswish"),
+        ("monai-residual-layer-relu-gate", lambda: ResidualSELayer(2, 16, acti_type_1="relu"),
+         r"ResidualSELayer: gate ReLU \(fc.3\); the kernels compute sigmoid, hardsigmoid"),
         ("monai-swish-alpha", lambda: ChannelSELayer(3, 16, acti_type_1=("swish", {"alpha": 2.0})),
          r"ChannelSELayer: activation Swish \(fc.1\)"),
         ("monai-tanh", lambda: ChannelSELayer(1, 16, acti_type_2="tanh"), r"gate Tanh \(fc.3\)"),
