@@ -477,6 +477,9 @@ int main(int argc, char** argv) {
     {F32, 1, 2, 112, 112, 1, false, true, RL, SG, 2, 0},     // G = 256
     {BF, 2, 2100, 1, 2, 3, false, true, RL, SG, 3, 0},
     {BF, 2, 1100, 2, 1, 1100, true, true, SL, SG, 3, 0},
+    {F32, 2, 1100, 2, 1, 0, true, true, RL, SG, 3, 0, false, EX1, 0, true},    // one FC, C past a chunk
+    {BF, 2, 2100, 1, 2, 0, false, true, RL, HS, 3, 0, false, ECA, 5, false},   // ECA over 5 chunks
+    {F64, 2, 2100, 1, 2, 0, false, true, RL, SG, 3, 0, false, ECC, 7, true},
   };
   const std::vector<Case>* cases = which == "quick" ? &quick : which == "full" ? &full : which == "big" ? &big : nullptr;
   if (!cases) { fprintf(stderr, "usage: %s [quick|full|big] [SUBSTRING]\n", argv[0]); return 64; }
