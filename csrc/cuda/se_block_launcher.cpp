@@ -62,10 +62,6 @@ std::optional<at::Tensor> contiguous_optional(const std::optional<at::Tensor>& t
 // (w1 and w2 held contiguous by the caller).
 void set_common(SEForwardParams& params, const SEProblem& p, const at::Tensor& w1,
                 const std::optional<at::Tensor>& w2) {
-  // TODO(issue 15): the one-FC and ECA excitations and the residual gate in the CUDA kernels.
-  TORCH_CHECK(p.excitation == Excitation::TwoFC && !p.residual,
-              "se_fused: the CUDA kernels compute the two_fc excitation without the residual "
-              "gate only (for now); run this block on the CPU");
   params.w1 = w1.const_data_ptr();
   params.w2 = optional_ptr(w2);
   params.N = p.N;

@@ -3,22 +3,25 @@
 //
 // Phase 1, unit (n, k), channels [c0, c1) of chunk k:
 //   pooled[n, c] = sum_hw x / HW                  (se_reduce.cuh orders)
-//   part[n, k, j] = sum_{c in chunk} w1[j, c] pooled[n, c]   for every j
-// Phase 2, unit (n, k):
-//   z1[n, j] = (part[n, 0, j] + part[n, 1, j] + ... + part[n, K-1, j]) + b1[j]
-//              (chunk order 0..K-1: fixed by the shape), a = activation(z1)
-//   z2[n, c] = w2[c, :] a + b2[c], s = gate(z2)  for the unit's own channels
-//   y[n, c, :] = x[n, c, :] * s                  for the unit's own channels
+//   the excitation's share (se_excite.cuh): two FCs: part[n, k, j] =
+//   sum_{c in chunk} w1[j, c] pooled[n, c] for every j; the others: nothing
+// Phase 2, unit (n, k), its own channels:
+//   z2[n, c] from the excitation (se_excite.cuh): two FCs: the partials
+//   summed in chunk order 0..K-1 (fixed by the shape) + b1, activation, the
+//   rows of w2 + b2; one FC: the rows of w1 with the sample's pooled vector
+//   + b1; ECA: k taps of the pooled vector + b1
+//   s = gate(z2) (+ 1 for the residual gate), y[n, c, :] = x[n, c, :] * s
 // Invariant: phase 2 of sample n starts after phase 1 of every unit of n has
-// written its part. TwoPass: two launches in stream order. Cooperative: one
-// launch, se_grid_sync() between the phases (se_sync.h: co-residency
-// guaranteed by the cooperative launch). Phase 2 reads the partials of other
-// blocks with ld.global.cg (no stale L1 line in the cooperative kernel).
-// Every sum's order depends on the shape alone, so both paths, any N and any
-// grid give the same bits; a sample's result does not depend on the others.
+// written its part and pooled means. TwoPass: two launches in stream order.
+// Cooperative: one launch, se_grid_sync() between the phases (se_sync.h:
+// co-residency guaranteed by the cooperative launch). Phase 2 reads what
+// other blocks wrote (partials, pooled) with ld.global.cg (no stale L1 line
+// in the cooperative kernel). Every sum's order depends on the shape alone,
+// so both paths, any N and any grid give the same bits; a sample's result
+// does not depend on the others.
 #pragma once
 
-#include "se_tile.cuh"
+#include "se_excite.cuh"
 
 namespace se_fused {
 namespace cuda_kernels {
@@ -27,8 +30,7 @@ namespace cuda_kernels {
 struct FwdArgs {
   SEForwardParams p;  // pointers untyped (T and acc_t<T>)
   Geometry g;
-  void* part;      // [N, K, hidden] acc_t: each chunk's partial z1
-  void* hscratch;  // [units, hidden] acc_t when g.hid_global, else nullptr
+  ExciteWs ws;  // part, hscratch (se_excite.cuh)
 };
 
 template <typename T, bool kNHWC>
@@ -36,7 +38,7 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
   using A = acc_t<T>;
   const SEForwardParams& p = a.p;
   const UnitIdx ui = unit_of(u, a.g, p.C);
-  const int64_t C = p.C, HW = p.HW, H = p.hidden;
+  const int64_t C = p.C, HW = p.HW;
   const T* xs = cin<T>(p.x) + ui.n * C * HW;
   A* pooled = out<A>(p.pooled) + ui.n * C;
   squeeze_chunk<T, false, kNHWC>(xs, nullptr, C, HW, ui.c0, ui.c1, a.g, sm,
@@ -51,49 +53,19 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
     pooled[ui.c0 + r] = m;
   }
   __syncthreads();
-  const T* w1 = cin<T>(p.w1) + ui.c0;
-  A* part = out<A>(a.part) + (ui.n * a.g.chunks + ui.k) * H;
-  const VecSrc<A> pv{sm.u.buf};
-  row_reduce(
-      H, ui.c1 - ui.c0, a.g.G1, sm.red, [&](int64_t j) { return RowDotVec<T>{w1 + j * C, pv}; },
-      [&](int64_t j, A v) { part[j] = v; });
+  excite_fwd_partial<T>(p, a.g, ui, a.ws, sm);
   __syncthreads();  // sm is reused by the next unit
 }
 
-template <typename T, bool kNHWC>
+template <typename T, bool kNHWC, bool kFC2>
 __device__ __forceinline__ void fwd_phase2(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
   using A = acc_t<T>;
   const SEForwardParams& p = a.p;
   const UnitIdx ui = unit_of(u, a.g, p.C);
-  const int64_t C = p.C, HW = p.HW, H = p.hidden, K = a.g.chunks;
-  A* hid = a.g.hid_global ? out<A>(a.hscratch) + u * H : sm.u.hid;
-  const A* part = cin<A>(a.part) + ui.n * K * H;
-  const T* b1 = cin<T>(p.b1);
-  A* z1 = out<A>(p.z1) + ui.n * H;
-#pragma unroll 1  // a short loop: kept rolled (fewer live registers)
-  for (int64_t j = threadIdx.x; j < H; j += kThreads) {
-    A t = __ldcg(part + j);
-    for (int64_t k = 1; k < K; ++k) t += __ldcg(part + k * H + j);
-    const A z = t + (b1 ? to_acc(b1[j]) : A(0));
-    if (ui.k == 0) z1[j] = z;
-    hid[j] = z;
-  }
-  act_terms<A>(p.activation, hid, H);  // each thread its own j: no barrier needed before
+  const int64_t C = p.C, HW = p.HW;
+  excite_fwd_z2<T, kFC2>(p, a.g, ui, u, a.ws, sm);
   __syncthreads();
-  const T* w2 = cin<T>(p.w2);
-  const T* b2 = cin<T>(p.b2);
-  A* z2 = out<A>(p.z2) + ui.n * C;
-  const VecSrc<A> av{hid};
-  row_reduce(
-      ui.c1 - ui.c0, H, a.g.G2, sm.red,
-      [&](int64_t r) { return RowDotVec<T>{w2 + (ui.c0 + r) * H, av}; },
-      [&](int64_t r, A v) {
-        const A z = v + (b2 ? to_acc(b2[ui.c0 + r]) : A(0));
-        z2[ui.c0 + r] = z;
-        sm.u.buf[r] = z;
-      });
-  __syncthreads();
-  gate_terms<A>(p.gate, sm.u.buf, sm.u.buf, ui.c1 - ui.c0);  // s = gate(z2), in place
+  gate_terms<A>(p.gate, sm.u.buf, sm.u.buf, ui.c1 - ui.c0, p.residual);  // s, in place
   __syncthreads();
   const int64_t sample = ui.n * C * HW;
   scale_chunk<T, false, kNHWC>(cin<T>(p.x) + sample, out<T>(p.y) + sample, C, HW, ui.c0, ui.c1,
@@ -107,10 +79,10 @@ __global__ void __launch_bounds__(kThreads) se_fwd_phase1_kernel(const __grid_co
   SE_SHARED(Smem<acc_t<T>>, sm);
   fwd_phase1<T, kNHWC>(a, sm, blockIdx.x);  // one unit per block (grid = units)
 }
-template <typename T, bool kNHWC>
+template <typename T, bool kNHWC, bool kFC2>
 __global__ void __launch_bounds__(kThreads) se_fwd_phase2_kernel(const __grid_constant__ FwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
-  fwd_phase2<T, kNHWC>(a, sm, blockIdx.x);  // one unit per block (grid = units)
+  fwd_phase2<T, kNHWC, kFC2>(a, sm, blockIdx.x);  // one unit per block (grid = units)
 }
 // Cooperative: both phases, a grid barrier between them. With double
 // accumulation each phase's loop is a function of its own (ptxas allocates
@@ -120,29 +92,29 @@ template <typename T, bool kNHWC>
 __device__ __forceinline__ void fwd_phase1_loop(const FwdArgs& a, Smem<acc_t<T>>& sm) {
   for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase1<T, kNHWC>(a, sm, u);
 }
-template <typename T, bool kNHWC>
+template <typename T, bool kNHWC, bool kFC2>
 __device__ __forceinline__ void fwd_phase2_loop(const FwdArgs& a, Smem<acc_t<T>>& sm) {
-  for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase2<T, kNHWC>(a, sm, u);
+  for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase2<T, kNHWC, kFC2>(a, sm, u);
 }
 template <typename T, bool kNHWC>
 __device__ __noinline__ void fwd_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
   fwd_phase1_loop<T, kNHWC>(a, sm);
 }
-template <typename T, bool kNHWC>
+template <typename T, bool kNHWC, bool kFC2>
 __device__ __noinline__ void fwd_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
-  fwd_phase2_loop<T, kNHWC>(a, sm);
+  fwd_phase2_loop<T, kNHWC, kFC2>(a, sm);
 }
-template <typename T, bool kNHWC>
+template <typename T, bool kNHWC, bool kFC2>
 __global__ void __launch_bounds__(kThreads) se_fwd_coop_kernel(const __grid_constant__ FwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
   if constexpr (sizeof(acc_t<T>) == 8) {
     fwd_phase1_call<T, kNHWC>(a, sm);
     se_grid_sync();
-    fwd_phase2_call<T, kNHWC>(a, sm);
+    fwd_phase2_call<T, kNHWC, kFC2>(a, sm);
   } else {
     fwd_phase1_loop<T, kNHWC>(a, sm);
     se_grid_sync();
-    fwd_phase2_loop<T, kNHWC>(a, sm);
+    fwd_phase2_loop<T, kNHWC, kFC2>(a, sm);
   }
 }
 
@@ -163,14 +135,14 @@ FwdLayout fwd_layout(const SEForwardParams& p, const Geometry& g) {
   return L;
 }
 
-template <typename T, bool kNHWC>
+template <typename T, bool kNHWC, bool kFC2>
 cudaError_t launch_forward_layout(const FwdArgs& a, cudaStream_t stream, SEPath* taken) {
   const SEPath path = choose_path(a.p.path);
   if (path == SEPath::Cooperative) {
     int resident = 0;
-    cudaError_t err = se_resident_blocks(se_fwd_coop_kernel<T, kNHWC>, kThreads, &resident);
+    cudaError_t err = se_resident_blocks(se_fwd_coop_kernel<T, kNHWC, kFC2>, kThreads, &resident);
     if (err == cudaSuccess && resident > 0) {
-      err = se_launch_cooperative(se_fwd_coop_kernel<T, kNHWC>, min64(a.g.units, resident), kThreads,
+      err = se_launch_cooperative(se_fwd_coop_kernel<T, kNHWC, kFC2>, min64(a.g.units, resident), kThreads,
                                   stream, a);
       if (err == cudaSuccess) {
         if (taken) *taken = SEPath::Cooperative;
@@ -182,7 +154,7 @@ cudaError_t launch_forward_layout(const FwdArgs& a, cudaStream_t stream, SEPath*
   const int64_t grid = a.g.units;
   cudaError_t err = se_launch(se_fwd_phase1_kernel<T, kNHWC>, grid, kThreads, stream, a);
   if (err != cudaSuccess) return err;
-  err = se_launch(se_fwd_phase2_kernel<T, kNHWC>, grid, kThreads, stream, a);
+  err = se_launch(se_fwd_phase2_kernel<T, kNHWC, kFC2>, grid, kThreads, stream, a);
   if (err == cudaSuccess && taken) *taken = SEPath::TwoPass;
   return err;
 }
@@ -202,10 +174,13 @@ cudaError_t launch_se_forward(const SEForwardParams& p, cudaStream_t stream) {
   const FwdLayout L = fwd_layout<T>(p, a.g);
   if (p.workspace == nullptr || p.workspace_bytes < L.total) return cudaErrorInvalidValue;
   char* ws = static_cast<char*>(p.workspace);
-  a.part = ws + L.part;
-  a.hscratch = a.g.hid_global ? ws + L.hscratch : nullptr;
-  return p.channels_last ? launch_forward_layout<T, true>(a, stream, p.path_taken)
-                         : launch_forward_layout<T, false>(a, stream, p.path_taken);
+  a.ws = ExciteWs{ws + L.part, a.g.hid_global ? ws + L.hscratch : nullptr, nullptr, nullptr,
+                  nullptr};
+  if (p.excitation == Excitation::TwoFC)
+    return p.channels_last ? launch_forward_layout<T, true, true>(a, stream, p.path_taken)
+                           : launch_forward_layout<T, false, true>(a, stream, p.path_taken);
+  return p.channels_last ? launch_forward_layout<T, true, false>(a, stream, p.path_taken)
+                         : launch_forward_layout<T, false, false>(a, stream, p.path_taken);
 }
 
 #define SE_FUSED_INSTANTIATE_FORWARD(T)                                        \

@@ -70,14 +70,14 @@ struct Geometry {
   int G = 1;    // NCHW squeeze/scale: lanes per channel plane
   int CW = 1;   // NHWC squeeze/scale: vector-columns (of V channels) per round
   int G1 = 1;   // forward phase 1: lanes per partial-z1 row (length chunk)
-  int G2 = 1;   // forward phase 2: lanes per z2 row (length hidden)
+  int G2 = 1;   // forward phase 2: lanes per z2 row (length hidden; one FC: C)
   int CWa = 1;  // backward phase 1: columns of the partial da (hidden columns)
   int CWp = 1;  // backward phase 2: columns of dp (chunk columns)
   bool hid_global = false;  // hidden activations / dz1 in the workspace (too long for smem)
   double hw_d = 1, inv_hw_d = 1;  // HW and 1 / HW (rounded) in double ...
   float hw_f = 1, inv_hw_f = 1;   // ... and in float, for div_by (se_load.cuh)
   int64_t tiles1_cols = 0, tiles2_cols = 0, tiles1 = 0, tiles2 = 0;  // weight-gradient tiles
-  int64_t wgrad_blocks = 0;  // dw1 tiles + dw2 tiles + bias blocks
+  int64_t wgrad_blocks = 0;  // dw1 tiles + dw2 tiles + bias blocks (ECA: k + 1)
 };
 
 // NCHW: ~4 chunks of 16 bytes per lane, up to the whole block per plane (a
@@ -113,8 +113,12 @@ Geometry make_geometry(const SEForwardParams& p, bool backward) {
   // weights it reads for that channel in each phase (a w1 column, a w2 row):
   // at 7x7 the weights outweigh x, and counting them keeps a unit's L2 reads
   // from making it the long pole at batch 1.
+  // (One FC: a row and a column of w1 [C, C]; ECA: k weights in all.)
+  const bool two_fc = p.excitation == Excitation::TwoFC;
+  const bool one_fc = p.excitation == Excitation::OneFC;
+  const int64_t weights = two_fc ? p.hidden : (one_fc ? C : 0);
   const int64_t per_channel =
-      (HW * (backward ? 2 : 1) + p.hidden) * static_cast<int64_t>(sizeof(T));
+      (HW * (backward ? 2 : 1) + weights) * static_cast<int64_t>(sizeof(T));
   const bool test_units = p.unit_bytes > 0;
   int64_t chunk = ceil_div(test_units ? p.unit_bytes : kUnitBytes, per_channel);
   g.G = nchw_group<T>(HW);
@@ -132,7 +136,7 @@ Geometry make_geometry(const SEForwardParams& p, bool backward) {
   g.units = p.N * g.chunks;
   g.CW = nhwc_columns<T>(chunk, HW);
   g.G1 = dot_group<T>(chunk);
-  g.G2 = dot_group<T>(p.hidden);
+  g.G2 = dot_group<T>(one_fc ? C : p.hidden);  // the z2 rows: w2's (two FCs) or w1's (one FC)
   g.CWa = dot_columns<T>(p.hidden);
   g.CWp = dot_columns<T>(chunk);
   g.hid_global = p.hidden * static_cast<int64_t>(sizeof(A)) > kHiddenBytes;
@@ -141,11 +145,15 @@ Geometry make_geometry(const SEForwardParams& p, bool backward) {
   g.hw_f = static_cast<float>(HW);
   g.inv_hw_f = 1.0f / g.hw_f;
   if (backward) {
+    // w1 [rows1, C] (rows1: hidden, or C for one FC), w2 [C, hidden] (two
+    // FCs), their biases; ECA: one block per dw1 tap and one for db1.
+    const int64_t rows1 = one_fc ? C : p.hidden, rows2 = two_fc ? C : 0;
     g.tiles1_cols = ceil_div(C, kTile);
     g.tiles2_cols = ceil_div(p.hidden, kTile);
-    g.tiles1 = ceil_div(p.hidden, kTile) * g.tiles1_cols;
-    g.tiles2 = ceil_div(C, kTile) * g.tiles2_cols;
-    g.wgrad_blocks = g.tiles1 + g.tiles2 + ceil_div(p.hidden + C, kThreads);
+    g.tiles1 = ceil_div(rows1, kTile) * g.tiles1_cols;
+    g.tiles2 = ceil_div(rows2, kTile) * g.tiles2_cols;
+    g.wgrad_blocks = p.kernel_size > 0 ? p.kernel_size + 1
+                                       : g.tiles1 + g.tiles2 + ceil_div(rows1 + rows2, kThreads);
   }
   return g;
 }

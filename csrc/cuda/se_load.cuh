@@ -197,8 +197,14 @@ struct Epi<float, kBwd> {
     sg = split_gate(s_);
     g = static_cast<float>(g_);
   }
+  // se_math.h scale_float / scale_add_float, with v clamped to the finite
+  // range in the lo term: for finite v the same bits; for an infinite v the
+  // plain v * lo would be NaN (lo 0: s 0 or 1, common with saturated or
+  // residual gates) or of the sign opposite to v * hi, and the result NaN
+  // where the CPU's double product gives the infinity.
   __device__ __forceinline__ float apply(float v) const {
-    return kBwd ? scale_add_float(v, sg, g) : scale_float(v, sg);
+    const float vf = fminf(fmaxf(v, -3.40282347e+38f), 3.40282347e+38f);
+    return kBwd ? fmaf(v, sg.hi, fmaf(vf, sg.lo, g)) : fmaf(v, sg.hi, vf * sg.lo);
   }
 };
 template <bool kBwd>

@@ -280,14 +280,14 @@ struct ColDot2 {  // sum_r a[r, c] * b[r, c]
   }
 };
 
-template <typename T>
+template <typename T, bool kL2 = false>
 struct ColDotVec {  // sum_r w[r, c] * v[r], v in acc_t
   using A = acc_t<T>;
   static constexpr int V = Vec<T>::V;
   static constexpr int kUnroll = 2;  // 2 weight chunks in flight (the MLP: fewer registers)
   const T* w;
   int64_t ld;
-  VecSrc<A> v;
+  VecSrc<A, kL2> v;
   struct Raw {
     uint4 w;
   };

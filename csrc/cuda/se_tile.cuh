@@ -75,10 +75,11 @@ __device__ __noinline__ void bwd_act_terms(Activation act, const A* z1, A* hid, 
     }
   }
 }
-// s[r] = gate(z2[r]) for r < len.
+// s[r] = gate(z2[r]) for r < len, or gate(z2[r]) + 1 for the residual gate
+// (se_math.h gate_scale: what x is multiplied by).
 template <typename A>
-__device__ __noinline__ void gate_terms(Gate gate, const A* z2, A* s, int64_t len) {
-  for (int64_t r = threadIdx.x; r < len; r += kThreads) s[r] = gate_fwd(gate, z2[r]);
+__device__ __noinline__ void gate_terms(Gate gate, const A* z2, A* s, int64_t len, bool residual) {
+  for (int64_t r = threadIdx.x; r < len; r += kThreads) s[r] = gate_scale(gate_fwd(gate, z2[r]), residual);
 }
 
 // Forward: v[j] = activation(v[j]) in place.

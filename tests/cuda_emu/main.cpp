@@ -64,7 +64,15 @@ struct Case {
   int resident;       // blocks the emulated GPU holds at once
   int64_t unit_bytes;  // SEForwardParams::unit_bytes (small: several chunks per sample)
   bool specials = false;  // NaN, +Inf, -Inf in samples 0, 1, 2: NaN/Inf masks checked
+  Excitation ex = Excitation::TwoFC;  // the others: hidden 0 (w1 [C, C] one FC, [k] ECA)
+  int64_t k = 0;                      // ECA kernel size
+  bool residual = false;              // y = x * (s + 1)
 };
+
+static bool is_eca(const Case& k) { return k.ex == Excitation::ECA || k.ex == Excitation::ECACircular; }
+// w1 and b1 sizes by excitation (w2, b2: [C, hidden], [C] for two FCs, else empty).
+static int64_t w1_size(const Case& k) { return is_eca(k) ? k.k : k.ex == Excitation::OneFC ? k.C * k.C : k.hidden * k.C; }
+static int64_t b1_size(const Case& k) { return is_eca(k) ? 1 : k.ex == Excitation::OneFC ? k.C : k.hidden; }
 
 struct Result {
   std::vector<std::string> errors;
@@ -101,15 +109,21 @@ Run<T> run_kernels(const Case& k, const std::vector<T>& xl, const std::vector<T>
   f.x = x; f.w1 = w1.data(); f.b1 = k.bias ? b1.data() : nullptr; f.w2 = w2.data(); f.b2 = k.bias ? b2.data() : nullptr;
   f.y = ybuf.data(); f.pooled = r.pooled.data(); f.z1 = r.z1.data(); f.z2 = r.z2.data(); f.N = N; f.C = C; f.HW = HW; f.hidden = H; f.channels_last = cl;
   f.activation = k.act; f.gate = k.gate; f.path = path; f.path_taken = &taken_f; f.unit_bytes = k.unit_bytes;
+  const bool fc2 = k.ex == Excitation::TwoFC;
+  f.excitation = k.ex; f.kernel_size = is_eca(k) ? k.k : 0; f.residual = k.residual;
+  if (!fc2) { f.w2 = nullptr; f.b2 = nullptr; }
   const size_t fwb = se_forward_workspace_bytes<T>(f);
   std::vector<A> ws((fwb + sizeof(A) - 1) / sizeof(A), A(-555));
   f.workspace = ws.data(); f.workspace_bytes = fwb;
   if (launch_se_forward<T>(f, nullptr) != cudaSuccess) res.errors.push_back("launch_se_forward failed");
   SEBackwardParams b;
-  std::vector<T> dw1(H * C, fromd<T>(-777)), db1(H, fromd<T>(-777)), dw2(C * H, fromd<T>(-777)), db2(C, fromd<T>(-777));
+  std::vector<T> dw1(w1.size(), fromd<T>(-777)), db1(b1.size(), fromd<T>(-777)), dw2(w2.size(), fromd<T>(-777)),
+      db2(fc2 ? C : 0, fromd<T>(-777));
   b.dy = dy; b.x = x; b.pooled = r.pooled.data(); b.z1 = r.z1.data(); b.z2 = r.z2.data(); b.w1 = w1.data(); b.w2 = w2.data();
   b.dx = dxbuf.data(); b.dw1 = dw1.data(); b.db1 = db1.data(); b.dw2 = dw2.data(); b.db2 = db2.data();
   b.N = N; b.C = C; b.HW = HW; b.hidden = H; b.channels_last = cl; b.activation = k.act; b.gate = k.gate;
+  b.excitation = f.excitation; b.kernel_size = f.kernel_size; b.residual = f.residual;
+  if (!fc2) { b.w2 = nullptr; b.dw2 = nullptr; b.db2 = nullptr; }
   b.path = path; b.path_taken = &taken_b; b.unit_bytes = k.unit_bytes;
   const size_t bwb = se_backward_workspace_bytes<T>(b);
   std::vector<A> wsb((bwb + sizeof(A) - 1) / sizeof(A), A(-555));
@@ -128,7 +142,7 @@ Run<T> run_kernels(const Case& k, const std::vector<T>& xl, const std::vector<T>
 
 template <typename T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
 }
 
 template <typename T>
@@ -157,7 +171,9 @@ std::string tag_of(const Case& k) {
   return std::string(tname<T>()) + " N" + std::to_string(k.N) + " C" + std::to_string(k.C) + " " + std::to_string(k.H) + "x" +
          std::to_string(k.W) + " h" + std::to_string(k.hidden) + (k.nhwc ? " NHWC" : " NCHW") + (k.bias ? " bias" : " nobias") +
          (k.act == Activation::SiLU ? " silu" : k.act == Activation::HardSwish ? " hswish" : " relu") + (k.gate == Gate::HardSigmoid ? " hsig" : " sig") + " res" +
-         std::to_string(k.resident) + " u" + std::to_string(k.unit_bytes) + (k.specials ? " nan/inf" : "");
+         std::to_string(k.resident) + " u" + std::to_string(k.unit_bytes) + (k.specials ? " nan/inf" : "") +
+         (k.ex == Excitation::OneFC ? " one_fc" : is_eca(k) ? (k.ex == Excitation::ECA ? " eca" : " eca_circ") + std::to_string(k.k) : "") +
+         (k.residual ? " residual" : "");
 }
 
 template <typename T>
@@ -168,8 +184,12 @@ Result test(const Case& k, uint32_t seed) {
   std::mt19937 gen(seed);
   std::normal_distribution<double> nd;
   auto fill = [&](int64_t n, double sc) { std::vector<T> v(n); for (auto& e : v) e = fromd<T>(nd(gen) * sc); return v; };
-  std::vector<T> x = fill(N * C * HW, 1.0), dy = fill(N * C * HW, 1.0), w1 = fill(H * C, 1.0 / std::sqrt((double)C)),
-                 b1 = fill(H, 0.5), w2 = fill(C * H, 1.0 / std::sqrt((double)H)), b2 = fill(C, 0.5);
+  const bool fc2 = k.ex == Excitation::TwoFC, eca = is_eca(k);
+  const bool circ = k.ex == Excitation::ECACircular;
+  const int64_t KS = eca ? k.k : 0;
+  std::vector<T> x = fill(N * C * HW, 1.0), dy = fill(N * C * HW, 1.0),
+                 w1 = fill(w1_size(k), eca ? 0.6 : 1.0 / std::sqrt((double)C)), b1 = fill(b1_size(k), 0.5),
+                 w2 = fill(C * H, 1.0 / std::sqrt((double)std::max<int64_t>(H, 1))), b2 = fill(fc2 ? C : 0, 0.5);
   // Shift the channel means so that the gate sees a spread.
   for (int64_t n = 0; n < N; ++n) for (int64_t c = 0; c < C; ++c) {
     const double sh = nd(gen);
@@ -180,7 +200,7 @@ Result test(const Case& k, uint32_t seed) {
   }
   // float64 reference (se_math.h's activation/gate functions in double: their NaN
   // and Inf behaviour is PyTorch's, which tests/test_nan_inf.py checks on the CPU).
-  std::vector<double> p(N * C), pmag(N * C), dxmag(N * C * HW), s(N * C), y(N * C * HW), dx(N * C * HW), dw1(H * C, 0), db1(H, 0), dw2(C * H, 0), db2(C, 0);
+  std::vector<double> p(N * C), pmag(N * C), dxmag(N * C * HW), s(N * C), y(N * C * HW), dx(N * C * HW), dw1(w1.size(), 0), db1(b1.size(), 0), dw2(C * H, 0), db2(b2.size(), 0);
   std::vector<double> rz1(N * H), rz1mag(N * H), rz2(N * C), rz2mag(N * C);  // the forward's saved z1, z2
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t c = 0; c < C; ++c) { double t = 0; for (int64_t hw = 0; hw < HW; ++hw) t += tod(x[(n*C+c)*HW+hw]); p[n*C+c] = t / HW;
@@ -189,18 +209,37 @@ Result test(const Case& k, uint32_t seed) {
     for (int64_t j = 0; j < H; ++j) { double t = k.bias ? tod(b1[j]) : 0, m = std::fabs(t);
       for (int64_t c = 0; c < C; ++c) { t += tod(w1[j*C+c]) * p[n*C+c]; m += std::fabs(tod(w1[j*C+c]) * p[n*C+c]); }
       z1[j] = rz1[n*H+j] = t; rz1mag[n*H+j] = m; a[j] = activation_fwd(k.act, t); }
-    for (int64_t c = 0; c < C; ++c) { double t = k.bias ? tod(b2[c]) : 0, m = std::fabs(t);
-      for (int64_t j = 0; j < H; ++j) { t += tod(w2[c*H+j]) * a[j]; m += std::fabs(tod(w2[c*H+j]) * a[j]); }
+    const double rs = k.residual ? 1.0 : 0.0;  // the residual gate: x * (s + 1)
+    for (int64_t c = 0; c < C; ++c) {
+      double t, m;
+      if (fc2) { t = k.bias ? tod(b2[c]) : 0; m = std::fabs(t);
+        for (int64_t j = 0; j < H; ++j) { t += tod(w2[c*H+j]) * a[j]; m += std::fabs(tod(w2[c*H+j]) * a[j]); }
+      } else if (!eca) { t = k.bias ? tod(b1[c]) : 0; m = std::fabs(t);
+        for (int64_t j = 0; j < C; ++j) { t += tod(w1[c*C+j]) * p[n*C+j]; m += std::fabs(tod(w1[c*C+j]) * p[n*C+j]); }
+      } else { t = k.bias ? tod(b1[0]) : 0; m = std::fabs(t);
+        for (int64_t q = 0; q < KS; ++q) { const int64_t src = eca_source(c, q, KS, C, circ);
+          if (src >= 0) { t += tod(w1[q]) * p[n*C+src]; m += std::fabs(tod(w1[q]) * p[n*C+src]); } }
+      }
       z2[c] = rz2[n*C+c] = t; rz2mag[n*C+c] = m; s[n*C+c] = gate_fwd(k.gate, t); }
-    for (int64_t c = 0; c < C; ++c) for (int64_t hw = 0; hw < HW; ++hw) y[(n*C+c)*HW+hw] = tod(x[(n*C+c)*HW+hw]) * s[n*C+c];
+    for (int64_t c = 0; c < C; ++c) for (int64_t hw = 0; hw < HW; ++hw) y[(n*C+c)*HW+hw] = tod(x[(n*C+c)*HW+hw]) * (s[n*C+c] + rs);
     for (int64_t c = 0; c < C; ++c) { double t = 0; for (int64_t hw = 0; hw < HW; ++hw) t += tod(dy[(n*C+c)*HW+hw]) * tod(x[(n*C+c)*HW+hw]); dz2[c] = gate_backward(k.gate, z2[c], gate_fwd(k.gate, z2[c]), t); }
     for (int64_t j = 0; j < H; ++j) { double t = 0; for (int64_t c = 0; c < C; ++c) t += tod(w2[c*H+j]) * dz2[c]; dz1[j] = activation_backward(k.act, z1[j], t); }
-    for (int64_t c = 0; c < C; ++c) { double t = 0; for (int64_t j = 0; j < H; ++j) t += tod(w1[j*C+c]) * dz1[j];
+    for (int64_t c = 0; c < C; ++c) { double t = 0;
+      if (fc2) { for (int64_t j = 0; j < H; ++j) t += tod(w1[j*C+c]) * dz1[j]; }
+      else if (!eca) { for (int64_t j = 0; j < C; ++j) t += tod(w1[j*C+c]) * dz2[j]; }
+      else { for (int64_t q = 0; q < KS; ++q) { const int64_t d = eca_source(c, KS - 1 - q, KS, C, circ); if (d >= 0) t += tod(w1[q]) * dz2[d]; } }
       for (int64_t hw = 0; hw < HW; ++hw) {
-        const double a1 = tod(dy[(n*C+c)*HW+hw]) * s[n*C+c], a2 = t / HW;
+        const double a1 = tod(dy[(n*C+c)*HW+hw]) * (s[n*C+c] + rs), a2 = t / HW;
         dx[(n*C+c)*HW+hw] = a1 + a2; dxmag[(n*C+c)*HW+hw] = std::fabs(a1) + std::fabs(a2); } }
-    for (int64_t j = 0; j < H; ++j) { db1[j] += dz1[j]; for (int64_t c = 0; c < C; ++c) dw1[j*C+c] += dz1[j] * p[n*C+c]; }
-    for (int64_t c = 0; c < C; ++c) { db2[c] += dz2[c]; for (int64_t j = 0; j < H; ++j) dw2[c*H+j] += dz2[c] * a[j]; }
+    if (fc2) {
+      for (int64_t j = 0; j < H; ++j) { db1[j] += dz1[j]; for (int64_t c = 0; c < C; ++c) dw1[j*C+c] += dz1[j] * p[n*C+c]; }
+      for (int64_t c = 0; c < C; ++c) { db2[c] += dz2[c]; for (int64_t j = 0; j < H; ++j) dw2[c*H+j] += dz2[c] * a[j]; }
+    } else if (!eca) {
+      for (int64_t j = 0; j < C; ++j) { db1[j] += dz2[j]; for (int64_t c = 0; c < C; ++c) dw1[j*C+c] += dz2[j] * p[n*C+c]; }
+    } else {
+      for (int64_t c = 0; c < C; ++c) { db1[0] += dz2[c];
+        for (int64_t q = 0; q < KS; ++q) { const int64_t src = eca_source(c, q, KS, C, circ); if (src >= 0) dw1[q] += dz2[c] * p[n*C+src]; } }
+    }
   }
   Run<T> r = run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, k.resident, SEPath::TwoPass, res, SEPath::TwoPass);
   res.chunks = r.chunks;
@@ -268,7 +307,7 @@ Result test(const Case& k, uint32_t seed) {
       res.errors.push_back("y of the last sample alone differs from inside the batch");
     if (std::memcmp(r1.pooled.data(), r.pooled.data() + (N - 1) * C, C * sizeof(A)))
       res.errors.push_back("pooled of the last sample alone differs from inside the batch");
-    if (std::memcmp(r1.z1.data(), r.z1.data() + (N - 1) * H, H * sizeof(A)) ||
+    if ((H > 0 && std::memcmp(r1.z1.data(), r.z1.data() + (N - 1) * H, H * sizeof(A))) ||
         std::memcmp(r1.z2.data(), r.z2.data() + (N - 1) * C, C * sizeof(A)))
       res.errors.push_back("z1 or z2 of the last sample alone differs from inside the batch");
     if (std::memcmp(r1.dx.data(), r.dx.data() + (N - 1) * C * HW, C * HW * sizeof(T)))
@@ -359,6 +398,8 @@ int main(int argc, char** argv) {
   const AC RL = AC::ReLU, SL = AC::SiLU;
   const GT SG = GT::Sigmoid, HS = GT::HardSigmoid;
   const DT F32 = DT::F32, F64 = DT::F64, F16 = DT::F16, BF = DT::BF16;
+  const Excitation EX2 = Excitation::TwoFC, EX1 = Excitation::OneFC, ECA = Excitation::ECA,
+                   ECC = Excitation::ECACircular;
   // {dtype, N, C, H, W, hidden, nhwc, bias, act, gate, resident, unit_bytes (0: the library's)}
   std::vector<Case> quick = {
     {F32, 1, 3, 1, 1, 1, false, true, RL, SG, 3, 0},         // HW 1, N 1, hidden 1
@@ -380,6 +421,37 @@ int main(int argc, char** argv) {
     {BF, 4, 37, 17, 13, 4, true, true, SL, HS, 5, 2000, true},
     {F16, 4, 37, 7, 7, 4, false, true, AC::HardSwish, SG, 3, 3000, true},
     {F64, 3, 24, 5, 5, 3, true, false, RL, HS, 3, 600, true},
+    // The other excitations and the residual gate: {..., specials, excitation, k, residual}
+    // (hidden 0: no hidden layer). One FC: the rows (forward) and columns (backward) of w1
+    // [C, C] over the sample's whole vector, written by the other chunks.
+    {F32, 5, 37, 17, 13, 0, false, true, RL, SG, 5, 8000, false, EX1, 0, false},  // K = 3
+    {F32, 3, 72, 4, 4, 0, true, true, RL, HS, 3, 0, false, EX1, 0, true},       // 2 x 2 dw1 tiles
+    {BF, 5, 37, 17, 13, 0, true, true, RL, HS, 5, 2000, false, EX1, 0, true},    // NHWC, K >= 2
+    {F16, 5, 37, 17, 13, 0, false, false, RL, SG, 3, 1500, false, EX1, 0, false},
+    {F64, 3, 37, 7, 7, 0, false, true, RL, HS, 3, 600, false, EX1, 0, true},
+    // ECA: taps across the chunk edges, zero padding at the ends
+    {F32, 5, 37, 17, 13, 0, true, true, RL, SG, 5, 4000, false, ECA, 3, false},  // NHWC, K = 10
+    {F32, 3, 37, 17, 13, 0, false, false, RL, HS, 3, 4000, false, ECA, 5, true},
+    {BF, 5, 37, 17, 13, 0, false, true, RL, SG, 5, 2000, false, ECA, 5, true},
+    {F16, 5, 37, 7, 7, 0, true, true, RL, HS, 3, 1000, false, ECA, 3, false},
+    {F64, 3, 37, 7, 7, 0, true, true, RL, SG, 5, 3000, false, ECA, 5, false},    // NHWC, K = 5
+    {F32, 3, 1, 5, 5, 0, false, true, RL, SG, 2, 0, false, ECA, 5, false},       // C 1 < k/2: taps all padding but one
+    {BF, 2, 2, 5, 5, 0, true, true, RL, HS, 2, 0, false, ECA, 7, true},         // C 2 < k/2 = 3
+    // Circular ECA: k/2 == C wraps whole rows
+    {F32, 5, 37, 17, 13, 0, false, true, RL, SG, 5, 8000, false, ECC, 5, false},
+    {BF, 5, 37, 17, 13, 0, true, false, RL, HS, 5, 2000, false, ECC, 3, true},
+    {F64, 3, 37, 7, 7, 0, false, true, RL, SG, 3, 600, false, ECC, 5, true},
+    {F32, 2, 2, 5, 5, 0, true, true, RL, SG, 2, 0, false, ECC, 5, false},        // k/2 == C == 2
+    {F64, 2, 1, 5, 5, 0, false, true, RL, HS, 2, 0, false, ECC, 3, true},        // k/2 == C == 1
+    {F16, 3, 3, 7, 7, 0, false, true, RL, SG, 2, 0, false, ECC, 7, false},       // k/2 == C == 3
+    // The residual gate with two FCs
+    {F32, 5, 37, 17, 13, 4, true, true, SL, HS, 5, 4000, false, EX2, 0, true},
+    {BF, 5, 37, 17, 13, 4, false, true, RL, SG, 5, 2000, false, EX2, 0, true},
+    {F64, 2, 1, 5, 5, 1, false, true, SL, SG, 2, 0, false, EX2, 0, true},
+    // NaN and Inf masks with the new variants (a NaN mean reaches every channel through w1)
+    {F32, 4, 37, 7, 7, 0, false, true, RL, SG, 3, 1000, true, EX1, 0, true},
+    {BF, 4, 37, 17, 13, 0, true, true, RL, HS, 5, 2000, true, ECA, 5, false},
+    {F64, 4, 24, 5, 5, 0, true, false, RL, SG, 3, 600, true, ECC, 3, true},
   };
   // Wider sets for runs by hand: every dtype, and shapes past the shared-memory staging.
   std::vector<Case> full;
@@ -405,6 +477,9 @@ int main(int argc, char** argv) {
     {F32, 1, 2, 112, 112, 1, false, true, RL, SG, 2, 0},     // G = 256
     {BF, 2, 2100, 1, 2, 3, false, true, RL, SG, 3, 0},
     {BF, 2, 1100, 2, 1, 1100, true, true, SL, SG, 3, 0},
+    {F32, 2, 1100, 2, 1, 0, true, true, RL, SG, 3, 0, false, EX1, 0, true},    // one FC, C past a chunk
+    {BF, 2, 2100, 1, 2, 0, false, true, RL, HS, 3, 0, false, ECA, 5, false},   // ECA over 5 chunks
+    {F64, 2, 2100, 1, 2, 0, false, true, RL, SG, 3, 0, false, ECC, 7, true},
   };
   const std::vector<Case>* cases = which == "quick" ? &quick : which == "full" ? &full : which == "big" ? &big : nullptr;
   if (!cases) { fprintf(stderr, "usage: %s [quick|full|big] [SUBSTRING]\n", argv[0]); return 64; }
