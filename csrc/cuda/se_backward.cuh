@@ -11,7 +11,7 @@
 //   partials summed in chunk order, dz1 = da * activation'(z1) (unit k == 0
 //   also stores dz1 and a = activation(z1) for phase 3), dp = w1[:, c]^T dz1;
 //   one FC: dp = w1[:, c]^T dz2[n, :]; ECA: k taps of dz2[n, :] (transposed)
-//   dx[n, c, :] = dy * s + g, s = gate(z2[n, c]) (+ 1 for the residual gate)
+//   dx[n, c, :] = dy * s + g, s = gate(z2[n, c]) (dy * s + (dy + g) for the residual gate)
 // Phase 3 (se_excite.cuh wgrad_block): dw1, dw2, db1, db2 (if asked for),
 //   each FC output summed over n in order 0..N-1 by one thread; ECA's dw1[t]
 //   and db1 one block each, in a fixed order over (n, c).
@@ -59,12 +59,12 @@ __device__ __forceinline__ void bwd_phase2(const BwdArgs& a, Smem<acc_t<T>>& sm,
   const SEBackwardParams& p = a.p;
   const UnitIdx ui = unit_of(u, a.g, p.C);
   const int64_t C = p.C, HW = p.HW;
-  gate_terms<A>(p.gate, cin<A>(p.z2) + ui.n * C + ui.c0, sm.u.buf, ui.c1 - ui.c0, p.residual);
+  gate_terms<A>(p.gate, cin<A>(p.z2) + ui.n * C + ui.c0, sm.u.buf, ui.c1 - ui.c0);
   excite_bwd_dp<T>(p, a.g, ui, u, a.ws, sm);
   __syncthreads();
   const int64_t sample = ui.n * C * HW;
   scale_chunk<T, true, kNHWC>(cin<T>(p.dy) + sample, out<T>(p.dx) + sample, C, HW, ui.c0, ui.c1,
-                              a.g, sm.u.buf, sm.u.buf2);
+                              a.g, sm.u.buf, sm.u.buf2, p.residual);
   __syncthreads();
 }
 

@@ -55,7 +55,7 @@ struct SEForwardParams {
   Gate gate = Gate::Sigmoid;
   Excitation excitation = Excitation::TwoFC;
   int64_t kernel_size = 0;  // ECA: k (odd); else 0
-  bool residual = false;    // y = x * (s + 1)
+  bool residual = false;    // y = x * s + x
   SEPath path = SEPath::Auto;  // the launcher sets it from SE_FUSED_CUDA_PATH
   SEPath* path_taken = nullptr;  // if set, receives the path that ran (tests)
   // Bytes per work unit; 0: se_heuristics.h kUnitBytes. Tests set small

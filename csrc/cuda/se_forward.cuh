@@ -10,7 +10,7 @@
 //   summed in chunk order 0..K-1 (fixed by the shape) + b1, activation, the
 //   rows of w2 + b2; one FC: the rows of w1 with the sample's pooled vector
 //   + b1; ECA: k taps of the pooled vector + b1
-//   s = gate(z2) (+ 1 for the residual gate), y[n, c, :] = x[n, c, :] * s
+//   s = gate(z2), y[n, c, :] = x[n, c, :] * s (+ x for the residual gate)
 // Invariant: phase 2 of sample n starts after phase 1 of every unit of n has
 // written its part and pooled means. TwoPass: two launches in stream order.
 // Cooperative: one launch, se_grid_sync() between the phases (se_sync.h:
@@ -65,11 +65,11 @@ __device__ __forceinline__ void fwd_phase2(const FwdArgs& a, Smem<acc_t<T>>& sm,
   const int64_t C = p.C, HW = p.HW;
   excite_fwd_z2<T, kFC2>(p, a.g, ui, u, a.ws, sm);
   __syncthreads();
-  gate_terms<A>(p.gate, sm.u.buf, sm.u.buf, ui.c1 - ui.c0, p.residual);  // s, in place
+  gate_terms<A>(p.gate, sm.u.buf, sm.u.buf, ui.c1 - ui.c0);  // s, in place
   __syncthreads();
   const int64_t sample = ui.n * C * HW;
   scale_chunk<T, false, kNHWC>(cin<T>(p.x) + sample, out<T>(p.y) + sample, C, HW, ui.c0, ui.c1,
-                               a.g, sm.u.buf, nullptr);
+                               a.g, sm.u.buf, nullptr, p.residual);
   __syncthreads();  // sm is reused by the next unit
 }
 
@@ -84,38 +84,24 @@ __global__ void __launch_bounds__(kThreads) se_fwd_phase2_kernel(const __grid_co
   SE_SHARED(Smem<acc_t<T>>, sm);
   fwd_phase2<T, kNHWC, kFC2>(a, sm, blockIdx.x);  // one unit per block (grid = units)
 }
-// Cooperative: both phases, a grid barrier between them. With double
-// accumulation each phase's loop is a function of its own (ptxas allocates
-// registers per phase: inlined together they spilled on sm_80); with float
-// accumulation the inlined form is the one without spills.
+// Cooperative: both phases, a grid barrier between them. Each phase's loop is
+// a function of its own (ptxas allocates registers per phase: inlined together
+// they spilled, on sm_80 with double accumulation and, once the residual
+// gate's scale loop was added, on sm_90 for half NHWC).
 template <typename T, bool kNHWC>
-__device__ __forceinline__ void fwd_phase1_loop(const FwdArgs& a, Smem<acc_t<T>>& sm) {
+__device__ __noinline__ void fwd_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
   for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase1<T, kNHWC>(a, sm, u);
 }
 template <typename T, bool kNHWC, bool kFC2>
-__device__ __forceinline__ void fwd_phase2_loop(const FwdArgs& a, Smem<acc_t<T>>& sm) {
-  for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase2<T, kNHWC, kFC2>(a, sm, u);
-}
-template <typename T, bool kNHWC>
-__device__ __noinline__ void fwd_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
-  fwd_phase1_loop<T, kNHWC>(a, sm);
-}
-template <typename T, bool kNHWC, bool kFC2>
 __device__ __noinline__ void fwd_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
-  fwd_phase2_loop<T, kNHWC, kFC2>(a, sm);
+  for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase2<T, kNHWC, kFC2>(a, sm, u);
 }
 template <typename T, bool kNHWC, bool kFC2>
 __global__ void __launch_bounds__(kThreads) se_fwd_coop_kernel(const __grid_constant__ FwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
-  if constexpr (sizeof(acc_t<T>) == 8) {
-    fwd_phase1_call<T, kNHWC>(a, sm);
-    se_grid_sync();
-    fwd_phase2_call<T, kNHWC, kFC2>(a, sm);
-  } else {
-    fwd_phase1_loop<T, kNHWC>(a, sm);
-    se_grid_sync();
-    fwd_phase2_loop<T, kNHWC, kFC2>(a, sm);
-  }
+  fwd_phase1_call<T, kNHWC>(a, sm);
+  se_grid_sync();
+  fwd_phase2_call<T, kNHWC, kFC2>(a, sm);
 }
 
 // ------------------------------------------------------------------ host

@@ -179,18 +179,27 @@ __device__ __forceinline__ void st16_stream(T* p, uint4 v) {
 }
 
 // ------------------------------------------------------------ epilogues
-// y = x * s (forward) or dx = dy * s + g (backward), rounded once to T.
+// y = x * s (forward) or dx = dy * s + g (backward), rounded once to T; with
+// the residual gate y = x * s + x and dx = dy * s + (dy + g) (se_math.h
+// residual_product: an infinite x where s is 0 gives NaN, as in the plain
+// block). Without it the addend is -0 (forward) or g, so that the fma gives
+// the product's bits exactly, signed zeros included.
 
-template <typename T, bool kBwd>
+template <typename T, bool kBwd, bool kRes>
 struct Epi {  // __half, __nv_bfloat16: float math
   float s = 0.f, g = 0.f;
-  __device__ __forceinline__ void init(float s_, float g_) { s = s_; g = g_; }
+  __device__ __forceinline__ void init(float s_, float g_) {
+    s = s_;
+    g = g_;
+  }
   __device__ __forceinline__ T apply(T v) const {
-    return kBwd ? from_acc<T>(fmaf(to_acc(v), s, g)) : from_acc<T>(to_acc(v) * s);
+    const float a = to_acc(v);
+    const float add = kBwd ? (kRes ? a + g : g) : (kRes ? a : -0.f);
+    return from_acc<T>(fmaf(a, s, add));
   }
 };
-template <bool kBwd>
-struct Epi<float, kBwd> {
+template <bool kBwd, bool kRes>
+struct Epi<float, kBwd, kRes> {
   SplitGate sg{0.f, 0.f};
   float g = 0.f;
   __device__ __forceinline__ void init(double s_, double g_) {
@@ -199,19 +208,27 @@ struct Epi<float, kBwd> {
   }
   // se_math.h scale_float / scale_add_float, with v clamped to the finite
   // range in the lo term: for finite v the same bits; for an infinite v the
-  // plain v * lo would be NaN (lo 0: s 0 or 1, common with saturated or
-  // residual gates) or of the sign opposite to v * hi, and the result NaN
-  // where the CPU's double product gives the infinity.
+  // plain v * lo would be NaN (lo 0: s 0 or 1, common with saturated gates)
+  // or of the sign opposite to v * hi, and the result NaN where the CPU's
+  // double product gives the infinity. The residual gate's x is added to the
+  // lo term: v * hi + (vf * lo + v), within 1 ULP (the inner rounding is at
+  // most half an ULP of x, and |x| <= |y|); v * 0 + v is NaN for infinite v.
   __device__ __forceinline__ float apply(float v) const {
     const float vf = fminf(fmaxf(v, -3.40282347e+38f), 3.40282347e+38f);
-    return kBwd ? fmaf(v, sg.hi, fmaf(vf, sg.lo, g)) : fmaf(v, sg.hi, vf * sg.lo);
+    const float add = kBwd ? (kRes ? v + g : g) : (kRes ? v : -0.f);
+    return fmaf(v, sg.hi, fmaf(vf, sg.lo, add));
   }
 };
-template <bool kBwd>
-struct Epi<double, kBwd> {
+template <bool kBwd, bool kRes>
+struct Epi<double, kBwd, kRes> {
   double s = 0.0, g = 0.0;
-  __device__ __forceinline__ void init(double s_, double g_) { s = s_; g = g_; }
-  __device__ __forceinline__ double apply(double v) const { return kBwd ? fma(v, s, g) : v * s; }
+  __device__ __forceinline__ void init(double s_, double g_) {
+    s = s_;
+    g = g_;
+  }
+  __device__ __forceinline__ double apply(double v) const {
+    return fma(v, s, kBwd ? (kRes ? v + g : g) : (kRes ? v : -0.0));
+  }
 };
 
 template <typename T, typename E>

@@ -75,11 +75,10 @@ __device__ __noinline__ void bwd_act_terms(Activation act, const A* z1, A* hid, 
     }
   }
 }
-// s[r] = gate(z2[r]) for r < len, or gate(z2[r]) + 1 for the residual gate
-// (se_math.h gate_scale: what x is multiplied by).
+// s[r] = gate(z2[r]) for r < len (the residual gate adds x in the epilogue, Epi).
 template <typename A>
-__device__ __noinline__ void gate_terms(Gate gate, const A* z2, A* s, int64_t len, bool residual) {
-  for (int64_t r = threadIdx.x; r < len; r += kThreads) s[r] = gate_scale(gate_fwd(gate, z2[r]), residual);
+__device__ __noinline__ void gate_terms(Gate gate, const A* z2, A* s, int64_t len) {
+  for (int64_t r = threadIdx.x; r < len; r += kThreads) s[r] = gate_fwd(gate, z2[r]);
 }
 
 // Forward: v[j] = activation(v[j]) in place.
@@ -114,11 +113,12 @@ __device__ __forceinline__ void squeeze_chunk(const T* xs, const T* dys, int64_t
 }
 
 // Scale of channels [c0, c1) of one sample: o = e(in) with the gate s[r] (and
-// g[r], backward) of channel c0 + r from shared memory.
-template <typename T, bool kBwd, bool kNHWC>
-__device__ __forceinline__ void scale_chunk(const T* in, T* o, int64_t C, int64_t HW, int64_t c0,
-                                            int64_t c1, const Geometry& g, const acc_t<T>* s,
-                                            const acc_t<T>* gg) {
+// g[r], backward) of channel c0 + r from shared memory; + in for the residual
+// gate (kRes).
+template <typename T, bool kBwd, bool kNHWC, bool kRes>
+__device__ __forceinline__ void scale_chunk_as(const T* in, T* o, int64_t C, int64_t HW,
+                                               int64_t c0, int64_t c1, const Geometry& g,
+                                               const acc_t<T>* s, const acc_t<T>* gg) {
   using A = acc_t<T>;
   constexpr int V = Vec<T>::V;
   if constexpr (!kNHWC) {
@@ -126,7 +126,7 @@ __device__ __forceinline__ void scale_chunk(const T* in, T* o, int64_t C, int64_
     const int gi = threadIdx.x / G, gl = threadIdx.x % G;
     const int per_round = kThreads / G;
     for (int64_t c = c0 + gi; c < c1; c += per_round) {
-      Epi<T, kBwd> e;
+      Epi<T, kBwd, kRes> e;
       e.init(s[c - c0], kBwd ? gg[c - c0] : A(0));
       scale_plane(in + c * HW, o + c * HW, HW, gl, G, e);
     }
@@ -137,7 +137,7 @@ __device__ __forceinline__ void scale_chunk(const T* in, T* o, int64_t C, int64_
     for (int64_t col0 = c0; col0 < c1; col0 += static_cast<int64_t>(CW) * V) {
       const int64_t c = col0 + static_cast<int64_t>(cv) * V;
       if (c >= c1) continue;
-      Epi<T, kBwd> e[V];
+      Epi<T, kBwd, kRes> e[V];
 #pragma unroll
       for (int i = 0; i < V; ++i) {
         if (c + i < c1) e[i].init(s[c + i - c0], kBwd ? gg[c + i - c0] : A(0));
@@ -173,6 +173,19 @@ __device__ __forceinline__ void scale_chunk(const T* in, T* o, int64_t C, int64_
         }
       }
     }
+  }
+}
+
+// scale_chunk_as for the problem's gate: the residual one (+ in) or the plain
+// one, each compiled without the other's select in the element loop.
+template <typename T, bool kBwd, bool kNHWC>
+__device__ __forceinline__ void scale_chunk(const T* in, T* o, int64_t C, int64_t HW, int64_t c0,
+                                            int64_t c1, const Geometry& g, const acc_t<T>* s,
+                                            const acc_t<T>* gg, bool residual) {
+  if (residual) {
+    scale_chunk_as<T, kBwd, kNHWC, true>(in, o, C, HW, c0, c1, g, s, gg);
+  } else {
+    scale_chunk_as<T, kBwd, kNHWC, false>(in, o, C, HW, c0, c1, g, s, gg);
   }
 }
 

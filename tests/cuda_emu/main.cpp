@@ -66,7 +66,7 @@ struct Case {
   bool specials = false;  // NaN, +Inf, -Inf in samples 0, 1, 2: NaN/Inf masks checked
   Excitation ex = Excitation::TwoFC;  // the others: hidden 0 (w1 [C, C] one FC, [k] ECA)
   int64_t k = 0;                      // ECA kernel size
-  bool residual = false;              // y = x * (s + 1)
+  bool residual = false;              // y = x * s + x
 };
 
 static bool is_eca(const Case& k) { return k.ex == Excitation::ECA || k.ex == Excitation::ECACircular; }
@@ -209,7 +209,8 @@ Result test(const Case& k, uint32_t seed) {
     for (int64_t j = 0; j < H; ++j) { double t = k.bias ? tod(b1[j]) : 0, m = std::fabs(t);
       for (int64_t c = 0; c < C; ++c) { t += tod(w1[j*C+c]) * p[n*C+c]; m += std::fabs(tod(w1[j*C+c]) * p[n*C+c]); }
       z1[j] = rz1[n*H+j] = t; rz1mag[n*H+j] = m; a[j] = activation_fwd(k.act, t); }
-    const double rs = k.residual ? 1.0 : 0.0;  // the residual gate: x * (s + 1)
+    // the residual gate: x * s + x (an infinite x where s is 0 gives NaN, as the plain block)
+    auto gated = [&](double v, double sc) { return k.residual ? v * sc + v : v * sc; };
     for (int64_t c = 0; c < C; ++c) {
       double t, m;
       if (fc2) { t = k.bias ? tod(b2[c]) : 0; m = std::fabs(t);
@@ -221,7 +222,7 @@ Result test(const Case& k, uint32_t seed) {
           if (src >= 0) { t += tod(w1[q]) * p[n*C+src]; m += std::fabs(tod(w1[q]) * p[n*C+src]); } }
       }
       z2[c] = rz2[n*C+c] = t; rz2mag[n*C+c] = m; s[n*C+c] = gate_fwd(k.gate, t); }
-    for (int64_t c = 0; c < C; ++c) for (int64_t hw = 0; hw < HW; ++hw) y[(n*C+c)*HW+hw] = tod(x[(n*C+c)*HW+hw]) * (s[n*C+c] + rs);
+    for (int64_t c = 0; c < C; ++c) for (int64_t hw = 0; hw < HW; ++hw) y[(n*C+c)*HW+hw] = gated(tod(x[(n*C+c)*HW+hw]), s[n*C+c]);
     for (int64_t c = 0; c < C; ++c) { double t = 0; for (int64_t hw = 0; hw < HW; ++hw) t += tod(dy[(n*C+c)*HW+hw]) * tod(x[(n*C+c)*HW+hw]); dz2[c] = gate_backward(k.gate, z2[c], gate_fwd(k.gate, z2[c]), t); }
     for (int64_t j = 0; j < H; ++j) { double t = 0; for (int64_t c = 0; c < C; ++c) t += tod(w2[c*H+j]) * dz2[c]; dz1[j] = activation_backward(k.act, z1[j], t); }
     for (int64_t c = 0; c < C; ++c) { double t = 0;
@@ -229,7 +230,7 @@ Result test(const Case& k, uint32_t seed) {
       else if (!eca) { for (int64_t j = 0; j < C; ++j) t += tod(w1[j*C+c]) * dz2[j]; }
       else { for (int64_t q = 0; q < KS; ++q) { const int64_t d = eca_source(c, KS - 1 - q, KS, C, circ); if (d >= 0) t += tod(w1[q]) * dz2[d]; } }
       for (int64_t hw = 0; hw < HW; ++hw) {
-        const double a1 = tod(dy[(n*C+c)*HW+hw]) * (s[n*C+c] + rs), a2 = t / HW;
+        const double a1 = gated(tod(dy[(n*C+c)*HW+hw]), s[n*C+c]), a2 = t / HW;
         dx[(n*C+c)*HW+hw] = a1 + a2; dxmag[(n*C+c)*HW+hw] = std::fabs(a1) + std::fabs(a2); } }
     if (fc2) {
       for (int64_t j = 0; j < H; ++j) { db1[j] += dz1[j]; for (int64_t c = 0; c < C; ++c) dw1[j*C+c] += dz1[j] * p[n*C+c]; }
