@@ -177,10 +177,11 @@ __host__ __device__ __forceinline__ float geo_inv_hw<float>(const Geometry& g) {
 // scaled from there after the grid barrier. It applies when
 //   - the tile fits kOnePassSmemBytes: 80 KB is the largest tile with which
 //     two blocks still fit an H100/H200 SM (228 KB: 2 x (80 KB + 24.6 KB
-//     static + 1 KB reserved) = 211 KB); an A100 (164 KB) holds one. With
-//     kUnitBytes units the tile is 16-40 KB (3-4 blocks per SM); the budget
-//     only turns away the units the chunk rounding makes large (NHWC at
-//     56x56 and up: kMinRowBytes; NCHW planes over 80 KB: 160x160 fp32);
+//     static + 1 KB reserved) = 211 KB), and the one-pass kernels' 64-128
+//     registers allow 2-4 blocks per SM anyway; an A100 (164 KB) holds one.
+//     With kUnitBytes units the tile is mostly 8-40 KB; the budget only
+//     turns away the units the chunk rounding makes large (NHWC at 56x56
+//     and up: kMinRowBytes; NCHW planes over 80 KB, e.g. 150x150 fp32);
 //   - every unit is resident at once (grid = units, one unit per block: the
 //     tile cannot be handed to another unit): units <= occupancy x SMs at
 //     that shared memory (se_resident_blocks), and the driver accepts the

@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 
 namespace se_fused {
 namespace cuda_kernels {
@@ -74,14 +75,18 @@ cudaError_t se_launch_cooperative(void (*kernel)(Args), int64_t grid, int thread
 // Lets Kernel take up to `bytes` of dynamic shared memory per block (above
 // 48 KB a kernel must opt in: cudaFuncAttributeMaxDynamicSharedMemorySize);
 // an error (more than the device allows) is cleared and returned, and the
-// caller takes another path.
+// caller takes another path. The attribute only grows (under a lock, so that
+// concurrent callers cannot leave it below what the cache says).
 template <auto Kernel>
 cudaError_t se_allow_dynamic_smem(size_t bytes) {
   static std::atomic<size_t> allowed[kMaxDevices];
+  static std::mutex m;
   int dev = 0;
   cudaError_t err = cudaGetDevice(&dev);
   if (err != cudaSuccess) return err;
   const bool cacheable = dev >= 0 && dev < kMaxDevices;
+  if (cacheable && allowed[dev].load(std::memory_order_acquire) >= bytes) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(m);
   if (cacheable && allowed[dev].load(std::memory_order_relaxed) >= bytes) return cudaSuccess;
   err = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(bytes));
@@ -89,11 +94,7 @@ cudaError_t se_allow_dynamic_smem(size_t bytes) {
     (void)cudaGetLastError();
     return err;
   }
-  if (cacheable) {
-    size_t cur = allowed[dev].load(std::memory_order_relaxed);
-    while (cur < bytes && !allowed[dev].compare_exchange_weak(cur, bytes)) {
-    }
-  }
+  if (cacheable) allowed[dev].store(bytes, std::memory_order_release);
   return cudaSuccess;
 }
 

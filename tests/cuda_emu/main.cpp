@@ -200,6 +200,10 @@ SEPath onepass_expected(const Case& k, bool bwd) {
 }
 template <typename T>
 int64_t units_of(const Case& k, bool bwd) { return geometry_of<T>(k, bwd).units; }
+// The one-pass grid is all the units at once, one OS thread (and 256 fibers)
+// per block here: past this many the case checks the cooperative fallback
+// on 4 block slots instead (a 175-unit grid took 80 s under ASan on 2 cores).
+constexpr int64_t kEmuOnePassMaxUnits = 72;
 
 template <typename T>
 Result test(const Case& k, uint32_t seed) {
@@ -287,9 +291,11 @@ Result test(const Case& k, uint32_t seed) {
     const Run<T> rc = run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, 4, SEPath::Cooperative, res, SEPath::Cooperative);
     masks("y", rc.y, y, "(cooperative)");
     masks("dx", rc.dx, dx, "(cooperative)");
-    const int op_res = (int)std::max(units_of<T>(k, false), units_of<T>(k, true));
+    const int64_t uf = units_of<T>(k, false), ub = units_of<T>(k, true);
+    const int op_res = (int)(std::max(uf, ub) <= kEmuOnePassMaxUnits ? std::max(uf, ub) : 4);
     const Run<T> ro = run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, op_res, SEPath::OnePass, res,
-                                     onepass_expected<T>(k, false), onepass_expected<T>(k, true));
+                                     uf <= op_res ? onepass_expected<T>(k, false) : SEPath::Cooperative,
+                                     ub <= op_res ? onepass_expected<T>(k, true) : SEPath::Cooperative);
     masks("y", ro.y, y, "(one-pass)");
     masks("dx", ro.dx, dx, "(one-pass)");
     // The same bits but for NaN payloads (which g++ may give either operand's:
@@ -338,17 +344,22 @@ Result test(const Case& k, uint32_t seed) {
   // by one element (NCHW: the staged span keeps the misalignment; NHWC: the
   // scalar staging and scale). Where the tile exceeds the budget, the
   // cooperative fallback.
-  const SEPath op_f = onepass_expected<T>(k, false), op_b = onepass_expected<T>(k, true);
   const int64_t uf = units_of<T>(k, false), ub = units_of<T>(k, true);
-  const int op_res = (int)std::max(uf, ub);
+  const int op_res = (int)(std::max(uf, ub) <= kEmuOnePassMaxUnits ? std::max(uf, ub) : 4);
+  const SEPath op_f = uf <= op_res ? onepass_expected<T>(k, false) : SEPath::Cooperative;
+  const SEPath op_b = ub <= op_res ? onepass_expected<T>(k, true) : SEPath::Cooperative;
   same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, op_res, SEPath::OnePass, res, op_f, op_b),
             "on the one-pass path (" + std::to_string(op_res) + " resident)");
-  same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, op_res, SEPath::OnePass, res, op_f, op_b),
-            "on the one-pass path (x/dy misaligned by 1)");
+  if (std::max(uf, ub) <= kEmuOnePassMaxUnits)
+    same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, op_res, SEPath::OnePass, res, op_f, op_b),
+              "on the one-pass path (x/dy misaligned by 1)");
   if (k.unit_bytes > 0) {  // the refused-launch fallbacks, on the multi-chunk cases
-    if (std::min(uf, ub) >= 2)  // more units than resident blocks: the cooperative path (grid-stride)
-      same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, (int)std::min(uf, ub) - 1, SEPath::OnePass, res,
-                               SEPath::Cooperative),
+    // More units than resident blocks (one fewer; 4 past kEmuOnePassMaxUnits):
+    // the cooperative path (grid-stride).
+    const int64_t fewer = std::min(uf, ub) - 1;
+    if (fewer >= 1)
+      same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, (int)(fewer <= kEmuOnePassMaxUnits ? fewer : 4),
+                               SEPath::OnePass, res, SEPath::Cooperative),
                 "when one-pass has more units than resident blocks (cooperative fallback)");
     emu::g_coop_supported = false;
     same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, 1, SEPath::Cooperative, res, SEPath::TwoPass),
