@@ -6,9 +6,9 @@ launches and shared memory, on CPU fibers) before csrc/cuda/se_sync.h, under
 AddressSanitizer; the binary runs its `quick` case set: forward and backward
 against a float64 reference on every path (two-pass, cooperative, one-pass,
 a refused cooperative launch, one-pass falling back), bit-for-bit
-determinism across paths, resident-block
-counts and alignments, batch invariance, and three concurrent launch
-sequences on a device with fewer block slots than units per sample. See
+determinism across paths, resident-block counts and alignments, batch
+invariance, and three concurrent launch sequences on a device with fewer
+block slots than units per sample (plus a one-pass launch beside them). See
 tests/cuda_emu/README.md.
 
 Skips when g++ or the CUDA headers (cuda_fp16.h etc.; no CUDA runtime is
