@@ -6,7 +6,7 @@
 # At most 8 files come back in $OUT:
 #   summary.txt  env, GPU, each step's rc and seconds, the paths' digest check
 #   build.log    pip/nvcc output with ptxas registers and spills per kernel
-#   sanitize.log tests/cuda_sanitize.py --large (twopass), then cooperative
+#   sanitize.log tests/cuda_sanitize.py --large (twopass), then cooperative, then onepass
 #   tests.log    pytest of the CUDA tests
 #   bench.log    benchmarks/bench.py --quick --no-compile
 #   memcheck.log compute-sanitizer (probe, then memcheck on the quick cases)
@@ -65,17 +65,22 @@ step build "$OUT/build.log" 200 env SE_FUSED_PTXAS_VERBOSE=1 "$PY" setup.py buil
 grep -E "spill stores" "$OUT/build.log" | sort | uniq -c >> "$S"
 
 # 2. The sanitizer script with its large cases on the default path, then the
-#    cooperative path; their per-case digests must agree (same bits).
+#    cooperative path, then the one-pass path (where its tiles fit and the
+#    call is one wave; else it runs as cooperative); their per-case digests
+#    must agree (same bits).
 step sanitize_twopass "$OUT/sanitize.log" 90 env SE_FUSED_CUDA_PATH=twopass \
   "$PY" tests/cuda_sanitize.py --large --digest "$OUT/.d_twopass"
-step sanitize_coop "$OUT/sanitize.log" 90 env SE_FUSED_CUDA_PATH=cooperative \
-  "$PY" tests/cuda_sanitize.py --large --digest "$OUT/.d_coop"
-if cmp -s "$OUT/.d_twopass" "$OUT/.d_coop"; then
-  echo "paths: twopass and cooperative digests agree ($(wc -l < "$OUT/.d_twopass") cases)" | tee -a "$S"
-else
-  echo "paths: DIGESTS DIFFER" | tee -a "$S"; diff "$OUT/.d_twopass" "$OUT/.d_coop" >> "$OUT/sanitize.log" 2>&1
-fi
-rm -f "$OUT/.d_twopass" "$OUT/.d_coop"
+for path in cooperative onepass; do
+  step "sanitize_$path" "$OUT/sanitize.log" 90 env SE_FUSED_CUDA_PATH=$path \
+    "$PY" tests/cuda_sanitize.py --large --digest "$OUT/.d_$path"
+  if cmp -s "$OUT/.d_twopass" "$OUT/.d_$path"; then
+    echo "paths: twopass and $path digests agree ($(wc -l < "$OUT/.d_twopass") cases)" | tee -a "$S"
+  else
+    echo "paths: twopass and $path DIGESTS DIFFER" | tee -a "$S"
+    diff "$OUT/.d_twopass" "$OUT/.d_$path" >> "$OUT/sanitize.log" 2>&1
+  fi
+done
+rm -f "$OUT/.d_twopass" "$OUT/.d_cooperative" "$OUT/.d_onepass"
 
 # 3. The CUDA tests: no torch.compile cases, 60 s per test, all of them run.
 step tests "$OUT/tests.log" 150 "$PY" -m pytest -q tests -k "cuda and not compile and not emulation" \

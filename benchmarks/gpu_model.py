@@ -7,7 +7,10 @@
       -> dict(fwd_us=..., bwd_us=..., clone_us=..., add_us=..., ...)
 
 fwd_us / bwd_us model the default path (SE_FUSED_CUDA_PATH=twopass): forward
-2 launches, backward 3. clone_us is x.clone() (read + write x), add_us is
+2 launches, backward 3. onepass_fwd_us / onepass_bwd_us (None where it does
+not apply: a tile over 80 KB or more units than one wave) model
+SE_FUSED_CUDA_PATH=onepass: one launch, x (and dy) read once, so the forward
+moves 2N bytes instead of 3N and the backward 3N instead of 4N+. clone_us is x.clone() (read + write x), add_us is
 x + x2 (read 2, write 1), both with the same launch floor, so the ratios
 fwd/clone are what bench.py's "x clone" column shows. These are predictions
 from bandwidth, launch and wave arithmetic, not measurements: a GPU run of
@@ -36,6 +39,9 @@ UNIT_BYTES = 32 * 1024
 MAX_CHUNK = 512
 MIN_ROW_BYTES = 128
 BLOCKS_PER_SM = 4         # 256 threads, <= 64 registers, 24.6 KB static smem (ptxas figures)
+ONEPASS_SMEM = 80 * 1024  # se_heuristics.h kOnePassSmemBytes: a unit's staged tile at most
+ONEPASS_BLOCKS_PER_SM = 2  # one-pass kernels: up to 128 registers (ptxas), <= 80 KB + 24.6 KB smem
+GRID_SYNC_US = 1.0        # one grid barrier (assumed)
 
 
 def _pow2_at_least(v, cap):
@@ -106,10 +112,25 @@ def predict(n, c, h, w, hidden, dtype_bytes, channels_last):
     add = LAUNCH_US + 3 * x / HBM_BPS * 1e6
     hbm_fwd = x * (2 if reread_from_l2 else 3)
     hbm_bwd = x * (3 if b_reread else 4)
+    # One-pass: one launch, one unit per block, every unit resident, the tile
+    # (x forward, dy backward; se_heuristics.h onepass_smem_bytes) in shared memory.
+    vec = 16 // dtype_bytes
+    def tile(ch):
+        t = hw * (math.ceil(ch / vec) * vec) if channels_last and hw > 1 and c > 1 else ch * hw + vec - 1
+        return math.ceil(t * dtype_bytes / 8192) * 8192
+    one_wave = SMS * ONEPASS_BLOCKS_PER_SM
+    op_fwd = op_bwd = None
+    if tile(chunk) <= ONEPASS_SMEM and units <= one_wave:
+        op_fwd = LAUNCH_US + GRID_SYNC_US + _phase_us(2 * x, w_l2 + 2 * state, mlp_flops, units,
+                                                      2 * unit_bytes, acc_flops)
+    if tile(bchunk) <= ONEPASS_SMEM and bunits <= one_wave:
+        op_bwd = LAUNCH_US + 2 * GRID_SYNC_US + b3 + _phase_us(3 * x, w_l2 + 2 * state, mlp_flops, bunits,
+                                                               3 * bunit_bytes // 2, acc_flops)
     return dict(fwd_us=fwd, bwd_us=bwd, clone_us=clone, add_us=add,
                 fwd_launches=2, bwd_launches=3, chunk=chunk, units_per_sample=k, units=units,
                 waves=math.ceil(units / (SMS * BLOCKS_PER_SM)), hbm_fwd_bytes=hbm_fwd, hbm_bwd_bytes=hbm_bwd,
-                l2_weight_bytes=w_l2)
+                l2_weight_bytes=w_l2, onepass_fwd_us=op_fwd, onepass_bwd_us=op_bwd,
+                onepass_hbm_fwd_bytes=2 * x, onepass_hbm_bwd_bytes=3 * x)
 
 
 BENCH_SHAPES = [  # (label, n, c, h, w, hidden, dtype_bytes, channels_last)
@@ -130,15 +151,18 @@ BENCH_SHAPES = [  # (label, n, c, h, w, hidden, dtype_bytes, channels_last)
 
 
 def main():
-    print("| shape | x MB | K | units | waves | HBM fwd MB | L2 weights MB | fwd us | bwd us | clone us | add us | fwd/clone |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| shape | x MB | K | units | waves | HBM fwd MB | L2 weights MB | fwd us | bwd us | clone us | add us "
+          "| fwd/clone | 1-pass fwd us | 1-pass bwd us |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    opt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     for label, *args in BENCH_SHAPES:
         r = predict(*args)
         n, c, h, w, hidden, b, cl = args
         xmb = n * c * h * w * b / 1e6
         print(f"| {label} | {xmb:.1f} | {r['units_per_sample']} | {r['units']} | {r['waves']} | "
               f"{r['hbm_fwd_bytes'] / 1e6:.1f} | {r['l2_weight_bytes'] / 1e6:.1f} | {r['fwd_us']:.1f} | "
-              f"{r['bwd_us']:.1f} | {r['clone_us']:.1f} | {r['add_us']:.1f} | {r['fwd_us'] / r['clone_us']:.2f} |")
+              f"{r['bwd_us']:.1f} | {r['clone_us']:.1f} | {r['add_us']:.1f} | {r['fwd_us'] / r['clone_us']:.2f} | "
+              f"{opt(r['onepass_fwd_us'])} | {opt(r['onepass_bwd_us'])} |")
 
 
 if __name__ == "__main__":

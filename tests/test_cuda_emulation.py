@@ -4,10 +4,11 @@ with tests/cuda_emu/main.cpp, the include path putting the emulator's
 tests/cuda_emu/include/cuda/se_sync.h (the synchronisation primitives,
 launches and shared memory, on CPU fibers) before csrc/cuda/se_sync.h, under
 AddressSanitizer; the binary runs its `quick` case set: forward and backward
-against a float64 reference on every path (two-pass, cooperative, a refused
-cooperative launch), bit-for-bit determinism across paths, resident-block
-counts and alignments, batch invariance, and three concurrent launch
-sequences on a device with fewer block slots than units per sample. See
+against a float64 reference on every path (two-pass, cooperative, one-pass,
+a refused cooperative launch, one-pass falling back), bit-for-bit
+determinism across paths, resident-block counts and alignments, batch
+invariance, and three concurrent launch sequences on a device with fewer
+block slots than units per sample (plus a one-pass launch beside them). See
 tests/cuda_emu/README.md.
 
 Skips when g++ or the CUDA headers (cuda_fp16.h etc.; no CUDA runtime is

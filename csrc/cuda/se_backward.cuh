@@ -22,6 +22,7 @@
 #pragma once
 
 #include "se_excite.cuh"
+#include "se_onepass.cuh"
 
 namespace se_fused {
 namespace cuda_kernels {
@@ -32,7 +33,11 @@ struct BwdArgs {
   ExciteWs ws;  // part, hscratch, dz2, dz1, act (se_excite.cuh)
 };
 
-template <typename T, bool kNHWC>
+// kOnePass: the unit's tile of dy is staged in dynamic shared memory first
+// (kept for the scale after the barrier); x, needed by the squeeze alone, is
+// read from global memory once (se_onepass.cuh; the same sums in the same
+// orders).
+template <typename T, bool kNHWC, bool kOnePass = false>
 __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
   using A = acc_t<T>;
   const SEBackwardParams& p = a.p;
@@ -41,13 +46,27 @@ __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm,
   const int64_t sample = ui.n * C * HW;
   const A* z2 = cin<A>(p.z2) + ui.n * C;
   A* dz2 = out<A>(a.ws.dz2) + ui.n * C;
-  squeeze_chunk<T, true, kNHWC>(cin<T>(p.x) + sample, cin<T>(p.dy) + sample, C, HW, ui.c0, ui.c1,
-                                a.g, sm, [&](int64_t r, A ds) {
-                                  const A z = z2[ui.c0 + r];
-                                  const A d = gate_backward(p.gate, z, gate_fwd(p.gate, z), ds);
-                                  sm.u.buf[r] = d;
-                                  dz2[ui.c0 + r] = d;
-                                });
+  const auto dz2_out = [&](int64_t r, A ds) {
+    const A z = z2[ui.c0 + r];
+    const A d = gate_backward(p.gate, z, gate_fwd(p.gate, z), ds);
+    sm.u.buf[r] = d;
+    dz2[ui.c0 + r] = d;
+  };
+  if constexpr (kOnePass) {
+    SE_DYNAMIC_SHARED(dyn);
+    const int64_t len = ui.c1 - ui.c0;
+    const T* xs = cin<T>(p.x) + sample;
+    const T* dtile = stage_tile<T, kNHWC>(cin<T>(p.dy) + sample, C, HW, ui.c0, len, dyn);
+    if constexpr (kNHWC) {  // ColDot2 of the two-pass squeeze, with the tile's row stride
+      col_reduce(ColDot2Ld<T>{dtile, onepass_ld<T>(len), xs + ui.c0, C}, HW, len, a.g.CW,
+                 sm.u.part, dz2_out);
+    } else {
+      squeeze_chunk<T, true, false>(xs + ui.c0 * HW, dtile, C, HW, 0, len, a.g, sm, dz2_out);
+    }
+  } else {
+    squeeze_chunk<T, true, kNHWC>(cin<T>(p.x) + sample, cin<T>(p.dy) + sample, C, HW, ui.c0,
+                                  ui.c1, a.g, sm, dz2_out);
+  }
   __syncthreads();
   excite_bwd_partial<T>(p, a.g, ui, a.ws, sm);
   __syncthreads();
@@ -107,6 +126,40 @@ __global__ void __launch_bounds__(kThreads) se_bwd_coop_kernel(const __grid_cons
   wgrad_loop<T>(a, sm);
 }
 
+// OnePass: the cooperative kernel with one unit per block (grid = units, all
+// co-resident) whose tile of dy stays in dynamic shared memory across the
+// barrier: phase 2 forms dx from it. Phase 3 as the cooperative kernel.
+template <typename T, bool kNHWC>
+__device__ __noinline__ void bwd_onepass_phase1_call(const BwdArgs& a, Smem<acc_t<T>>& sm) {
+  bwd_phase1<T, kNHWC, true>(a, sm, blockIdx.x);
+}
+template <typename T, bool kNHWC>
+__device__ __noinline__ void bwd_onepass_phase2_call(const BwdArgs& a, Smem<acc_t<T>>& sm) {
+  using A = acc_t<T>;
+  SE_DYNAMIC_SHARED(dyn);
+  const SEBackwardParams& p = a.p;
+  const int64_t u = blockIdx.x;
+  const UnitIdx ui = unit_of(u, a.g, p.C);
+  const int64_t C = p.C, HW = p.HW, len = ui.c1 - ui.c0;
+  gate_terms<A>(p.gate, cin<A>(p.z2) + ui.n * C + ui.c0, sm.u.buf, len);
+  excite_bwd_dp<T>(p, a.g, ui, u, a.ws, sm);
+  __syncthreads();
+  const int64_t first = ui.n * C * HW + (kNHWC ? ui.c0 : ui.c0 * HW);  // the unit's first element
+  onepass_scale<T, true, kNHWC>(onepass_tile<T, kNHWC>(cin<T>(p.dy) + first, dyn),
+                                out<T>(p.dx) + first, C, HW, len, a.g, sm.u.buf, sm.u.buf2,
+                                p.residual);
+  __syncthreads();  // sm is reused by phase 3
+}
+template <typename T, bool kNHWC>
+__global__ void __launch_bounds__(kThreads) se_bwd_onepass_coop_kernel(const __grid_constant__ BwdArgs a) {
+  SE_SHARED(Smem<acc_t<T>>, sm);
+  bwd_onepass_phase1_call<T, kNHWC>(a, sm);
+  se_grid_sync();
+  bwd_onepass_phase2_call<T, kNHWC>(a, sm);
+  se_grid_sync();
+  wgrad_loop<T>(a, sm);
+}
+
 // ------------------------------------------------------------------ host
 
 struct BwdLayout {
@@ -133,11 +186,36 @@ BwdLayout bwd_layout(const SEBackwardParams& p, const Geometry& g) {
   return L;
 }
 
+// The one-pass launch where onepass_applies (se_heuristics.h; the tile is
+// dy's); any error means that nothing ran (as launch_forward_onepass).
+template <typename T, bool kNHWC>
+cudaError_t launch_backward_onepass(const BwdArgs& a, cudaStream_t stream) {
+  const int64_t smem = onepass_smem_bytes<T>(a.p, a.g);
+  if (smem > kOnePassSmemBytes) return cudaErrorInvalidValue;
+  int resident = 0;
+  cudaError_t err = se_allow_dynamic_smem<se_bwd_onepass_coop_kernel<T, kNHWC>>(smem);
+  if (err == cudaSuccess)
+    err = se_resident_blocks<se_bwd_onepass_coop_kernel<T, kNHWC>>(kThreads, &resident, smem);
+  if (err != cudaSuccess) return err;
+  if (!onepass_applies(smem, a.g.units, resident)) return cudaErrorCooperativeLaunchTooLarge;
+  return se_launch_cooperative(se_bwd_onepass_coop_kernel<T, kNHWC>, a.g.units, kThreads, stream,
+                               a, static_cast<size_t>(smem));
+}
+
 template <typename T, bool kNHWC>
 cudaError_t launch_backward_layout(const BwdArgs& a, cudaStream_t stream, SEPath* taken) {
-  if (choose_path(a.p.path) == SEPath::Cooperative) {
+  SEPath path = choose_path(a.p.path);
+  if (path == SEPath::OnePass) {
+    if (launch_backward_onepass<T, kNHWC>(a, stream) == cudaSuccess) {
+      if (taken) *taken = SEPath::OnePass;
+      return cudaSuccess;
+    }
+    (void)cudaGetLastError();
+    path = SEPath::Cooperative;  // does not apply here: as the cooperative path, same bits
+  }
+  if (path == SEPath::Cooperative) {
     int resident = 0;
-    cudaError_t err = se_resident_blocks(se_bwd_coop_kernel<T, kNHWC>, kThreads, &resident);
+    cudaError_t err = se_resident_blocks<se_bwd_coop_kernel<T, kNHWC>>(kThreads, &resident);
     if (err == cudaSuccess && resident > 0) {
       const int64_t want = max64(a.g.units, a.g.wgrad_blocks);
       err = se_launch_cooperative(se_bwd_coop_kernel<T, kNHWC>, min64(want, resident), kThreads,

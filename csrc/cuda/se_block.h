@@ -30,6 +30,11 @@ enum class SEPath : int32_t {
   TwoPass = 1,      // no block ever waits on another: forward 2 launches, backward 3
   Cooperative = 2,  // one cooperative launch with grid barriers (forward 1, backward 1);
                     // if the launch is refused, TwoPass runs instead
+  OnePass = 3,      // Cooperative with one unit per block whose tile of x (backward: dy)
+                    // is staged in shared memory by the squeeze and scaled from there
+                    // after the grid barrier: x read once. Only when the tile fits the
+                    // shared-memory budget and every unit is resident at once
+                    // (se_heuristics.h onepass_applies); else Cooperative, then TwoPass
 };
 
 // The forward problem. The backward (SEBackwardParams) extends it.
@@ -83,13 +88,13 @@ size_t se_forward_workspace_bytes(const SEForwardParams& p);
 template <typename T>
 size_t se_backward_workspace_bytes(const SEBackwardParams& p);
 
-// Forward: two launches (TwoPass) or one (Cooperative). Stream-ordered, no
+// Forward: two launches (TwoPass) or one (Cooperative, OnePass). Stream-ordered, no
 // host synchronisation, no memset.
 template <typename T>
 cudaError_t launch_se_forward(const SEForwardParams& p, cudaStream_t stream);
 
 // Backward: three launches (TwoPass: squeeze + partial da; gate backward +
-// dx; weight gradients) or one (Cooperative).
+// dx; weight gradients) or one (Cooperative, OnePass).
 template <typename T>
 cudaError_t launch_se_backward(const SEBackwardParams& p, cudaStream_t stream);
 

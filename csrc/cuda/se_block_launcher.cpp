@@ -33,17 +33,22 @@ using cuda_kernels::SEBackwardParams;
 using cuda_kernels::SEForwardParams;
 using cuda_kernels::SEPath;
 
-// SE_FUSED_CUDA_PATH = auto (default) | twopass | cooperative, read once per
-// process. auto: se_heuristics.h choose_path (today: twopass, the path in
-// which no block ever waits). cooperative: one cooperative launch per call,
-// falling back to twopass if the driver refuses it.
+// SE_FUSED_CUDA_PATH = auto (default) | twopass | cooperative | onepass, read
+// once per process. auto: se_heuristics.h choose_path (today: twopass, the
+// path in which no block ever waits). cooperative: one cooperative launch per
+// call, falling back to twopass if the driver refuses it. onepass: the
+// cooperative launch with each unit's tile of x (dy) kept in shared memory
+// across the grid barrier, where it applies (se_heuristics.h
+// onepass_applies); else cooperative, then twopass.
 SEPath requested_path() {
   static const SEPath path = [] {
     const char* v = std::getenv("SE_FUSED_CUDA_PATH");
     if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) return SEPath::Auto;
     if (std::strcmp(v, "twopass") == 0) return SEPath::TwoPass;
     if (std::strcmp(v, "cooperative") == 0) return SEPath::Cooperative;
-    TORCH_WARN("se_fused: SE_FUSED_CUDA_PATH=", v, " is not auto, twopass or cooperative; using auto");
+    if (std::strcmp(v, "onepass") == 0) return SEPath::OnePass;
+    TORCH_WARN("se_fused: SE_FUSED_CUDA_PATH=", v,
+               " is not auto, twopass, cooperative or onepass; using auto");
     return SEPath::Auto;
   }();
   return path;

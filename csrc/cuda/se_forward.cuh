@@ -22,6 +22,7 @@
 #pragma once
 
 #include "se_excite.cuh"
+#include "se_onepass.cuh"
 
 namespace se_fused {
 namespace cuda_kernels {
@@ -33,7 +34,9 @@ struct FwdArgs {
   ExciteWs ws;  // part, hscratch (se_excite.cuh)
 };
 
-template <typename T, bool kNHWC>
+// kOnePass: the unit's tile is staged in dynamic shared memory first and
+// squeezed from there (se_onepass.cuh; the same sums in the same orders).
+template <typename T, bool kNHWC, bool kOnePass = false>
 __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
   using A = acc_t<T>;
   const SEForwardParams& p = a.p;
@@ -41,8 +44,17 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
   const int64_t C = p.C, HW = p.HW;
   const T* xs = cin<T>(p.x) + ui.n * C * HW;
   A* pooled = out<A>(p.pooled) + ui.n * C;
-  squeeze_chunk<T, false, kNHWC>(xs, nullptr, C, HW, ui.c0, ui.c1, a.g, sm,
-                                 [&](int64_t r, A v) { sm.u.buf[r] = v; });
+  if constexpr (kOnePass) {
+    SE_DYNAMIC_SHARED(dyn);
+    const int64_t len = ui.c1 - ui.c0;
+    const T* tile = stage_tile<T, kNHWC>(xs, C, HW, ui.c0, len, dyn);
+    // The tile's channel r is channel c0 + r (NHWC: row stride onepass_ld).
+    squeeze_chunk<T, false, kNHWC>(tile, nullptr, kNHWC ? onepass_ld<T>(len) : C, HW, 0, len, a.g,
+                                   sm, [&](int64_t r, A v) { sm.u.buf[r] = v; });
+  } else {
+    squeeze_chunk<T, false, kNHWC>(xs, nullptr, C, HW, ui.c0, ui.c1, a.g, sm,
+                                   [&](int64_t r, A v) { sm.u.buf[r] = v; });
+  }
   __syncthreads();
   // The mean (mean_div: no division call), in a pass of its own.
   const A hw = geo_hw<A>(a.g), inv_hw = geo_inv_hw<A>(a.g);
@@ -104,6 +116,38 @@ __global__ void __launch_bounds__(kThreads) se_fwd_coop_kernel(const __grid_cons
   fwd_phase2_call<T, kNHWC, kFC2>(a, sm);
 }
 
+// OnePass: the cooperative kernel with one unit per block (grid = units, all
+// co-resident: a block's staged tile is its own unit's) whose tile of x stays
+// in dynamic shared memory across the barrier: phase 2 scales it from there.
+template <typename T, bool kNHWC>
+__device__ __noinline__ void fwd_onepass_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
+  fwd_phase1<T, kNHWC, true>(a, sm, blockIdx.x);
+}
+template <typename T, bool kNHWC, bool kFC2>
+__device__ __noinline__ void fwd_onepass_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
+  using A = acc_t<T>;
+  SE_DYNAMIC_SHARED(dyn);
+  const SEForwardParams& p = a.p;
+  const int64_t u = blockIdx.x;
+  const UnitIdx ui = unit_of(u, a.g, p.C);
+  const int64_t C = p.C, HW = p.HW, len = ui.c1 - ui.c0;
+  excite_fwd_z2<T, kFC2>(p, a.g, ui, u, a.ws, sm);
+  __syncthreads();
+  gate_terms<A>(p.gate, sm.u.buf, sm.u.buf, len);  // s, in place
+  __syncthreads();
+  const int64_t first = ui.n * C * HW + (kNHWC ? ui.c0 : ui.c0 * HW);  // the unit's first element
+  onepass_scale<T, false, kNHWC>(onepass_tile<T, kNHWC>(cin<T>(p.x) + first, dyn),
+                                 out<T>(p.y) + first, C, HW, len, a.g, sm.u.buf, nullptr,
+                                 p.residual);
+}
+template <typename T, bool kNHWC, bool kFC2>
+__global__ void __launch_bounds__(kThreads) se_fwd_onepass_coop_kernel(const __grid_constant__ FwdArgs a) {
+  SE_SHARED(Smem<acc_t<T>>, sm);
+  fwd_onepass_phase1_call<T, kNHWC>(a, sm);
+  se_grid_sync();
+  fwd_onepass_phase2_call<T, kNHWC, kFC2>(a, sm);
+}
+
 // ------------------------------------------------------------------ host
 
 struct FwdLayout {
@@ -121,12 +165,37 @@ FwdLayout fwd_layout(const SEForwardParams& p, const Geometry& g) {
   return L;
 }
 
+// The one-pass launch where onepass_applies (se_heuristics.h); any error (the
+// tile over the budget, more units than resident blocks, the shared-memory
+// opt-in or the launch refused) means that nothing ran.
+template <typename T, bool kNHWC, bool kFC2>
+cudaError_t launch_forward_onepass(const FwdArgs& a, cudaStream_t stream) {
+  const int64_t smem = onepass_smem_bytes<T>(a.p, a.g);
+  if (smem > kOnePassSmemBytes) return cudaErrorInvalidValue;
+  int resident = 0;
+  cudaError_t err = se_allow_dynamic_smem<se_fwd_onepass_coop_kernel<T, kNHWC, kFC2>>(smem);
+  if (err == cudaSuccess)
+    err = se_resident_blocks<se_fwd_onepass_coop_kernel<T, kNHWC, kFC2>>(kThreads, &resident, smem);
+  if (err != cudaSuccess) return err;
+  if (!onepass_applies(smem, a.g.units, resident)) return cudaErrorCooperativeLaunchTooLarge;
+  return se_launch_cooperative(se_fwd_onepass_coop_kernel<T, kNHWC, kFC2>, a.g.units, kThreads,
+                               stream, a, static_cast<size_t>(smem));
+}
+
 template <typename T, bool kNHWC, bool kFC2>
 cudaError_t launch_forward_layout(const FwdArgs& a, cudaStream_t stream, SEPath* taken) {
-  const SEPath path = choose_path(a.p.path);
+  SEPath path = choose_path(a.p.path);
+  if (path == SEPath::OnePass) {
+    if (launch_forward_onepass<T, kNHWC, kFC2>(a, stream) == cudaSuccess) {
+      if (taken) *taken = SEPath::OnePass;
+      return cudaSuccess;
+    }
+    (void)cudaGetLastError();
+    path = SEPath::Cooperative;  // does not apply here: as the cooperative path, same bits
+  }
   if (path == SEPath::Cooperative) {
     int resident = 0;
-    cudaError_t err = se_resident_blocks(se_fwd_coop_kernel<T, kNHWC, kFC2>, kThreads, &resident);
+    cudaError_t err = se_resident_blocks<se_fwd_coop_kernel<T, kNHWC, kFC2>>(kThreads, &resident);
     if (err == cudaSuccess && resident > 0) {
       err = se_launch_cooperative(se_fwd_coop_kernel<T, kNHWC, kFC2>, min64(a.g.units, resident), kThreads,
                                   stream, a);

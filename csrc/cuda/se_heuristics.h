@@ -171,6 +171,43 @@ __host__ __device__ __forceinline__ double geo_inv_hw<double>(const Geometry& g)
 template <>
 __host__ __device__ __forceinline__ float geo_inv_hw<float>(const Geometry& g) { return g.inv_hw_f; }
 
+// OnePass (se_onepass.cuh): the unit's tile, x (forward) or dy (backward;
+// x is needed by the squeeze alone and is read from global memory once), is
+// staged in dynamic shared memory at the start of the squeeze phase and
+// scaled from there after the grid barrier. It applies when
+//   - the tile fits kOnePassSmemBytes: 80 KB is the largest tile with which
+//     two blocks still fit an H100/H200 SM (228 KB: 2 x (80 KB + 24.6 KB
+//     static + 1 KB reserved) = 211 KB), and the one-pass kernels' 64-128
+//     registers allow 2-4 blocks per SM anyway; an A100 (164 KB) holds one.
+//     With kUnitBytes units the tile is mostly 8-40 KB; the budget only
+//     turns away the units the chunk rounding makes large (NHWC at 56x56
+//     and up: kMinRowBytes; NCHW planes over 80 KB, e.g. 150x150 fp32);
+//   - every unit is resident at once (grid = units, one unit per block: the
+//     tile cannot be handed to another unit): units <= occupancy x SMs at
+//     that shared memory (se_resident_blocks), and the driver accepts the
+//     cooperative launch;
+// else the Cooperative path runs (then TwoPass if that is refused too). The
+// tile's bytes depend on the shape alone; which path runs may depend on the
+// device, and every path gives the same bits.
+constexpr int64_t kOnePassSmemBytes = 80 * 1024;
+// Dynamic shared memory is requested in steps of this (se_sync.h caches the
+// occupancy per step).
+constexpr int64_t kOnePassSmemStep = 8 * 1024;
+
+// Bytes of dynamic shared memory a unit's staged tile takes (the call's
+// widest chunk): NCHW the chunk's planes as one span, kept at its global
+// misalignment (+ up to a 16-byte pack); NHWC HW rows of the chunk's
+// channels rounded to whole 16-byte packs.
+template <typename T>
+int64_t onepass_smem_bytes(const SEForwardParams& p, const Geometry& g) {
+  constexpr int64_t V = Vec<T>::V, B = static_cast<int64_t>(sizeof(T));
+  const int64_t elems = p.channels_last ? p.HW * round_up(g.chunk, V) : round_up(g.chunk * p.HW + V - 1, V);
+  return round_up(elems * B, kOnePassSmemStep);
+}
+inline bool onepass_applies(int64_t smem_bytes, int64_t units, int64_t resident) {
+  return smem_bytes <= kOnePassSmemBytes && units <= resident;
+}
+
 // Which path runs. Every path gives the same bits (same geometry, same
 // per-unit code), so this is a speed choice only.
 //
@@ -182,16 +219,23 @@ __host__ __device__ __forceinline__ float geo_inv_hw<float>(const Geometry& g) {
 //   half of the 60 MB L2 of an H200, the rest being y's write-back).
 //
 //   Cooperative: the same work in one launch with grid barriers between the
-//   phases; saves one launch (~3 us at batch 1) and gives the one-pass
-//   variant (docs/cuda.md, not built yet) its place. Chosen only on request
+//   phases; saves one launch (~3 us at batch 1). Chosen only on request
 //   until a GPU run shows it is faster; if the launch is refused, TwoPass.
 //
-// The heuristic to adopt once measured (docs/cuda.md): Cooperative when the
-// problem is launch-bound (units <= resident blocks, i.e. the whole call is
-// one wave: batch 1, 7x7 tails), TwoPass otherwise; the one-pass variant when
-// a unit's tile fits its block's registers/shared memory and all units fit
-// one wave (then x is read once: 2 instead of 3 HBM passes).
+//   OnePass: Cooperative with x (dy) kept in shared memory across the
+//   barrier (above): the forward moves 2N bytes instead of 3N (x read once,
+//   y written), the backward 3N instead of 4N+ (x and dy read once, dx
+//   written). Chosen only on request; where it does not apply, Cooperative,
+//   then TwoPass.
+//
+// Auto stays TwoPass until a GPU run (benchmarks/gpu_check.sh) confirms that
+// a waiting path is correct and faster there (none has run on a GPU yet). The
+// heuristic to adopt then (docs/cuda.md): OnePass when onepass_applies (the
+// call is one wave and its tiles fit: x read once), else Cooperative when the
+// problem is launch-bound (units <= resident blocks: batch 1, 7x7 tails),
+// else TwoPass.
 inline SEPath choose_path(SEPath requested) {
+  if (requested == SEPath::OnePass) return SEPath::OnePass;
   return requested == SEPath::Cooperative ? SEPath::Cooperative : SEPath::TwoPass;
 }
 

@@ -20,12 +20,18 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 
 namespace se_fused {
 namespace cuda_kernels {
 
 // Block-shared storage: one variable per kernel (a struct or union).
 #define SE_SHARED(Type, name) __shared__ Type name
+// The block's dynamic shared memory (bytes set by the launch), 16-byte aligned:
+// declares `unsigned char* name`-like storage (the one-pass tiles, se_onepass.cuh).
+#define SE_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+
+constexpr int kMaxDevices = 64;  // per-device caches below
 
 // Grid-wide barrier (memory ordered: writes before it are visible to every
 // block after it). Only in kernels launched with se_launch_cooperative.
@@ -41,13 +47,15 @@ cudaError_t se_launch(void (*kernel)(Args), int64_t grid, int threads, cudaStrea
 
 // A cooperative launch (every block co-resident, or an error and nothing
 // runs). cudaLaunchKernelEx with cudaLaunchAttributeCooperative: CUDA 12+.
+// smem: dynamic shared memory per block (se_allow_dynamic_smem first when the
+// block's total passes 48 KB).
 template <typename Args>
 cudaError_t se_launch_cooperative(void (*kernel)(Args), int64_t grid, int threads,
-                                  cudaStream_t stream, const Args& args) {
+                                  cudaStream_t stream, const Args& args, size_t smem = 0) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(grid), 1, 1);
   cfg.blockDim = dim3(static_cast<unsigned>(threads), 1, 1);
-  cfg.dynamicSmemBytes = 0;
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeCooperative;
@@ -59,17 +67,52 @@ cudaError_t se_launch_cooperative(void (*kernel)(Args), int64_t grid, int thread
   return err;
 }
 
-// Blocks of `kernel` (with `threads` threads) the current device can hold at
-// once (occupancy x SMs), cached per device: what a cooperative grid may use.
-template <typename Args>
-cudaError_t se_resident_blocks(void (*kernel)(Args), int threads, int* out) {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> cache[kMaxDevices];
+// The two functions below cache per kernel and device: the kernel is a
+// template argument (a function template's statics are per instantiation;
+// keyed on the argument type alone, kernels of different registers would
+// share one occupancy).
+//
+// Lets Kernel take up to `bytes` of dynamic shared memory per block (above
+// 48 KB a kernel must opt in: cudaFuncAttributeMaxDynamicSharedMemorySize);
+// an error (more than the device allows) is cleared and returned, and the
+// caller takes another path. The attribute only grows (under a lock, so that
+// concurrent callers cannot leave it below what the cache says).
+template <auto Kernel>
+cudaError_t se_allow_dynamic_smem(size_t bytes) {
+  static std::atomic<size_t> allowed[kMaxDevices];
+  static std::mutex m;
   int dev = 0;
   cudaError_t err = cudaGetDevice(&dev);
   if (err != cudaSuccess) return err;
-  if (dev >= 0 && dev < kMaxDevices) {
-    const int cached = cache[dev].load(std::memory_order_relaxed);
+  const bool cacheable = dev >= 0 && dev < kMaxDevices;
+  if (cacheable && allowed[dev].load(std::memory_order_acquire) >= bytes) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(m);
+  if (cacheable && allowed[dev].load(std::memory_order_relaxed) >= bytes) return cudaSuccess;
+  err = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(bytes));
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return err;
+  }
+  if (cacheable) allowed[dev].store(bytes, std::memory_order_release);
+  return cudaSuccess;
+}
+
+// Blocks of Kernel (with `threads` threads and `smem` bytes of dynamic shared
+// memory) the current device can hold at once (occupancy x SMs), cached per
+// device and per 8 KB of smem (up to 248 KB): what a cooperative grid may use.
+template <auto Kernel>
+cudaError_t se_resident_blocks(int threads, int* out, size_t smem = 0) {
+  constexpr size_t kStep = 8192, kSteps = 32;
+  static std::atomic<int> cache[kMaxDevices * kSteps];
+  int dev = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err != cudaSuccess) return err;
+  const size_t slot = smem % kStep == 0 && smem / kStep < kSteps && dev >= 0 && dev < kMaxDevices
+                          ? static_cast<size_t>(dev) * kSteps + smem / kStep
+                          : kMaxDevices * kSteps;  // not cached
+  if (slot < kMaxDevices * kSteps) {
+    const int cached = cache[slot].load(std::memory_order_relaxed);
     if (cached > 0) {
       *out = cached;
       return cudaSuccess;
@@ -78,10 +121,10 @@ cudaError_t se_resident_blocks(void (*kernel)(Args), int threads, int* out) {
   int sms = 0, per_sm = 0;
   err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   if (err != cudaSuccess) return err;
-  err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0);
+  err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, threads, smem);
   if (err != cudaSuccess) return err;
   *out = per_sm * sms;
-  if (dev >= 0 && dev < kMaxDevices && *out > 0) cache[dev].store(*out, std::memory_order_relaxed);
+  if (slot < kMaxDevices * kSteps && *out > 0) cache[slot].store(*out, std::memory_order_relaxed);
   return cudaSuccess;
 }
 

@@ -55,6 +55,7 @@
 namespace emu {
 constexpr int kArenaBytes = 49152;        // static shared memory per block (the kernels use ~25 KB)
 constexpr size_t kStackBytes = 128 << 10;  // per CUDA thread (fiber)
+constexpr size_t kMaxDynamicSmem = 227 << 10;  // dynamic shared memory per block (an H100's opt-in limit)
 
 inline thread_local const char* g_case = "";  // set by main.cpp, named in fatal errors
 
@@ -85,10 +86,12 @@ struct Slot {
   const void* sched_bottom = nullptr;
   size_t sched_size = 0;
 #endif
+  std::unique_ptr<unsigned char[]> dyn;  // dynamic shared memory (cooperative launches with smem)
+  size_t dyn_bytes = 0;
   alignas(64) char arena[kArenaBytes];
-  explicit Slot(int n)
+  explicit Slot(int n, size_t smem = 0)
       : threads(n), ctx(n), stacks(n), wait_bar(n, nullptr), wait_gen(n, 0), done(n, 0), warp_bar((n + 31) / 32),
-        shfl_buf(n) {
+        shfl_buf(n), dyn(smem ? new unsigned char[smem] : nullptr), dyn_bytes(smem) {
     for (auto& s : stacks) s.reset(new char[kStackBytes]);
     block_bar.expected = n;
     grid_bar_local.expected = n;
@@ -206,6 +209,11 @@ template <typename T> T& shared() {
   static_assert(sizeof(T) <= kArenaBytes, "shared arena too small");
   return *reinterpret_cast<T*>(tl_slot->arena);
 }
+// The block's dynamic shared memory; a kernel that uses it must be launched with it.
+inline unsigned char* dynamic_shared() {
+  if (!tl_slot->dyn) { fprintf(stderr, "emu: dynamic shared memory used but the launch has none in case %s\n", g_case); abort(); }
+  return tl_slot->dyn.get();
+}
 
 // An ordinary launch: min(grid, g_resident) workers (OS threads); a worker
 // takes a device slot for each block it runs and frees it after, so blocks of
@@ -237,10 +245,13 @@ cudaError_t launch(int64_t grid, int threads, F f) {
 
 // A cooperative launch: refused (nothing runs) when the device cannot hold the
 // whole grid at once or does not support it; otherwise all blocks run at once.
+// smem: dynamic shared memory per block (a fresh heap block per block slot,
+// filled with 0xff so that a read of a byte no thread wrote shows as NaN).
 template <typename F>
-cudaError_t launch_cooperative(int64_t grid, int threads, F f) {
+cudaError_t launch_cooperative(int64_t grid, int threads, F f, size_t smem = 0) {
   if (!g_coop_supported) { g_coop_refused++; return cudaErrorNotSupported; }
   if (grid > g_resident) { g_coop_refused++; return cudaErrorCooperativeLaunchTooLarge; }
+  if (smem > kMaxDynamicSmem) { g_coop_refused++; return cudaErrorInvalidValue; }
   g_launches++;
   g_coop_launches++;
   const std::function<void()> fn = f;
@@ -251,7 +262,8 @@ cudaError_t launch_cooperative(int64_t grid, int threads, F f) {
   for (int64_t b = 0; b < grid; ++b)
     ts.emplace_back([&, b, c] {
       g_case = c;
-      Slot slot(threads);
+      Slot slot(threads, smem);
+      if (smem) std::memset(slot.dyn.get(), 0xff, smem);
       slot.grid_bar = &grid_bar;
       g_blocks++;
       run_block(slot, b, grid, fn);

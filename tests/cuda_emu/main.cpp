@@ -1,11 +1,13 @@
 // Runs the CUDA kernels of csrc/cuda/ on the CPU (emu.h, through
 // include/cuda/se_sync.h which the include path puts before the real one),
 // forward and backward, against a float64 reference, and checks bit for bit
-// that the results do not depend on the path (TwoPass, Cooperative, a refused
-// cooperative launch), the number of resident blocks, the alignment of x and
-// dy (offset by one element), or the other samples of the batch; then that
-// three concurrent launch sequences, each with more units per sample than the
-// device has block slots, complete with the bits of a serial run.
+// that the results do not depend on the path (TwoPass, Cooperative, OnePass,
+// a refused cooperative launch, a one-pass request that falls back), the
+// number of resident blocks, the alignment of x and dy (offset by one
+// element), or the other samples of the batch; then that three concurrent
+// launch sequences, each with more units per sample than the device has block
+// slots, and a one-pass launch beside them complete with the bits of a serial
+// run.
 //
 //   main [quick|full|big] [SUBSTRING]   (default: quick; SUBSTRING filters cases by name)
 //
@@ -90,7 +92,8 @@ struct Run {
 template <typename T>
 Run<T> run_kernels(const Case& k, const std::vector<T>& xl, const std::vector<T>& dyl, const std::vector<T>& w1,
                    const std::vector<T>& b1, const std::vector<T>& w2, const std::vector<T>& b2, int off, int resident,
-                   SEPath path, Result& res, SEPath expect_taken = SEPath::Auto) {
+                   SEPath path, Result& res, SEPath expect_taken = SEPath::Auto,
+                   SEPath expect_b = SEPath::Auto) {  // the backward's, if not expect_taken
   using A = acc_t<T>;
   const int64_t N = k.N, C = k.C, HW = k.H * k.W, H = k.hidden;
   const bool cl = k.nhwc && C > 1 && HW > 1;  // as the launcher: NHWC with C 1 or HW 1 is NCHW
@@ -134,9 +137,10 @@ Run<T> run_kernels(const Case& k, const std::vector<T>& xl, const std::vector<T>
     r.y[(n * C + c) * HW + hw] = ybuf[mem(n, c, hw)]; r.dx[(n * C + c) * HW + hw] = dxbuf[mem(n, c, hw)]; }
   r.dw1 = dw1; r.db1 = db1; r.dw2 = dw2; r.db2 = db2;
   r.chunks = make_geometry<T>(f, false).chunks;
-  if (expect_taken != SEPath::Auto && (taken_f != expect_taken || taken_b != expect_taken))
+  if (expect_b == SEPath::Auto) expect_b = expect_taken;
+  if (expect_taken != SEPath::Auto && (taken_f != expect_taken || taken_b != expect_b))
     res.errors.push_back("path taken " + std::to_string((int)taken_f) + "/" + std::to_string((int)taken_b) +
-                         ", expected " + std::to_string((int)expect_taken));
+                         ", expected " + std::to_string((int)expect_taken) + "/" + std::to_string((int)expect_b));
   return r;
 }
 
@@ -175,6 +179,31 @@ std::string tag_of(const Case& k) {
          (k.ex == Excitation::OneFC ? " one_fc" : is_eca(k) ? (k.ex == Excitation::ECA ? " eca" : " eca_circ") + std::to_string(k.k) : "") +
          (k.residual ? " residual" : "");
 }
+
+// The geometry a case's forward (bwd false) or backward gets, as run_kernels sets it up.
+template <typename T>
+Geometry geometry_of(const Case& k, bool bwd, SEForwardParams* fp = nullptr) {
+  SEForwardParams f;
+  f.N = k.N; f.C = k.C; f.HW = k.H * k.W; f.hidden = k.hidden;
+  f.channels_last = k.nhwc && k.C > 1 && f.HW > 1;
+  f.excitation = k.ex; f.kernel_size = is_eca(k) ? k.k : 0; f.unit_bytes = k.unit_bytes;
+  if (fp) *fp = f;
+  return make_geometry<T>(f, bwd);
+}
+// A one-pass request with every unit resident: OnePass where the tile fits
+// the shared-memory budget, else the cooperative fallback.
+template <typename T>
+SEPath onepass_expected(const Case& k, bool bwd) {
+  SEForwardParams f;
+  const Geometry g = geometry_of<T>(k, bwd, &f);
+  return onepass_smem_bytes<T>(f, g) <= kOnePassSmemBytes ? SEPath::OnePass : SEPath::Cooperative;
+}
+template <typename T>
+int64_t units_of(const Case& k, bool bwd) { return geometry_of<T>(k, bwd).units; }
+// The one-pass grid is all the units at once, one OS thread (and 256 fibers)
+// per block here: past this many the case checks the cooperative fallback
+// on 4 block slots instead (a 175-unit grid took 80 s under ASan on 2 cores).
+constexpr int64_t kEmuOnePassMaxUnits = 72;
 
 template <typename T>
 Result test(const Case& k, uint32_t seed) {
@@ -262,6 +291,24 @@ Result test(const Case& k, uint32_t seed) {
     const Run<T> rc = run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, 4, SEPath::Cooperative, res, SEPath::Cooperative);
     masks("y", rc.y, y, "(cooperative)");
     masks("dx", rc.dx, dx, "(cooperative)");
+    const int64_t uf = units_of<T>(k, false), ub = units_of<T>(k, true);
+    const int op_res = (int)(std::max(uf, ub) <= kEmuOnePassMaxUnits ? std::max(uf, ub) : 4);
+    const Run<T> ro = run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, op_res, SEPath::OnePass, res,
+                                     uf <= op_res ? onepass_expected<T>(k, false) : SEPath::Cooperative,
+                                     ub <= op_res ? onepass_expected<T>(k, true) : SEPath::Cooperative);
+    masks("y", ro.y, y, "(one-pass)");
+    masks("dx", ro.dx, dx, "(one-pass)");
+    // The same bits but for NaN payloads (which g++ may give either operand's:
+    // it commutes additions).
+    auto same_but_nan = [](const auto& a, const auto& b) {
+      if (a.size() != b.size()) return false;
+      for (size_t i = 0; i < a.size(); ++i)
+        if (std::memcmp(&a[i], &b[i], sizeof(a[i])) && !(std::isnan(tod(a[i])) && std::isnan(tod(b[i])))) return false;
+      return true;
+    };
+    if (!same_but_nan(r.y, ro.y) || !same_but_nan(r.dx, ro.dx) || !same_but_nan(r.z2, ro.z2) ||
+        !same_but_nan(r.pooled, ro.pooled) || !same_but_nan(r.dw1, ro.dw1))
+      res.errors.push_back("y, dx, z2, pooled or dw1 differ beyond NaN payloads on the one-pass path");
     emu::g_resident = k.resident;
     return res;
   }
@@ -292,10 +339,33 @@ Result test(const Case& k, uint32_t seed) {
   // thread count small and still loops when there are more units.)
   same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, 4, SEPath::Cooperative, res, SEPath::Cooperative),
             "on the cooperative path (x/dy misaligned by 1, 4 resident)");
-  if (k.unit_bytes > 0) {  // the refused-launch fallback, on the multi-chunk cases
+  // OnePass: one block per unit, every unit resident (the tile stays in the
+  // block's shared memory across the barrier), x/dy aligned and misaligned
+  // by one element (NCHW: the staged span keeps the misalignment; NHWC: the
+  // scalar staging and scale). Where the tile exceeds the budget, the
+  // cooperative fallback.
+  const int64_t uf = units_of<T>(k, false), ub = units_of<T>(k, true);
+  const int op_res = (int)(std::max(uf, ub) <= kEmuOnePassMaxUnits ? std::max(uf, ub) : 4);
+  const SEPath op_f = uf <= op_res ? onepass_expected<T>(k, false) : SEPath::Cooperative;
+  const SEPath op_b = ub <= op_res ? onepass_expected<T>(k, true) : SEPath::Cooperative;
+  same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, op_res, SEPath::OnePass, res, op_f, op_b),
+            "on the one-pass path (" + std::to_string(op_res) + " resident)");
+  if (std::max(uf, ub) <= kEmuOnePassMaxUnits)
+    same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, op_res, SEPath::OnePass, res, op_f, op_b),
+              "on the one-pass path (x/dy misaligned by 1)");
+  if (k.unit_bytes > 0) {  // the refused-launch fallbacks, on the multi-chunk cases
+    // More units than resident blocks (one fewer; 4 past kEmuOnePassMaxUnits):
+    // the cooperative path (grid-stride).
+    const int64_t fewer = std::min(uf, ub) - 1;
+    if (fewer >= 1)
+      same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, (int)(fewer <= kEmuOnePassMaxUnits ? fewer : 4),
+                               SEPath::OnePass, res, SEPath::Cooperative),
+                "when one-pass has more units than resident blocks (cooperative fallback)");
     emu::g_coop_supported = false;
     same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, 1, SEPath::Cooperative, res, SEPath::TwoPass),
               "when the cooperative launch is refused (two-pass fallback, 1 resident)");
+    same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, op_res, SEPath::OnePass, res, SEPath::TwoPass),
+              "when the one-pass and cooperative launches are refused (two-pass fallback)");
     emu::g_coop_supported = true;
   }
   emu::g_resident = k.resident;
@@ -349,7 +419,9 @@ struct Watchdog {
 // 2 block slots, each with more units per sample than slots: a design whose
 // blocks wait for a sample's other units (the old spin-wait) hangs here; the
 // two-pass kernels must finish with the bits of a serial run. One of the three
-// uses the cooperative path (it takes both slots at once, or waits for them).
+// uses the cooperative path (it takes both slots at once, or waits for them);
+// a fourth sequence (2 units, the extra case) runs the one-pass path beside
+// them (all its units resident at once, its tiles in shared memory).
 template <typename T>
 Result concurrent_test(const std::vector<Case>& ks) {
   Result res;
@@ -368,7 +440,7 @@ Result concurrent_test(const std::vector<Case>& ks) {
   std::vector<Result> rs(ks.size());
   for (size_t i = 0; i < ks.size(); ++i)
     serial.push_back(run_kernels<T>(ks[i], xs[i], dys[i], w1s[i], b1s[i], w2s[i], b2s[i], 0, 0, SEPath::TwoPass, res));
-  for (size_t i = 0; i < ks.size(); ++i)
+  for (size_t i = 0; i < ks.size() && i < 3; ++i)
     if (serial[i].chunks <= emu::g_resident)
       res.errors.push_back("case " + std::to_string(i) + ": K = " + std::to_string(serial[i].chunks) +
                            " chunks per sample, not more than the 2 slots");
@@ -377,7 +449,7 @@ Result concurrent_test(const std::vector<Case>& ks) {
   for (size_t i = 0; i < ks.size(); ++i)
     th.emplace_back([&, i, c] {
       emu::g_case = c;
-      const SEPath path = i == 1 ? SEPath::Cooperative : SEPath::TwoPass;
+      const SEPath path = i == 1 ? SEPath::Cooperative : i == 3 ? SEPath::OnePass : SEPath::TwoPass;
       conc[i] = run_kernels<T>(ks[i], xs[i], dys[i], w1s[i], b1s[i], w2s[i], b2s[i], 0, 0, path, rs[i], path);
     });
   for (auto& t : th) t.join();
@@ -453,6 +525,12 @@ int main(int argc, char** argv) {
     {F32, 4, 37, 7, 7, 0, false, true, RL, SG, 3, 1000, true, EX1, 0, true},
     {BF, 4, 37, 17, 13, 0, true, true, RL, HS, 5, 2000, true, ECA, 5, false},
     {F64, 4, 24, 5, 5, 0, true, false, RL, SG, 3, 600, true, ECC, 3, true},
+    // The one-pass budget (80 KB of staged tile): a 140x140 fp32 plane fits
+    // exactly; a 150x150 plane and an NHWC tile of 32 channels x 30x30 (115 KB)
+    // do not (the one-pass request takes the cooperative path)
+    {F32, 1, 2, 140, 140, 2, false, true, RL, SG, 2, 0, false, EX2, 0, true},
+    {F32, 2, 3, 150, 150, 2, false, true, SL, HS, 3, 0},
+    {F32, 1, 32, 30, 30, 4, true, true, RL, SG, 2, 0},
   };
   // Wider sets for runs by hand: every dtype, and shapes past the shared-memory staging.
   std::vector<Case> full;
@@ -518,7 +596,7 @@ int main(int argc, char** argv) {
     report(tag, r, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   if (which == "quick" && (filter.empty() || std::string("concurrent").find(filter) != std::string::npos)) {
-    const std::string tag = "concurrent: 3 launch sequences, 2 block slots";
+    const std::string tag = "concurrent: 3 launch sequences + 1 one-pass, 2 block slots";
     dog.start(tag);
     emu::g_case = tag.c_str();
     const auto t0 = std::chrono::steady_clock::now();
@@ -526,6 +604,7 @@ int main(int argc, char** argv) {
         {F32, 3, 37, 17, 13, 4, false, true, RL, SG, 2, 1500}, // K = 3 NCHW
         {F32, 2, 24, 5, 5, 3, true, true, SL, HS, 2, 200},     // K = 6 NHWC (cooperative)
         {F32, 2, 40, 16, 16, 5, false, false, SL, SG, 2, 600}, // K = 3
+        {F32, 1, 24, 5, 5, 3, true, true, SL, HS, 2, 2000},    // K = 2 NHWC (one-pass, both slots)
     });
     report(tag, r, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
