@@ -89,22 +89,24 @@ class FusedSEAdapter(nn.Module):
         self.spec = spec
         self.source = source_name(original)
         self.training = original.training
+        self._derive_from_spec()
+        # Not a child (its children are this module's): only for a norm in training.
+        self.__dict__["_original"] = original if spec.norm is not None else None
+
+    def _derive_from_spec(self):
+        # What forward needs per call, derived once from the spec.
+        spec = self.spec
         self._fc1 = tuple(spec.fc1.split("."))
         self._fc2 = tuple(spec.fc2.split(".")) if spec.fc2 is not None else None
         # the op's strings: "none" where the excitation has no hidden layer
         self._activation = spec.activation if spec.activation is not None else "none"
         self._eca = spec.excitation in ("eca", "eca_circular")
-        # Not a child (its children are this module's): only for a norm in training.
-        self.__dict__["_original"] = original if spec.norm is not None else None
 
     def __setstate__(self, state):
         # an adapter pickled before the variants came in lacks the per-call attributes
         super().__setstate__(state)
-        spec = self.spec
         if "_activation" not in self.__dict__:
-            self._activation = spec.activation if spec.activation is not None else "none"
-            self._eca = spec.excitation in ("eca", "eca_circular")
-            self._fc2 = tuple(spec.fc2.split(".")) if spec.fc2 is not None else None
+            self._derive_from_spec()
 
     def _params(self, path):
         m = self
