@@ -7,7 +7,8 @@
       -> dict(fwd_us=..., bwd_us=..., clone_us=..., add_us=..., ...)
 
 fwd_us / bwd_us model the default path (SE_FUSED_CUDA_PATH=twopass): forward
-2 launches, backward 3. onepass_fwd_us / onepass_bwd_us (None where it does
+2 launches, backward 3, one more each where NHWC rows are split into parts
+(the summing step). onepass_fwd_us / onepass_bwd_us (None where it does
 not apply: a tile over 80 KB or more units than one wave) model
 SE_FUSED_CUDA_PATH=onepass: one launch, x (and dy) read once, so the forward
 moves 2N bytes instead of 3N and the backward 3N instead of 4N+. clone_us is x.clone() (read + write x), add_us is
@@ -38,6 +39,7 @@ THREADS = 256
 UNIT_BYTES = 32 * 1024
 MAX_CHUNK = 512
 MIN_ROW_BYTES = 128
+SPLIT_FACTOR = 2          # se_heuristics.h kSplitFactor: NHWC rows split past 2 x UNIT_BYTES per unit
 BLOCKS_PER_SM = 4         # 256 threads, <= 64 registers, 24.6 KB static smem (ptxas figures)
 ONEPASS_SMEM = 80 * 1024  # se_heuristics.h kOnePassSmemBytes: a unit's staged tile at most
 ONEPASS_BLOCKS_PER_SM = 2  # one-pass kernels: up to 128 registers (ptxas), <= 80 KB + 24.6 KB smem
@@ -52,18 +54,25 @@ def _pow2_at_least(v, cap):
 
 
 def geometry(c, hw, hidden, dtype_bytes, channels_last, backward=False):
-    """Channels per unit and units per sample (se_heuristics.h make_geometry)."""
+    """(channels per unit, chunks per sample, row parts per chunk, rows per
+    part): se_heuristics.h make_geometry; units per sample = chunks x parts."""
     vec = 16 // dtype_bytes
     per_channel = (hw * (2 if backward else 1) + hidden) * dtype_bytes
     chunk = math.ceil(UNIT_BYTES / per_channel)
-    if channels_last and hw > 1 and c > 1:
+    nhwc = channels_last and hw > 1 and c > 1
+    if nhwc:
         chunk = max(math.ceil(chunk / vec) * vec, MIN_ROW_BYTES // dtype_bytes)
     else:
         g = _pow2_at_least(math.ceil(math.ceil(hw / vec) / 4), THREADS)
         per_round = THREADS // g
         chunk = math.ceil(chunk / per_round) * per_round
     chunk = min(chunk, MAX_CHUNK, c)
-    return chunk, math.ceil(c / chunk)
+    parts, part_rows = 1, hw
+    tile = chunk * hw * (2 if backward else 1) * dtype_bytes
+    if nhwc and tile > SPLIT_FACTOR * UNIT_BYTES:
+        part_rows = math.ceil(hw / math.ceil(tile / UNIT_BYTES))
+        parts = math.ceil(hw / part_rows)
+    return chunk, math.ceil(c / chunk), parts, part_rows
 
 
 def _phase_us(hbm_bytes, l2_bytes, flops, units, unit_bytes, acc_flops):
@@ -83,9 +92,9 @@ def predict(n, c, h, w, hidden, dtype_bytes, channels_last):
     acc = 8 if dtype_bytes == 4 or dtype_bytes == 8 else 4
     acc_flops = FP64_FLOPS if acc == 8 else FP32_FLOPS
     weights = 2 * c * hidden * dtype_bytes       # w1 + w2
-    chunk, k = geometry(c, hw, hidden, dtype_bytes, channels_last)
-    unit_bytes = chunk * (hw + hidden) * dtype_bytes
-    units = n * k
+    chunk, k, parts, rows = geometry(c, hw, hidden, dtype_bytes, channels_last)
+    unit_bytes = chunk * (rows + hidden) * dtype_bytes
+    units = n * k * parts
     mlp_flops = 2 * 2 * n * c * hidden           # two GEMVs per sample
     # Each unit reads its w1 slice (phase 1) and its w2 rows (phase 2) from L2.
     w_l2 = n * weights
@@ -94,12 +103,17 @@ def predict(n, c, h, w, hidden, dtype_bytes, channels_last):
     p1 = _phase_us(x, w_l2 / 2 + state, mlp_flops / 2, units, unit_bytes, acc_flops)
     p2 = _phase_us((0 if reread_from_l2 else x) + x, (x if reread_from_l2 else 0) + w_l2 / 2 + state,
                    mlp_flops / 2, units, 2 * unit_bytes, acc_flops)
-    fwd = LAUNCH_US + p1 + NEXT_LAUNCH_US + p2
+    # The summing step where the rows are split: N x K blocks adding P partial
+    # sums per channel (from L2), then the chunk's share of the MLP.
+    ps = n * parts * c * acc
+    sum_us = NEXT_LAUNCH_US + PHASE_FIXED_US + ps / L2_BPS * 1e6 if parts > 1 else 0.0
+    fwd = LAUNCH_US + p1 + sum_us + NEXT_LAUNCH_US + p2
     # Backward: phase 1 reads dy and x, phase 2 reads dy again and writes dx,
     # phase 3 (weight gradients) reads the [N, C] and [N, hidden] state.
-    bchunk, bk = geometry(c, hw, hidden, dtype_bytes, channels_last, backward=True)
-    bunits = n * bk
-    bunit_bytes = bchunk * (2 * hw + hidden) * dtype_bytes
+    bchunk, bk, bparts, brows = geometry(c, hw, hidden, dtype_bytes, channels_last, backward=True)
+    bunits = n * bk * bparts
+    bunit_bytes = bchunk * (2 * brows + hidden) * dtype_bytes
+    bsum_us = NEXT_LAUNCH_US + PHASE_FIXED_US + n * bparts * c * acc / L2_BPS * 1e6 if bparts > 1 else 0.0
     b_reread = 2 * x <= L2_REUSE * L2_BYTES
     b1 = _phase_us(2 * x, w_l2 / 2 + state, mlp_flops / 2, bunits, bunit_bytes, acc_flops)
     b2 = _phase_us((0 if b_reread else x) + x, (x if b_reread else 0) + w_l2 / 2 + state, mlp_flops / 2,
@@ -107,7 +121,7 @@ def predict(n, c, h, w, hidden, dtype_bytes, channels_last):
     tiles = math.ceil(hidden / 64) * math.ceil(c / 64) * 2
     b3 = _phase_us(n * (2 * c + 2 * hidden) * acc + weights, 0, 2 * 2 * n * c * hidden, tiles,
                    min(n, 16) * 128 * acc * 2, acc_flops)
-    bwd = LAUNCH_US + b1 + NEXT_LAUNCH_US + b2 + NEXT_LAUNCH_US + b3
+    bwd = LAUNCH_US + b1 + bsum_us + NEXT_LAUNCH_US + b2 + NEXT_LAUNCH_US + b3
     clone = LAUNCH_US + 2 * x / HBM_BPS * 1e6
     add = LAUNCH_US + 3 * x / HBM_BPS * 1e6
     hbm_fwd = x * (2 if reread_from_l2 else 3)
@@ -115,19 +129,20 @@ def predict(n, c, h, w, hidden, dtype_bytes, channels_last):
     # One-pass: one launch, one unit per block, every unit resident, the tile
     # (x forward, dy backward; se_heuristics.h onepass_smem_bytes) in shared memory.
     vec = 16 // dtype_bytes
-    def tile(ch):
-        t = hw * (math.ceil(ch / vec) * vec) if channels_last and hw > 1 and c > 1 else ch * hw + vec - 1
+    def tile(ch, r):
+        t = r * (math.ceil(ch / vec) * vec) if channels_last and hw > 1 and c > 1 else ch * hw + vec - 1
         return math.ceil(t * dtype_bytes / 8192) * 8192
     one_wave = SMS * ONEPASS_BLOCKS_PER_SM
     op_fwd = op_bwd = None
-    if tile(chunk) <= ONEPASS_SMEM and units <= one_wave:
-        op_fwd = LAUNCH_US + GRID_SYNC_US + _phase_us(2 * x, w_l2 + 2 * state, mlp_flops, units,
+    if tile(chunk, rows) <= ONEPASS_SMEM and units <= one_wave:
+        op_fwd = LAUNCH_US + GRID_SYNC_US * (2 if parts > 1 else 1) + _phase_us(2 * x, w_l2 + 2 * state, mlp_flops, units,
                                                       2 * unit_bytes, acc_flops)
-    if tile(bchunk) <= ONEPASS_SMEM and bunits <= one_wave:
-        op_bwd = LAUNCH_US + 2 * GRID_SYNC_US + b3 + _phase_us(3 * x, w_l2 + 2 * state, mlp_flops, bunits,
+    if tile(bchunk, brows) <= ONEPASS_SMEM and bunits <= one_wave:
+        op_bwd = LAUNCH_US + GRID_SYNC_US * (3 if bparts > 1 else 2) + b3 + _phase_us(3 * x, w_l2 + 2 * state, mlp_flops, bunits,
                                                                3 * bunit_bytes // 2, acc_flops)
     return dict(fwd_us=fwd, bwd_us=bwd, clone_us=clone, add_us=add,
-                fwd_launches=2, bwd_launches=3, chunk=chunk, units_per_sample=k, units=units,
+                fwd_launches=2 + (parts > 1), bwd_launches=3 + (bparts > 1), chunk=chunk,
+                units_per_sample=k * parts, parts=parts, units=units,
                 waves=math.ceil(units / (SMS * BLOCKS_PER_SM)), hbm_fwd_bytes=hbm_fwd, hbm_bwd_bytes=hbm_bwd,
                 l2_weight_bytes=w_l2, onepass_fwd_us=op_fwd, onepass_bwd_us=op_bwd,
                 onepass_hbm_fwd_bytes=2 * x, onepass_hbm_bwd_bytes=3 * x)
@@ -143,6 +158,7 @@ BENCH_SHAPES = [  # (label, n, c, h, w, hidden, dtype_bytes, channels_last)
     ("64x2048x7x7 fp32 h128", 64, 2048, 7, 7, 128, 4, False),
     ("64x960x7x7 fp32 h240", 64, 960, 7, 7, 240, 4, False),
     ("1x256x56x56 fp32 h16", 1, 256, 56, 56, 16, 4, False),
+    ("1x256x56x56 bf16 NHWC h16", 1, 256, 56, 56, 16, 2, True),
     ("1x2048x7x7 fp32 h128", 1, 2048, 7, 7, 128, 4, False),
     ("1x64x1x1 fp32 h4", 1, 64, 1, 1, 4, 4, False),
     ("1x96x14x14 fp32 h24", 1, 96, 14, 14, 24, 4, False),

@@ -33,6 +33,28 @@ struct BwdArgs {
   ExciteWs ws;  // part, hscratch, dz2, dz1, act (se_excite.cuh)
 };
 
+// After the squeeze of chunk ui (sm.u.buf: its channels' sums of dy * x over
+// every row): dz2 = ds * gate'(z2) (the gate's derivative at s even for the
+// residual gate) into sm.u.buf and the workspace, and the excitation's share
+// of phase 1.
+template <typename T>
+__device__ __forceinline__ void bwd_finish(const BwdArgs& a, Smem<acc_t<T>>& sm, const UnitIdx& ui) {
+  using A = acc_t<T>;
+  const SEBackwardParams& p = a.p;
+  const A* z2 = cin<A>(p.z2) + ui.n * p.C;
+  A* dz2 = out<A>(a.ws.dz2) + ui.n * p.C;
+#pragma unroll 1
+  for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) {
+    const A z = z2[ui.c0 + r];
+    const A d = gate_backward(p.gate, z, gate_fwd(p.gate, z), sm.u.buf[r]);
+    sm.u.buf[r] = d;
+    dz2[ui.c0 + r] = d;
+  }
+  __syncthreads();
+  excite_bwd_partial<T>(p, a.g, ui, a.ws, sm);
+  __syncthreads();
+}
+
 // kOnePass: the unit's tile of dy is staged in dynamic shared memory first
 // (kept for the scale after the barrier); x, needed by the squeeze alone, is
 // read from global memory once (se_onepass.cuh; the same sums in the same
@@ -41,48 +63,64 @@ template <typename T, bool kNHWC, bool kOnePass = false>
 __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
   using A = acc_t<T>;
   const SEBackwardParams& p = a.p;
-  const UnitIdx ui = unit_of(u, a.g, p.C);
   const int64_t C = p.C, HW = p.HW;
-  const int64_t sample = ui.n * C * HW;
-  const A* z2 = cin<A>(p.z2) + ui.n * C;
-  A* dz2 = out<A>(a.ws.dz2) + ui.n * C;
-  const auto dz2_out = [&](int64_t r, A ds) {
-    const A z = z2[ui.c0 + r];
-    const A d = gate_backward(p.gate, z, gate_fwd(p.gate, z), ds);
-    sm.u.buf[r] = d;
-    dz2[ui.c0 + r] = d;
-  };
+  const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
+  const int64_t len = ui.c1 - ui.c0;
+  const int64_t rows = ui.n * C * HW + ui.r0 * C;  // the unit's rows (NCHW: the sample)
+  const auto sums = [&](int64_t r, A v) { sm.u.buf[r] = v; };
   if constexpr (kOnePass) {
     SE_DYNAMIC_SHARED(dyn);
-    const int64_t len = ui.c1 - ui.c0;
-    const T* xs = cin<T>(p.x) + sample;
-    const T* dtile = stage_tile<T, kNHWC>(cin<T>(p.dy) + sample, C, HW, ui.c0, len, dyn);
+    const T* xs = cin<T>(p.x) + rows;
+    const T* dtile = stage_tile<T, kNHWC>(cin<T>(p.dy) + rows, C, ui.rows, ui.c0, len, dyn);
     if constexpr (kNHWC) {  // ColDot2 of the two-pass squeeze, with the tile's row stride
-      col_reduce(ColDot2Ld<T>{dtile, onepass_ld<T>(len), xs + ui.c0, C}, HW, len, a.g.CW,
-                 sm.u.part, dz2_out);
+      col_reduce(ColDot2Ld<T>{dtile, onepass_ld<T>(len), xs + ui.c0, C}, ui.rows, len, a.g.CW,
+                 sm.u.part, sums);
     } else {
-      squeeze_chunk<T, true, false>(xs + ui.c0 * HW, dtile, C, HW, 0, len, a.g, sm, dz2_out);
+      squeeze_chunk<T, true, false>(xs + ui.c0 * HW, dtile, C, HW, 0, len, a.g, sm, sums);
     }
   } else {
-    squeeze_chunk<T, true, kNHWC>(cin<T>(p.x) + sample, cin<T>(p.dy) + sample, C, HW, ui.c0,
-                                  ui.c1, a.g, sm, dz2_out);
+    squeeze_chunk<T, true, kNHWC>(cin<T>(p.x) + rows, cin<T>(p.dy) + rows, C, ui.rows, ui.c0,
+                                  ui.c1, a.g, sm, sums);
   }
   __syncthreads();
-  excite_bwd_partial<T>(p, a.g, ui, a.ws, sm);
+  if (!kNHWC || a.g.parts == 1) {  // NCHW: never split (se_heuristics.h)
+    bwd_finish<T>(a, sm, ui);
+  } else {  // the part's sums, for bwd_sum
+    A* ps = part_sums<A>(a.ws.psum, ui, a.g, C) + ui.c0;
+    for (int64_t r = threadIdx.x; r < len; r += kThreads) ps[r] = sm.u.buf[r];
+    __syncthreads();
+  }
+}
+
+// The summing step (parts > 1), chunk v of N * K: the parts' sums added in
+// part order 0..P-1, then as phase 1 after an unsplit squeeze.
+template <typename T>
+__device__ __forceinline__ void bwd_sum(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t v) {
+  using A = acc_t<T>;
+  const int64_t C = a.p.C;
+  const UnitIdx ui = chunk_of(v, a.g, C, a.p.HW);
+  const A* ps = static_cast<const A*>(a.ws.psum) + ui.n * a.g.parts * C + ui.c0;
+#pragma unroll 1
+  for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) {
+    A t = __ldcg(ps + r);
+    for (int64_t q = 1; q < a.g.parts; ++q) t += __ldcg(ps + q * C + r);
+    sm.u.buf[r] = t;
+  }
   __syncthreads();
+  bwd_finish<T>(a, sm, ui);
 }
 
 template <typename T, bool kNHWC>
 __device__ __forceinline__ void bwd_phase2(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
   using A = acc_t<T>;
   const SEBackwardParams& p = a.p;
-  const UnitIdx ui = unit_of(u, a.g, p.C);
   const int64_t C = p.C, HW = p.HW;
+  const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
   gate_terms<A>(p.gate, cin<A>(p.z2) + ui.n * C + ui.c0, sm.u.buf, ui.c1 - ui.c0);
   excite_bwd_dp<T>(p, a.g, ui, u, a.ws, sm);
   __syncthreads();
-  const int64_t sample = ui.n * C * HW;
-  scale_chunk<T, true, kNHWC>(cin<T>(p.dy) + sample, out<T>(p.dx) + sample, C, HW, ui.c0, ui.c1,
+  const int64_t rows = ui.n * C * HW + ui.r0 * C;  // the unit's rows (NCHW: the sample)
+  scale_chunk<T, true, kNHWC>(cin<T>(p.dy) + rows, out<T>(p.dx) + rows, C, ui.rows, ui.c0, ui.c1,
                               a.g, sm.u.buf, sm.u.buf2, p.residual);
   __syncthreads();
 }
@@ -91,6 +129,11 @@ template <typename T, bool kNHWC>
 __global__ void __launch_bounds__(kThreads) se_bwd_phase1_kernel(const __grid_constant__ BwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
   bwd_phase1<T, kNHWC>(a, sm, blockIdx.x);  // one unit per block (grid = units)
+}
+template <typename T>
+__global__ void __launch_bounds__(kThreads) se_bwd_sum_kernel(const __grid_constant__ BwdArgs a) {
+  SE_SHARED(Smem<acc_t<T>>, sm);
+  bwd_sum<T>(a, sm, blockIdx.x);  // one chunk per block (grid = N * K)
 }
 template <typename T, bool kNHWC>
 __global__ void __launch_bounds__(kThreads) se_bwd_phase2_kernel(const __grid_constant__ BwdArgs a) {
@@ -108,6 +151,14 @@ template <typename T, bool kNHWC>
 __device__ __noinline__ void bwd_phase1_loop(const BwdArgs& a, Smem<acc_t<T>>& sm) {
   for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) bwd_phase1<T, kNHWC>(a, sm, u);
 }
+// The summing step (parts > 1: grid-uniform, as fwd_sum_call).
+template <typename T, bool kNHWC>
+__device__ __noinline__ void bwd_sum_loop(const BwdArgs& a, Smem<acc_t<T>>& sm) {
+  if (!kNHWC || a.g.parts == 1) return;
+  se_grid_sync();
+  const int64_t chunks = a.g.units / a.g.parts;
+  for (int64_t v = blockIdx.x; v < chunks; v += gridDim.x) bwd_sum<T>(a, sm, v);
+}
 template <typename T, bool kNHWC>
 __device__ __noinline__ void bwd_phase2_loop(const BwdArgs& a, Smem<acc_t<T>>& sm) {
   for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) bwd_phase2<T, kNHWC>(a, sm, u);
@@ -120,6 +171,7 @@ template <typename T, bool kNHWC>
 __global__ void __launch_bounds__(kThreads) se_bwd_coop_kernel(const __grid_constant__ BwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
   bwd_phase1_loop<T, kNHWC>(a, sm);
+  bwd_sum_loop<T, kNHWC>(a, sm);
   se_grid_sync();
   bwd_phase2_loop<T, kNHWC>(a, sm);
   se_grid_sync();
@@ -139,14 +191,15 @@ __device__ __noinline__ void bwd_onepass_phase2_call(const BwdArgs& a, Smem<acc_
   SE_DYNAMIC_SHARED(dyn);
   const SEBackwardParams& p = a.p;
   const int64_t u = blockIdx.x;
-  const UnitIdx ui = unit_of(u, a.g, p.C);
-  const int64_t C = p.C, HW = p.HW, len = ui.c1 - ui.c0;
+  const int64_t C = p.C, HW = p.HW;
+  const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
+  const int64_t len = ui.c1 - ui.c0;
   gate_terms<A>(p.gate, cin<A>(p.z2) + ui.n * C + ui.c0, sm.u.buf, len);
   excite_bwd_dp<T>(p, a.g, ui, u, a.ws, sm);
   __syncthreads();
-  const int64_t first = ui.n * C * HW + (kNHWC ? ui.c0 : ui.c0 * HW);  // the unit's first element
+  const int64_t first = ui.n * C * HW + tile_offset<kNHWC>(ui, C, HW);  // the unit's first element
   onepass_scale<T, true, kNHWC>(onepass_tile<T, kNHWC>(cin<T>(p.dy) + first, dyn),
-                                out<T>(p.dx) + first, C, HW, len, a.g, sm.u.buf, sm.u.buf2,
+                                out<T>(p.dx) + first, C, ui.rows, len, a.g, sm.u.buf, sm.u.buf2,
                                 p.residual);
   __syncthreads();  // sm is reused by phase 3
 }
@@ -154,6 +207,7 @@ template <typename T, bool kNHWC>
 __global__ void __launch_bounds__(kThreads) se_bwd_onepass_coop_kernel(const __grid_constant__ BwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
   bwd_onepass_phase1_call<T, kNHWC>(a, sm);
+  bwd_sum_loop<T, kNHWC>(a, sm);
   se_grid_sync();
   bwd_onepass_phase2_call<T, kNHWC>(a, sm);
   se_grid_sync();
@@ -163,7 +217,7 @@ __global__ void __launch_bounds__(kThreads) se_bwd_onepass_coop_kernel(const __g
 // ------------------------------------------------------------------ host
 
 struct BwdLayout {
-  size_t part = 0, dz2 = 0, dz1 = 0, act = 0, hscratch = 0, total = 0;
+  size_t part = 0, dz2 = 0, dz1 = 0, act = 0, hscratch = 0, psum = 0, total = 0;
 };
 template <typename T>
 BwdLayout bwd_layout(const SEBackwardParams& p, const Geometry& g) {
@@ -182,6 +236,7 @@ BwdLayout bwd_layout(const SEBackwardParams& p, const Geometry& g) {
   L.dz1 = take(N * H);
   L.act = take(N * H);
   L.hscratch = take(g.hid_global ? static_cast<size_t>(g.units) * H : 0);
+  L.psum = take(g.parts > 1 ? N * static_cast<size_t>(g.parts) * C : 0);
   L.total = off > 0 ? off : 256;
   return L;
 }
@@ -230,6 +285,10 @@ cudaError_t launch_backward_layout(const BwdArgs& a, cudaStream_t stream, SEPath
   const int64_t grid = a.g.units;
   cudaError_t err = se_launch(se_bwd_phase1_kernel<T, kNHWC>, grid, kThreads, stream, a);
   if (err != cudaSuccess) return err;
+  if (a.g.parts > 1) {
+    err = se_launch(se_bwd_sum_kernel<T>, grid / a.g.parts, kThreads, stream, a);
+    if (err != cudaSuccess) return err;
+  }
   err = se_launch(se_bwd_phase2_kernel<T, kNHWC>, grid, kThreads, stream, a);
   if (err != cudaSuccess) return err;
   err = se_launch(se_wgrad_kernel<T>, a.g.wgrad_blocks, kThreads, stream, a);
@@ -248,12 +307,13 @@ cudaError_t launch_se_backward(const SEBackwardParams& p, cudaStream_t stream) {
   BwdArgs a;
   a.p = p;
   a.g = make_geometry<T>(p, true);
-  if (a.g.units > kMaxUnits || a.g.wgrad_blocks > kMaxUnits) return cudaErrorInvalidValue;
+  if (a.g.units > kMaxUnits || a.g.wgrad_blocks > kMaxUnits || p.C > kMaxUnits || p.HW > kMaxUnits)
+    return cudaErrorInvalidValue;
   const BwdLayout L = bwd_layout<T>(p, a.g);
   if (p.workspace == nullptr || p.workspace_bytes < L.total) return cudaErrorInvalidValue;
   char* ws = static_cast<char*>(p.workspace);
   a.ws = ExciteWs{ws + L.part, a.g.hid_global ? ws + L.hscratch : nullptr, ws + L.dz2,
-                  ws + L.dz1, ws + L.act};
+                  ws + L.dz1, ws + L.act, a.g.parts > 1 ? ws + L.psum : nullptr};
   return p.channels_last ? launch_backward_layout<T, true>(a, stream, p.path_taken)
                          : launch_backward_layout<T, false>(a, stream, p.path_taken);
 }

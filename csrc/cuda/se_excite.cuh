@@ -33,6 +33,7 @@ struct ExciteWs {
   void* dz2;       // [N, C] (backward)
   void* dz1;       // [N, hidden] (backward)
   void* act;       // [N, hidden]: activation(z1) (backward)
+  void* psum;      // [N, P, C]: the row parts' squeeze sums when g.parts > 1 (se_tile.cuh part_sums)
 };
 
 __device__ __forceinline__ bool two_fc(const SEForwardParams& p) {
@@ -71,10 +72,11 @@ __device__ __forceinline__ void excite_fwd_partial(const SEForwardParams& p, con
       [&](int64_t j, A v) { part[j] = v; });
 }
 
-// Forward phase 2 of the excitations without a hidden layer.
+// Forward phase 2 of the excitations without a hidden layer (store: z2 into
+// p.z2 too; a chunk's part 0 does, its other parts compute the same values).
 template <typename T>
 __device__ __forceinline__ void excite_fwd_direct(const SEForwardParams& p, const Geometry& g,
-                                               int64_t n, int64_t c0, int64_t c1,
+                                               int64_t n, int64_t c0, int64_t c1, bool store,
                                                Smem<acc_t<T>>& sm) {
   using A = acc_t<T>;
   const int64_t C = p.C, len = c1 - c0;
@@ -87,7 +89,7 @@ __device__ __forceinline__ void excite_fwd_direct(const SEForwardParams& p, cons
         len, C, g.G2, sm.red, [&](int64_t r) { return RowDotVec<T, true>{w1 + (c0 + r) * C, pv}; },
         [&](int64_t r, A v) {
           const A z = v + (b1 ? to_acc(b1[c0 + r]) : A(0));
-          z2[c0 + r] = z;
+          if (store) z2[c0 + r] = z;
           sm.u.buf[r] = z;
         });
   } else {  // ECA
@@ -96,7 +98,7 @@ __device__ __forceinline__ void excite_fwd_direct(const SEForwardParams& p, cons
 #pragma unroll 1
     for (int64_t r = threadIdx.x; r < len; r += kThreads) {
       const A z = bias + eca_taps(p, w1, pooled, c0 + r, false);
-      z2[c0 + r] = z;
+      if (store) z2[c0 + r] = z;
       sm.u.buf[r] = z;
     }
   }
@@ -107,9 +109,9 @@ __device__ __forceinline__ void excite_fwd_direct(const SEForwardParams& p, cons
 // the one without spills (as se_forward.cuh's cooperative kernel).
 template <typename T>
 __device__ __noinline__ void excite_fwd_direct_call(const SEForwardParams& p, const Geometry& g,
-                                                    int64_t n, int64_t c0, int64_t c1,
+                                                    int64_t n, int64_t c0, int64_t c1, bool store,
                                                     Smem<acc_t<T>>& sm) {
-  excite_fwd_direct<T>(p, g, n, c0, c1, sm);
+  excite_fwd_direct<T>(p, g, n, c0, c1, store, sm);
 }
 
 // Forward phase 2: z2 of the unit's own channels into p.z2 and sm.u.buf
@@ -134,7 +136,7 @@ __device__ __forceinline__ void excite_fwd_z2(const SEForwardParams& p, const Ge
       A t = __ldcg(part + j);
       for (int64_t k = 1; k < K; ++k) t += __ldcg(part + k * H + j);
       const A z = t + (b1 ? to_acc(b1[j]) : A(0));
-      if (ui.k == 0) z1[j] = z;
+      if (ui.k == 0 && ui.p == 0) z1[j] = z;
       hid[j] = z;
     }
     act_terms<A>(p.activation, hid, H);  // each thread its own j: no barrier needed before
@@ -146,13 +148,13 @@ __device__ __forceinline__ void excite_fwd_z2(const SEForwardParams& p, const Ge
         len, H, g.G2, sm.red, [&](int64_t r) { return RowDotVec<T>{w2 + (ui.c0 + r) * H, av}; },
         [&](int64_t r, A v) {
           const A z = v + (b2 ? to_acc(b2[ui.c0 + r]) : A(0));
-          z2[ui.c0 + r] = z;
+          if (ui.p == 0) z2[ui.c0 + r] = z;  // a chunk's other parts compute the same z2
           sm.u.buf[r] = z;
         });
   } else if constexpr (sizeof(A) == 8) {
-    excite_fwd_direct_call<T>(p, g, ui.n, ui.c0, ui.c1, sm);
+    excite_fwd_direct_call<T>(p, g, ui.n, ui.c0, ui.c1, ui.p == 0, sm);
   } else {
-    excite_fwd_direct<T>(p, g, ui.n, ui.c0, ui.c1, sm);
+    excite_fwd_direct<T>(p, g, ui.n, ui.c0, ui.c1, ui.p == 0, sm);
   }
 }
 
@@ -208,8 +210,9 @@ __device__ __forceinline__ void excite_bwd_dp(const SEBackwardParams& p, const G
       for (int64_t k = 1; k < K; ++k) t += __ldcg(part + k * H + j);
       hid[j] = t;  // da
     }
-    bwd_act_terms<A>(p.activation, z1, hid, ui.k == 0 ? out<A>(ws.dz1) + ui.n * H : nullptr,
-                     ui.k == 0 ? out<A>(ws.act) + ui.n * H : nullptr, H);
+    const bool lead = ui.k == 0 && ui.p == 0;  // the sample's first unit stores dz1 and a
+    bwd_act_terms<A>(p.activation, z1, hid, lead ? out<A>(ws.dz1) + ui.n * H : nullptr,
+                     lead ? out<A>(ws.act) + ui.n * H : nullptr, H);
     __syncthreads();
     col_reduce(ColDotVec<T>{cin<T>(p.w1) + ui.c0, C, VecSrc<A>{hid}}, H, len, g.CWp, sm.u.part,
                [&](int64_t r, A dp) { sm.u.buf2[r] = div_by(dp, hw, inv_hw); });

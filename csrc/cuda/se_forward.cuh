@@ -34,29 +34,13 @@ struct FwdArgs {
   ExciteWs ws;  // part, hscratch (se_excite.cuh)
 };
 
-// kOnePass: the unit's tile is staged in dynamic shared memory first and
-// squeezed from there (se_onepass.cuh; the same sums in the same orders).
-template <typename T, bool kNHWC, bool kOnePass = false>
-__device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
+// After the squeeze of chunk ui (sm.u.buf: its channels' sums over every
+// row): the means (mean_div: no division call, a pass of its own), pooled,
+// and the excitation's share of phase 1.
+template <typename T>
+__device__ __forceinline__ void fwd_finish(const FwdArgs& a, Smem<acc_t<T>>& sm, const UnitIdx& ui,
+                                           acc_t<T>* pooled) {
   using A = acc_t<T>;
-  const SEForwardParams& p = a.p;
-  const UnitIdx ui = unit_of(u, a.g, p.C);
-  const int64_t C = p.C, HW = p.HW;
-  const T* xs = cin<T>(p.x) + ui.n * C * HW;
-  A* pooled = out<A>(p.pooled) + ui.n * C;
-  if constexpr (kOnePass) {
-    SE_DYNAMIC_SHARED(dyn);
-    const int64_t len = ui.c1 - ui.c0;
-    const T* tile = stage_tile<T, kNHWC>(xs, C, HW, ui.c0, len, dyn);
-    // The tile's channel r is channel c0 + r (NHWC: row stride onepass_ld).
-    squeeze_chunk<T, false, kNHWC>(tile, nullptr, kNHWC ? onepass_ld<T>(len) : C, HW, 0, len, a.g,
-                                   sm, [&](int64_t r, A v) { sm.u.buf[r] = v; });
-  } else {
-    squeeze_chunk<T, false, kNHWC>(xs, nullptr, C, HW, ui.c0, ui.c1, a.g, sm,
-                                   [&](int64_t r, A v) { sm.u.buf[r] = v; });
-  }
-  __syncthreads();
-  // The mean (mean_div: no division call), in a pass of its own.
   const A hw = geo_hw<A>(a.g), inv_hw = geo_inv_hw<A>(a.g);
 #pragma unroll 1  // a short loop: kept rolled (fewer live registers)
   for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) {
@@ -65,31 +49,87 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
     pooled[ui.c0 + r] = m;
   }
   __syncthreads();
-  excite_fwd_partial<T>(p, a.g, ui, a.ws, sm);
+  excite_fwd_partial<T>(a.p, a.g, ui, a.ws, sm);
   __syncthreads();  // sm is reused by the next unit
+}
+
+// kOnePass: the unit's tile is staged in dynamic shared memory first and
+// squeezed from there (se_onepass.cuh; the same sums in the same orders).
+template <typename T, bool kNHWC, bool kOnePass = false>
+__device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
+  using A = acc_t<T>;
+  const SEForwardParams& p = a.p;
+  const int64_t C = p.C, HW = p.HW;
+  const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
+  // The unit's rows as a sample of ui.rows rows (NCHW: the whole sample).
+  const T* xs = cin<T>(p.x) + ui.n * C * HW + ui.r0 * C;
+  A* pooled = out<A>(p.pooled) + ui.n * C;
+  const auto sums = [&](int64_t r, A v) { sm.u.buf[r] = v; };
+  if constexpr (kOnePass) {
+    SE_DYNAMIC_SHARED(dyn);
+    const int64_t len = ui.c1 - ui.c0;
+    const T* tile = stage_tile<T, kNHWC>(xs, C, ui.rows, ui.c0, len, dyn);
+    // The tile's channel r is channel c0 + r (NHWC: row stride onepass_ld).
+    squeeze_chunk<T, false, kNHWC>(tile, nullptr, kNHWC ? onepass_ld<T>(len) : C, ui.rows, 0, len,
+                                   a.g, sm, sums);
+  } else {
+    squeeze_chunk<T, false, kNHWC>(xs, nullptr, C, ui.rows, ui.c0, ui.c1, a.g, sm, sums);
+  }
+  __syncthreads();
+  if (!kNHWC || a.g.parts == 1) {  // NCHW: never split (se_heuristics.h)
+    fwd_finish<T>(a, sm, ui, pooled);
+  } else {  // the part's sums, for fwd_sum
+    A* ps = part_sums<A>(a.ws.psum, ui, a.g, C) + ui.c0;
+    for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) ps[r] = sm.u.buf[r];
+    __syncthreads();  // sm is reused by the next unit
+  }
+}
+
+// The summing step (parts > 1), chunk v of N * K: the parts' sums added in
+// part order 0..P-1, then as phase 1 after an unsplit squeeze.
+template <typename T>
+__device__ __forceinline__ void fwd_sum(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t v) {
+  using A = acc_t<T>;
+  const int64_t C = a.p.C;
+  const UnitIdx ui = chunk_of(v, a.g, C, a.p.HW);
+  const A* ps = static_cast<const A*>(a.ws.psum) + ui.n * a.g.parts * C + ui.c0;
+#pragma unroll 1
+  for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) {
+    A t = __ldcg(ps + r);
+    for (int64_t q = 1; q < a.g.parts; ++q) t += __ldcg(ps + q * C + r);
+    sm.u.buf[r] = t;
+  }
+  __syncthreads();
+  fwd_finish<T>(a, sm, ui, out<A>(a.p.pooled) + ui.n * C);
 }
 
 template <typename T, bool kNHWC, bool kFC2>
 __device__ __forceinline__ void fwd_phase2(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
   using A = acc_t<T>;
   const SEForwardParams& p = a.p;
-  const UnitIdx ui = unit_of(u, a.g, p.C);
   const int64_t C = p.C, HW = p.HW;
+  const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
   excite_fwd_z2<T, kFC2>(p, a.g, ui, u, a.ws, sm);
   __syncthreads();
   gate_terms<A>(p.gate, sm.u.buf, sm.u.buf, ui.c1 - ui.c0);  // s, in place
   __syncthreads();
-  const int64_t sample = ui.n * C * HW;
-  scale_chunk<T, false, kNHWC>(cin<T>(p.x) + sample, out<T>(p.y) + sample, C, HW, ui.c0, ui.c1,
+  const int64_t rows = ui.n * C * HW + ui.r0 * C;  // the unit's rows (NCHW: the sample)
+  scale_chunk<T, false, kNHWC>(cin<T>(p.x) + rows, out<T>(p.y) + rows, C, ui.rows, ui.c0, ui.c1,
                                a.g, sm.u.buf, nullptr, p.residual);
   __syncthreads();  // sm is reused by the next unit
 }
 
-// TwoPass: launch 1 and launch 2 (grid-stride over the units).
+// TwoPass: launch 1, the summing step when the rows are split (parts > 1),
+// launch 2.
 template <typename T, bool kNHWC>
 __global__ void __launch_bounds__(kThreads) se_fwd_phase1_kernel(const __grid_constant__ FwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
   fwd_phase1<T, kNHWC>(a, sm, blockIdx.x);  // one unit per block (grid = units)
+}
+template <typename T>
+__global__ void __launch_bounds__(kThreads) se_fwd_sum_kernel(const __grid_constant__ FwdArgs a) {
+  SE_SHARED(Smem<acc_t<T>>, sm);
+  fwd_sum<T>(a, sm, blockIdx.x);  // one chunk per block (grid = N * K)
 }
 template <typename T, bool kNHWC, bool kFC2>
 __global__ void __launch_bounds__(kThreads) se_fwd_phase2_kernel(const __grid_constant__ FwdArgs a) {
@@ -104,6 +144,16 @@ template <typename T, bool kNHWC>
 __device__ __noinline__ void fwd_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
   for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase1<T, kNHWC>(a, sm, u);
 }
+// The summing step (parts > 1: a grid-uniform branch, so every block meets
+// both barriers), inlined into the cooperative kernels' bodies (a function of
+// its own spilled).
+template <typename T, bool kNHWC>
+__device__ __forceinline__ void fwd_sum_loop(const FwdArgs& a, Smem<acc_t<T>>& sm) {
+  if (!kNHWC || a.g.parts == 1) return;
+  se_grid_sync();
+  const int64_t chunks = a.g.units / a.g.parts;
+  for (int64_t v = blockIdx.x; v < chunks; v += gridDim.x) fwd_sum<T>(a, sm, v);
+}
 template <typename T, bool kNHWC, bool kFC2>
 __device__ __noinline__ void fwd_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
   for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase2<T, kNHWC, kFC2>(a, sm, u);
@@ -112,6 +162,7 @@ template <typename T, bool kNHWC, bool kFC2>
 __global__ void __launch_bounds__(kThreads) se_fwd_coop_kernel(const __grid_constant__ FwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
   fwd_phase1_call<T, kNHWC>(a, sm);
+  fwd_sum_loop<T, kNHWC>(a, sm);
   se_grid_sync();
   fwd_phase2_call<T, kNHWC, kFC2>(a, sm);
 }
@@ -129,21 +180,23 @@ __device__ __noinline__ void fwd_onepass_phase2_call(const FwdArgs& a, Smem<acc_
   SE_DYNAMIC_SHARED(dyn);
   const SEForwardParams& p = a.p;
   const int64_t u = blockIdx.x;
-  const UnitIdx ui = unit_of(u, a.g, p.C);
-  const int64_t C = p.C, HW = p.HW, len = ui.c1 - ui.c0;
+  const int64_t C = p.C, HW = p.HW;
+  const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
+  const int64_t len = ui.c1 - ui.c0;
   excite_fwd_z2<T, kFC2>(p, a.g, ui, u, a.ws, sm);
   __syncthreads();
   gate_terms<A>(p.gate, sm.u.buf, sm.u.buf, len);  // s, in place
   __syncthreads();
-  const int64_t first = ui.n * C * HW + (kNHWC ? ui.c0 : ui.c0 * HW);  // the unit's first element
+  const int64_t first = ui.n * C * HW + tile_offset<kNHWC>(ui, C, HW);  // the unit's first element
   onepass_scale<T, false, kNHWC>(onepass_tile<T, kNHWC>(cin<T>(p.x) + first, dyn),
-                                 out<T>(p.y) + first, C, HW, len, a.g, sm.u.buf, nullptr,
+                                 out<T>(p.y) + first, C, ui.rows, len, a.g, sm.u.buf, nullptr,
                                  p.residual);
 }
 template <typename T, bool kNHWC, bool kFC2>
 __global__ void __launch_bounds__(kThreads) se_fwd_onepass_coop_kernel(const __grid_constant__ FwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
   fwd_onepass_phase1_call<T, kNHWC>(a, sm);
+  fwd_sum_loop<T, kNHWC>(a, sm);
   se_grid_sync();
   fwd_onepass_phase2_call<T, kNHWC, kFC2>(a, sm);
 }
@@ -151,17 +204,23 @@ __global__ void __launch_bounds__(kThreads) se_fwd_onepass_coop_kernel(const __g
 // ------------------------------------------------------------------ host
 
 struct FwdLayout {
-  size_t part = 0, hscratch = 0, total = 0;
+  size_t part = 0, hscratch = 0, psum = 0, total = 0;
 };
 template <typename T>
 FwdLayout fwd_layout(const SEForwardParams& p, const Geometry& g) {
   using A = acc_t<T>;
   FwdLayout L;
-  const size_t nkh = static_cast<size_t>(p.N) * g.chunks * p.hidden * sizeof(A);
-  L.part = 0;
-  L.hscratch = (nkh + 255) / 256 * 256;
-  L.total = L.hscratch + (g.hid_global ? (static_cast<size_t>(g.units) * p.hidden * sizeof(A) + 255) / 256 * 256 : 0);
-  if (L.total == 0) L.total = 256;
+  size_t off = 0;
+  auto take = [&](size_t count) {
+    const size_t o = off;
+    off += (count * sizeof(A) + 255) / 256 * 256;
+    return o;
+  };
+  const size_t N = static_cast<size_t>(p.N), H = static_cast<size_t>(p.hidden);
+  L.part = take(N * static_cast<size_t>(g.chunks) * H);
+  L.hscratch = take(g.hid_global ? static_cast<size_t>(g.units) * H : 0);
+  L.psum = take(g.parts > 1 ? N * static_cast<size_t>(g.parts) * static_cast<size_t>(p.C) : 0);
+  L.total = off > 0 ? off : 256;
   return L;
 }
 
@@ -209,6 +268,10 @@ cudaError_t launch_forward_layout(const FwdArgs& a, cudaStream_t stream, SEPath*
   const int64_t grid = a.g.units;
   cudaError_t err = se_launch(se_fwd_phase1_kernel<T, kNHWC>, grid, kThreads, stream, a);
   if (err != cudaSuccess) return err;
+  if (a.g.parts > 1) {
+    err = se_launch(se_fwd_sum_kernel<T>, grid / a.g.parts, kThreads, stream, a);
+    if (err != cudaSuccess) return err;
+  }
   err = se_launch(se_fwd_phase2_kernel<T, kNHWC, kFC2>, grid, kThreads, stream, a);
   if (err == cudaSuccess && taken) *taken = SEPath::TwoPass;
   return err;
@@ -225,12 +288,12 @@ cudaError_t launch_se_forward(const SEForwardParams& p, cudaStream_t stream) {
   FwdArgs a;
   a.p = p;
   a.g = make_geometry<T>(p, false);
-  if (a.g.units > kMaxUnits) return cudaErrorInvalidValue;
+  if (a.g.units > kMaxUnits || p.C > kMaxUnits || p.HW > kMaxUnits) return cudaErrorInvalidValue;
   const FwdLayout L = fwd_layout<T>(p, a.g);
   if (p.workspace == nullptr || p.workspace_bytes < L.total) return cudaErrorInvalidValue;
   char* ws = static_cast<char*>(p.workspace);
   a.ws = ExciteWs{ws + L.part, a.g.hid_global ? ws + L.hscratch : nullptr, nullptr, nullptr,
-                  nullptr};
+                  nullptr, a.g.parts > 1 ? ws + L.psum : nullptr};
   if (p.excitation == Excitation::TwoFC)
     return p.channels_last ? launch_forward_layout<T, true, true>(a, stream, p.path_taken)
                            : launch_forward_layout<T, false, true>(a, stream, p.path_taken);

@@ -37,14 +37,24 @@ constexpr int64_t kColBytes = 8192;
 // pixel's slice is whole 32-byte sectors (ideally whole 128-byte lines):
 // narrower column chunks would waste DRAM bandwidth on partial sectors.
 constexpr int64_t kMinRowBytes = 128;
+// NHWC: when a unit spanning every row would move more than twice the unit
+// bytes (kMinRowBytes chunks of a 56x56 plane: 400 KB, four units per
+// 256-channel sample, so 1x256x56x56 would run on four blocks), its rows are
+// split into parts of about the unit bytes each. A part's squeeze writes its
+// partial sums; a summing step adds them in part order 0..P-1 (fixed by the
+// shape) before the excitation (se_forward.cuh, se_backward.cuh). NCHW
+// units are whole planes: a plane of 80 KB is 144x144 float, past the SE
+// stages of the common networks, and a unit of one plane already fills the
+// block.
+constexpr int64_t kSplitFactor = 2;
 // Weight gradients: 64 x 64 outputs per block, 16 samples staged per step.
 constexpr int kTile = 64;
 constexpr int kTileN = 16;
-// Work units (N * K) and weight-gradient blocks per call: the two-pass
+// Work units (N * K * P) and weight-gradient blocks per call: the two-pass
 // kernels run one per block (grid = units, gridDim.x <= 2^31 - 1) and index
-// them in 32 bits (se_tile.cuh unit_of); the cooperative kernels loop
-// (grid-stride). Past this (terabytes of x) the launch functions return
-// cudaErrorInvalidValue.
+// them, their channels and rows in 32 bits (se_tile.cuh unit_of); the
+// cooperative kernels loop (grid-stride). Past this (units, C or H * W:
+// terabytes of x) the launch functions return cudaErrorInvalidValue.
 constexpr int64_t kMaxUnits = (int64_t{1} << 31) - 1;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -65,8 +75,10 @@ struct Geometry {
   // Host-side: see make_geometry. Device code reads it from the kernel's
   // argument (constant bank).
   int64_t chunk = 1;   // channels per unit (the last chunk of a sample may be shorter)
-  int64_t chunks = 1;  // K: units per sample
-  int64_t units = 0;   // N * K
+  int64_t chunks = 1;  // K: channel chunks per sample
+  int64_t parts = 1;   // P: row parts per chunk (NHWC only, else 1)
+  int64_t part_rows = 1;  // rows (pixels) per part, the last part may be shorter (NCHW: HW)
+  int64_t units = 0;   // N * K * P: units (n, k, p) of the squeeze and the scale
   int G = 1;    // NCHW squeeze/scale: lanes per channel plane
   int CW = 1;   // NHWC squeeze/scale: vector-columns (of V channels) per round
   int G1 = 1;   // forward phase 1: lanes per partial-z1 row (length chunk)
@@ -133,8 +145,17 @@ Geometry make_geometry(const SEForwardParams& p, bool backward) {
   chunk = min64(min64(chunk, kMaxChunk), C);
   g.chunk = chunk;
   g.chunks = ceil_div(C, chunk);
-  g.units = p.N * g.chunks;
-  g.CW = nhwc_columns<T>(chunk, HW);
+  g.part_rows = HW;
+  if (p.channels_last) {
+    const int64_t target = test_units ? p.unit_bytes : kUnitBytes;
+    const int64_t tile = chunk * HW * (backward ? 2 : 1) * static_cast<int64_t>(sizeof(T));
+    if (tile > kSplitFactor * target) {
+      g.part_rows = ceil_div(HW, ceil_div(tile, target));
+      g.parts = ceil_div(HW, g.part_rows);
+    }
+  }
+  g.units = p.N * g.chunks * g.parts;
+  g.CW = nhwc_columns<T>(chunk, g.part_rows);
   g.G1 = dot_group<T>(chunk);
   g.G2 = dot_group<T>(one_fc ? C : p.hidden);  // the z2 rows: w2's (two FCs) or w1's (one FC)
   g.CWa = dot_columns<T>(p.hidden);
@@ -179,9 +200,9 @@ __host__ __device__ __forceinline__ float geo_inv_hw<float>(const Geometry& g) {
 //     two blocks still fit an H100/H200 SM (228 KB: 2 x (80 KB + 24.6 KB
 //     static + 1 KB reserved) = 211 KB), and the one-pass kernels' 64-128
 //     registers allow 2-4 blocks per SM anyway; an A100 (164 KB) holds one.
-//     With kUnitBytes units the tile is mostly 8-40 KB; the budget only
-//     turns away the units the chunk rounding makes large (NHWC at 56x56
-//     and up: kMinRowBytes; NCHW planes over 80 KB, e.g. 150x150 fp32);
+//     With kUnitBytes units (NHWC rows split into parts of about that) the
+//     tile is mostly 8-40 KB; the budget only turns away NCHW planes over
+//     80 KB (e.g. 150x150 fp32), which are never split;
 //   - every unit is resident at once (grid = units, one unit per block: the
 //     tile cannot be handed to another unit): units <= occupancy x SMs at
 //     that shared memory (se_resident_blocks), and the driver accepts the
@@ -196,12 +217,12 @@ constexpr int64_t kOnePassSmemStep = 8 * 1024;
 
 // Bytes of dynamic shared memory a unit's staged tile takes (the call's
 // widest chunk): NCHW the chunk's planes as one span, kept at its global
-// misalignment (+ up to a 16-byte pack); NHWC HW rows of the chunk's
+// misalignment (+ up to a 16-byte pack); NHWC the part's rows of the chunk's
 // channels rounded to whole 16-byte packs.
 template <typename T>
 int64_t onepass_smem_bytes(const SEForwardParams& p, const Geometry& g) {
   constexpr int64_t V = Vec<T>::V, B = static_cast<int64_t>(sizeof(T));
-  const int64_t elems = p.channels_last ? p.HW * round_up(g.chunk, V) : round_up(g.chunk * p.HW + V - 1, V);
+  const int64_t elems = p.channels_last ? g.part_rows * round_up(g.chunk, V) : round_up(g.chunk * p.HW + V - 1, V);
   return round_up(elems * B, kOnePassSmemStep);
 }
 inline bool onepass_applies(int64_t smem_bytes, int64_t units, int64_t resident) {
@@ -213,7 +234,10 @@ inline bool onepass_applies(int64_t smem_bytes, int64_t units, int64_t resident)
 //
 //   TwoPass (default, always safe): launch 1 squeezes and forms each chunk's
 //   partial z1 (backward: partial da); launch 2 sums the partials in chunk
-//   order, finishes the MLP rows of its own channels and scales. No block
+//   order, finishes the MLP rows of its own channels and scales. Where NHWC
+//   rows are split (parts > 1), launch 1 writes each part's sums and a
+//   summing launch between them adds them in part order and forms the
+//   partials (the cooperative kernels: one more grid barrier). No block
 //   waits on another, on any GPU, under MPS, beside NCCL or other streams.
 //   x (dy) is read twice; the second read hits L2 when the batch fits (about
 //   half of the 60 MB L2 of an H200, the rest being y's write-back).

@@ -42,20 +42,43 @@ __device__ __forceinline__ T* out(void* p) {
   return static_cast<T*>(p);
 }
 
-// Unit u -> (sample n, chunk k, channels [c0, c1)). 32-bit division: a 64-bit
-// one is a subroutine call in SASS, whose saved registers show up as spills
-// (the host keeps N * K below 2^31, se_heuristics.h kMaxUnits).
+// Unit u -> (sample n, chunk k, row part p), p fastest: channels [c0, c1),
+// rows [r0, r0 + rows). kSplit false (NCHW, never split): one part of every
+// row, constants the compiler folds away. 32-bit division: a 64-bit one is a
+// subroutine call in SASS, whose saved registers show up as spills (the host
+// keeps N * K * P, C and HW below 2^31, se_heuristics.h kMaxUnits).
 struct UnitIdx {
-  int64_t n, k, c0, c1;
+  int64_t n, k, p, c0, c1, r0, rows;
 };
-__device__ __forceinline__ UnitIdx unit_of(int64_t u, const Geometry& g, int64_t C) {
+template <bool kSplit>
+__device__ __forceinline__ UnitIdx unit_of(int64_t u, const Geometry& g, int64_t C, int64_t HW) {
   UnitIdx r;
-  const uint32_t uu = static_cast<uint32_t>(u), kk = static_cast<uint32_t>(g.chunks);
-  r.n = uu / kk;
-  r.k = uu - static_cast<uint32_t>(r.n) * kk;
+  const uint32_t uu = static_cast<uint32_t>(u), P = kSplit ? static_cast<uint32_t>(g.parts) : 1u;
+  const uint32_t kp = static_cast<uint32_t>(g.chunks) * P;
+  const uint32_t n = uu / kp, rest = uu - n * kp, k = kSplit ? rest / P : rest;
+  r.n = n;
+  r.k = k;
+  r.p = kSplit ? rest - k * P : 0;
   r.c0 = r.k * g.chunk;
   r.c1 = r.c0 + g.chunk < C ? r.c0 + g.chunk : C;
+  r.r0 = kSplit ? r.p * g.part_rows : 0;
+  r.rows = kSplit && r.r0 + g.part_rows < HW ? g.part_rows : HW - r.r0;
   return r;
+}
+// Chunk v (of N * K) of the summing step (parts > 1): (n, k), every row.
+__device__ __forceinline__ UnitIdx chunk_of(int64_t v, const Geometry& g, int64_t C, int64_t HW) {
+  return unit_of<false>(v, g, C, HW);
+}
+// The first element of unit ui's tile in its sample (NHWC: row r0, channel
+// c0; NCHW: plane c0).
+template <bool kNHWC>
+__device__ __forceinline__ int64_t tile_offset(const UnitIdx& ui, int64_t C, int64_t HW) {
+  return kNHWC ? ui.r0 * C + ui.c0 : ui.c0 * HW;
+}
+// The squeeze's partial sums of part p (parts > 1): [N, P, C] in acc_t.
+template <typename A>
+__device__ __forceinline__ A* part_sums(void* ws, const UnitIdx& ui, const Geometry& g, int64_t C) {
+  return static_cast<A*>(ws) + (ui.n * g.parts + ui.p) * C;
 }
 
 // The per-element activation and gate math (sigmoid's division: its slow

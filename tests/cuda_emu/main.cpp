@@ -69,6 +69,7 @@ struct Case {
   Excitation ex = Excitation::TwoFC;  // the others: hidden 0 (w1 [C, C] one FC, [k] ECA)
   int64_t k = 0;                      // ECA kernel size
   bool residual = false;              // y = x * s + x
+  bool split = false;                 // NHWC rows split into parts (Geometry::parts > 1) in both directions
 };
 
 static bool is_eca(const Case& k) { return k.ex == Excitation::ECA || k.ex == Excitation::ECACircular; }
@@ -79,7 +80,23 @@ static int64_t b1_size(const Case& k) { return is_eca(k) ? 1 : k.ex == Excitatio
 struct Result {
   std::vector<std::string> errors;
   long chunks = 0;
+  long parts_f = 1, parts_b = 1;  // Geometry::parts, forward and backward
+  uint64_t digest = 0;  // FNV-1a of the two-pass outputs (printed under EMU_DIGEST=1)
 };
+
+// FNV-1a over the bytes of v's elements, continuing from h; every NaN hashes
+// as one value (which NaN an x86 operation returns depends on its operand
+// order, which the host compiler may swap: payloads are not results).
+template <typename V>
+uint64_t fnv1a(uint64_t h, const V& v) {
+  for (const auto& e : v) {
+    unsigned char b[sizeof(e)];
+    std::memcpy(b, &e, sizeof(e));
+    if (std::isnan(tod(e))) std::memset(b, 0xff, sizeof(e));
+    for (unsigned char c : b) h = (h ^ c) * 0x100000001b3ull;
+  }
+  return h;
+}
 
 template <typename T>
 struct Run {
@@ -273,6 +290,14 @@ Result test(const Case& k, uint32_t seed) {
   }
   Run<T> r = run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, k.resident, SEPath::TwoPass, res, SEPath::TwoPass);
   res.chunks = r.chunks;
+  res.parts_f = geometry_of<T>(k, false).parts;
+  res.parts_b = geometry_of<T>(k, true).parts;
+  {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const auto* v : {&r.y, &r.dx, &r.dw1, &r.db1, &r.dw2, &r.db2}) h = fnv1a(h, *v);
+    for (const auto* v : {&r.pooled, &r.z1, &r.z2}) h = fnv1a(h, *v);
+    res.digest = h;
+  }
   if (k.specials) {  // the NaN and Inf masks of y and dx are the reference's, on both paths
     auto masks = [&](const char* what, const std::vector<T>& got, const std::vector<double>& ref, const char* how) {
       for (size_t i = 0; i < ref.size(); ++i) {
@@ -314,6 +339,11 @@ Result test(const Case& k, uint32_t seed) {
   }
   if (k.unit_bytes > 0 && r.chunks < 2)
     res.errors.push_back("expected >= 2 chunks per sample (unit_bytes set) but K = " + std::to_string(r.chunks));
+  if (k.ex != Excitation::TwoFC && k.hidden != 0)
+    res.errors.push_back("case error: hidden must be 0 without two FCs");
+  if (k.split && (res.parts_f < 2 || res.parts_b < 2))
+    res.errors.push_back("expected the rows split into parts, got P = " + std::to_string(res.parts_f) + "/" +
+                         std::to_string(res.parts_b));
   const double t = tol<T>();
   const double tacc = std::is_same_v<A, double> ? 1e-12 : 2e-5;
   check("pooled", r.pooled, p, tacc * 10, res, &pmag);
@@ -526,11 +556,20 @@ int main(int argc, char** argv) {
     {BF, 4, 37, 17, 13, 0, true, true, RL, HS, 5, 2000, true, ECA, 5, false},
     {F64, 4, 24, 5, 5, 0, true, false, RL, SG, 3, 600, true, ECC, 3, true},
     // The one-pass budget (80 KB of staged tile): a 140x140 fp32 plane fits
-    // exactly; a 150x150 plane and an NHWC tile of 32 channels x 30x30 (115 KB)
-    // do not (the one-pass request takes the cooperative path)
+    // exactly; a 150x150 plane does not (the one-pass request takes the
+    // cooperative path). NHWC 32 channels x 30x30 (115 KB) is split into row
+    // parts of 29 KB (forward; 15 KB backward), which fit.
     {F32, 1, 2, 140, 140, 2, false, true, RL, SG, 2, 0, false, EX2, 0, true},
     {F32, 2, 3, 150, 150, 2, false, true, SL, HS, 3, 0},
-    {F32, 1, 32, 30, 30, 4, true, true, RL, SG, 2, 0},
+    {F32, 1, 32, 30, 30, 4, true, true, RL, SG, 2, 0, false, EX2, 0, false, true},
+    // NHWC rows split into parts (summed in part order before the excitation):
+    // every dtype and excitation, NaN/Inf, the residual gate, parts of unequal
+    // length, one-pass tiles of a part's rows
+    {F32, 2, 20, 16, 16, 4, true, true, RL, SG, 5, 1024, false, EX2, 0, false, true},  // P = 4 / 8
+    {BF, 3, 16, 12, 12, 4, true, true, SL, HS, 4, 512, true, EX2, 0, true, true},    // P = 5 / 9, NaN/Inf
+    {F16, 2, 24, 10, 10, 0, true, true, RL, SG, 4, 400, false, ECA, 3, false, true},  // P = 4 / 8
+    {F64, 2, 12, 8, 8, 0, true, true, SL, SG, 4, 256, false, EX1, 0, true, true},     // P = 4 / 8
+    {F32, 2, 10, 7, 9, 0, true, false, RL, HS, 3, 300, true, ECC, 3, false, true},    // C*4 not 16-byte rows
   };
   // Wider sets for runs by hand: every dtype, and shapes past the shared-memory staging.
   std::vector<Case> full;
@@ -559,6 +598,10 @@ int main(int argc, char** argv) {
     {F32, 2, 1100, 2, 1, 0, true, true, RL, SG, 3, 0, false, EX1, 0, true},    // one FC, C past a chunk
     {BF, 2, 2100, 1, 2, 0, false, true, RL, HS, 3, 0, false, ECA, 5, false},   // ECA over 5 chunks
     {F64, 2, 2100, 1, 2, 0, false, true, RL, SG, 3, 0, false, ECC, 7, true},
+    // The library's unit bytes: NHWC rows split (bf16 56x56: 13 parts forward, 25 backward;
+    // fp32 C 70: 280-byte rows, not 16-byte aligned)
+    {BF, 1, 64, 56, 56, 4, true, true, RL, SG, 3, 0, false, EX2, 0, false, true},
+    {F32, 2, 70, 30, 30, 5, true, true, SL, HS, 3, 0, false, EX2, 0, true, true},
   };
   const std::vector<Case>* cases = which == "quick" ? &quick : which == "full" ? &full : which == "big" ? &big : nullptr;
   if (!cases) { fprintf(stderr, "usage: %s [quick|full|big] [SUBSTRING]\n", argv[0]); return 64; }
@@ -568,7 +611,10 @@ int main(int argc, char** argv) {
   int passed = 0, failed = 0;
   uint32_t seed = 1;
   auto report = [&](const std::string& tag, const Result& r, double secs) {
-    printf("%s %-60s K=%ld %.2fs\n", r.errors.empty() ? "ok  " : "FAIL", tag.c_str(), r.chunks, secs);
+    printf("%s %-60s K=%ld P=%ld/%ld %.2fs", r.errors.empty() ? "ok  " : "FAIL", tag.c_str(), r.chunks, r.parts_f,
+           r.parts_b, secs);
+    if (getenv("EMU_DIGEST")) printf(" digest=%016llx", (unsigned long long)r.digest);
+    printf("\n");
     for (const auto& e : r.errors) printf("     %s\n", e.c_str());
     fflush(stdout);
     (r.errors.empty() ? passed : failed)++;
@@ -602,7 +648,7 @@ int main(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     const Result r = concurrent_test<float>({
         {F32, 3, 37, 17, 13, 4, false, true, RL, SG, 2, 1500}, // K = 3 NCHW
-        {F32, 2, 24, 5, 5, 3, true, true, SL, HS, 2, 200},     // K = 6 NHWC (cooperative)
+        {F32, 2, 24, 8, 8, 3, true, true, SL, HS, 2, 200},     // K = 6 NHWC, rows split in 6 parts (cooperative)
         {F32, 2, 40, 16, 16, 5, false, false, SL, SG, 2, 600}, // K = 3
         {F32, 1, 24, 5, 5, 3, true, true, SL, HS, 2, 2000},    // K = 2 NHWC (one-pass, both slots)
     });
