@@ -45,7 +45,7 @@ CASES = [
     (2, 1, 5, 5, 1, torch.float64, False, True, "silu", "sigmoid"),          # C 1
     (5, 37, 7, 7, 37, torch.float64, True, True, "relu", "hardsigmoid"),     # hidden 1
     (2, 24, 56, 56, 8, torch.bfloat16, False, True, "relu", "sigmoid"),      # 56x56: multi-warp channels
-    (2, 24, 56, 56, 8, torch.float32, True, True, "silu", "sigmoid"),
+    (2, 24, 56, 56, 8, torch.float32, True, True, "silu", "sigmoid"),       # NHWC rows in 10 / 19 parts
     (1, 16, 1, 1, 4, torch.bfloat16, True, True, "relu", "sigmoid"),          # HW 1, channels_last
 ]
 LARGE_CASES = [
@@ -54,6 +54,7 @@ LARGE_CASES = [
     (2, 1100, 2, 2, 1, torch.float32, True, True, "silu", "hardsigmoid"),    # hidden past shared memory
     (1, 2, 112, 112, 2, torch.float32, False, True, "relu", "sigmoid"),      # one block per channel
     (3, 2048, 7, 7, 16, torch.bfloat16, False, True, "relu", "sigmoid"),
+    (1, 256, 56, 56, 16, torch.bfloat16, True, True, "relu", "sigmoid"),    # 4 chunks x 13 row parts
 ]
 
 failures = []

@@ -108,8 +108,8 @@ def test_cuda_sources_are_short_and_trap_free():
 
 
 def test_cuda_waits_only_under_cooperative_launch():
-    """The only inter-block wait is se_grid_sync(), called only from kernels
-    named *_coop_kernel, and those are started only by se_launch_cooperative
+    """The only inter-block wait is se_grid_sync(), called only in the bodies of
+    kernels named *_coop_kernel, and those are started only by se_launch_cooperative
     (se_sync.h); no spin loop on global flags (no atomics, no
     ld.acquire / __nanosleep) anywhere in csrc/cuda/."""
     import re
@@ -120,6 +120,7 @@ def test_cuda_waits_only_under_cooperative_launch():
         if name == "se_sync.h":
             continue
         # Each kernel body that calls se_grid_sync must be a *_coop_kernel.
+        coop_bodies = []
         for m in re.finditer(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s*)?(\w+)\s*\(", code):
             body_start = code.index("{", m.end())
             depth, i = 0, body_start
@@ -128,8 +129,15 @@ def test_cuda_waits_only_under_cooperative_launch():
                 i += 1
                 if depth == 0:
                     break
-            if "se_grid_sync" in code[body_start:i]:
-                assert m.group(1).endswith("_coop_kernel"), f"{m.group(1)} in {name} waits on the grid"
+            if m.group(1).endswith("_coop_kernel"):
+                coop_bodies.append((body_start, i))
+            elif "se_grid_sync" in code[body_start:i]:
+                raise AssertionError(f"{m.group(1)} in {name} waits on the grid")
+        # Every grid barrier sits in a *_coop_kernel's own body (not in a device
+        # function that a two-pass kernel could also call).
+        for m in re.finditer(r"se_grid_sync\s*\(", code):
+            assert any(a <= m.start() < b for a, b in coop_bodies), (
+                f"se_grid_sync() outside a *_coop_kernel body in {name} (offset {m.start()})")
         for m in re.finditer(r"se_launch(_cooperative)?\((\w+)", code):
             if m.group(2).endswith("_coop_kernel"):
                 assert m.group(1), f"{m.group(2)} launched without a cooperative launch in {name}"

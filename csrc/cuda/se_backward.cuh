@@ -151,11 +151,9 @@ template <typename T, bool kNHWC>
 __device__ __noinline__ void bwd_phase1_loop(const BwdArgs& a, Smem<acc_t<T>>& sm) {
   for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) bwd_phase1<T, kNHWC>(a, sm, u);
 }
-// The summing step (parts > 1: grid-uniform, as fwd_sum_call).
-template <typename T, bool kNHWC>
+// The summing step's loop (as se_forward.cuh fwd_sum_loop).
+template <typename T>
 __device__ __noinline__ void bwd_sum_loop(const BwdArgs& a, Smem<acc_t<T>>& sm) {
-  if (!kNHWC || a.g.parts == 1) return;
-  se_grid_sync();
   const int64_t chunks = a.g.units / a.g.parts;
   for (int64_t v = blockIdx.x; v < chunks; v += gridDim.x) bwd_sum<T>(a, sm, v);
 }
@@ -171,7 +169,10 @@ template <typename T, bool kNHWC>
 __global__ void __launch_bounds__(kThreads) se_bwd_coop_kernel(const __grid_constant__ BwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
   bwd_phase1_loop<T, kNHWC>(a, sm);
-  bwd_sum_loop<T, kNHWC>(a, sm);
+  if (kNHWC && a.g.parts > 1) {  // grid-uniform: every block meets both barriers
+    se_grid_sync();
+    bwd_sum_loop<T>(a, sm);
+  }
   se_grid_sync();
   bwd_phase2_loop<T, kNHWC>(a, sm);
   se_grid_sync();
@@ -207,7 +208,10 @@ template <typename T, bool kNHWC>
 __global__ void __launch_bounds__(kThreads) se_bwd_onepass_coop_kernel(const __grid_constant__ BwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
   bwd_onepass_phase1_call<T, kNHWC>(a, sm);
-  bwd_sum_loop<T, kNHWC>(a, sm);
+  if (kNHWC && a.g.parts > 1) {  // grid-uniform: every block meets both barriers
+    se_grid_sync();
+    bwd_sum_loop<T>(a, sm);
+  }
   se_grid_sync();
   bwd_onepass_phase2_call<T, kNHWC>(a, sm);
   se_grid_sync();

@@ -144,13 +144,11 @@ template <typename T, bool kNHWC>
 __device__ __noinline__ void fwd_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
   for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase1<T, kNHWC>(a, sm, u);
 }
-// The summing step (parts > 1: a grid-uniform branch, so every block meets
-// both barriers), inlined into the cooperative kernels' bodies (a function of
-// its own spilled).
-template <typename T, bool kNHWC>
+// The summing step's loop over the N * K chunks (the kernels call it, with
+// the grid barrier before it, where parts > 1); inlined into the cooperative
+// kernels' bodies (a function of its own spilled).
+template <typename T>
 __device__ __forceinline__ void fwd_sum_loop(const FwdArgs& a, Smem<acc_t<T>>& sm) {
-  if (!kNHWC || a.g.parts == 1) return;
-  se_grid_sync();
   const int64_t chunks = a.g.units / a.g.parts;
   for (int64_t v = blockIdx.x; v < chunks; v += gridDim.x) fwd_sum<T>(a, sm, v);
 }
@@ -162,7 +160,10 @@ template <typename T, bool kNHWC, bool kFC2>
 __global__ void __launch_bounds__(kThreads) se_fwd_coop_kernel(const __grid_constant__ FwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
   fwd_phase1_call<T, kNHWC>(a, sm);
-  fwd_sum_loop<T, kNHWC>(a, sm);
+  if (kNHWC && a.g.parts > 1) {  // grid-uniform: every block meets both barriers
+    se_grid_sync();
+    fwd_sum_loop<T>(a, sm);
+  }
   se_grid_sync();
   fwd_phase2_call<T, kNHWC, kFC2>(a, sm);
 }
@@ -196,7 +197,10 @@ template <typename T, bool kNHWC, bool kFC2>
 __global__ void __launch_bounds__(kThreads) se_fwd_onepass_coop_kernel(const __grid_constant__ FwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
   fwd_onepass_phase1_call<T, kNHWC>(a, sm);
-  fwd_sum_loop<T, kNHWC>(a, sm);
+  if (kNHWC && a.g.parts > 1) {  // grid-uniform: every block meets both barriers
+    se_grid_sync();
+    fwd_sum_loop<T>(a, sm);
+  }
   se_grid_sync();
   fwd_onepass_phase2_call<T, kNHWC, kFC2>(a, sm);
 }
