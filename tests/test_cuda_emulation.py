@@ -60,14 +60,16 @@ def _asan_works(cxx, tmp_path):
     return r.returncode == 0
 
 
-def test_cuda_kernels_on_cpu_emulator(tmp_path):
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    """(path of the emulator binary, environment to run it in), built once."""
     cxx = shutil.which("g++")
     if cxx is None:
         pytest.skip("no g++ on PATH")
     cuda_inc = _cuda_include_dirs()
     if cuda_inc is None:
         pytest.skip("CUDA headers (cuda_runtime_api.h, cuda_fp16.h, crt/, nv/target) not found")
-
+    tmp_path = tmp_path_factory.mktemp("emu")
     flags = ["-std=c++20", "-O1", "-pthread", "-g1"]
     env = dict(os.environ)
     if os.environ.get("SE_FUSED_EMU_SANITIZE", "1") != "0" and _asan_works(cxx, tmp_path):
@@ -80,7 +82,11 @@ def test_cuda_kernels_on_cpu_emulator(tmp_path):
                                os.path.join(REPO, "csrc", "cuda"), EMU] + cuda_inc]
     cc = _run([cxx, *flags, *incs, os.path.join(EMU, "main.cpp"), "-o", exe], 300)
     assert cc.returncode == 0, f"compiling tests/cuda_emu/main.cpp failed:\n{cc.stdout[-20000:]}"
+    return exe, env
 
+
+def test_cuda_kernels_on_cpu_emulator(emulator):
+    exe, env = emulator
     try:
         run = _run([exe, "quick"], 300, env=env)
     except subprocess.TimeoutExpired as e:
@@ -89,6 +95,34 @@ def test_cuda_kernels_on_cpu_emulator(tmp_path):
     lines = run.stdout.strip().splitlines()
     assert run.returncode == 0 and lines and lines[-1].endswith(" passed, 0 failed"), (
         f"CUDA kernel emulation failed (exit status {run.returncode}):\n{run.stdout[-20000:]}")
+
+
+def test_gpu_model_geometry_is_the_kernels(emulator):
+    """benchmarks/gpu_model.py predicts from its own copy of make_geometry's rules
+    (chunk, chunks, row parts, rows per part); it must give the kernels' geometry, or
+    the predictions bench.py prints beside GPU timings describe other kernels."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    try:
+        import gpu_model
+    finally:
+        sys.path.pop(0)
+    shapes = [(c, h * w, hidden, b, cl) for _, _, c, h, w, hidden, b, cl in gpu_model.BENCH_SHAPES]
+    shapes += [(c, hw, max(c // 16, 1), b, cl) for c in (3, 16, 24, 64, 256, 960, 2048, 4100)
+               for hw in (1, 49, 196, 400, 576, 784, 1024, 3136, 12544) for b in (2, 4, 8)
+               for cl in (False, True)]
+    queries = [(c, hw, hidden, b, cl, bwd) for c, hw, hidden, b, cl in shapes for bwd in (False, True)]
+    stdin = "".join(f"{c} {hw} {hidden} {b} {int(cl)} {int(bwd)}\n" for c, hw, hidden, b, cl, bwd in queries)
+    exe, env = emulator
+    run = subprocess.run([exe, "geometry"], input=stdin, capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = [tuple(int(v) for v in line.split()) for line in run.stdout.strip().splitlines()]
+    assert len(got) == len(queries)
+    for q, kernels in zip(queries, got):
+        c, hw, hidden, b, cl, bwd = q
+        model = tuple(gpu_model.geometry(c, hw, hidden, b, cl, backward=bwd))
+        assert model == kernels, f"C {c} HW {hw} hidden {hidden} {b}-byte {'NHWC' if cl else 'NCHW'} " \
+            f"{'backward' if bwd else 'forward'}: gpu_model.py {model}, kernels {kernels} (chunk, K, P, rows)"
 
 
 def _cuda_sources():

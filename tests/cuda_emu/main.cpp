@@ -494,9 +494,27 @@ Result concurrent_test(const std::vector<Case>& ks) {
   return res;
 }
 
+// `emu geometry`: for each stdin line "C HW hidden dtype_bytes nhwc backward",
+// prints "chunk chunks parts part_rows" of make_geometry (two FCs, the library's
+// unit bytes; NHWC with C or HW 1 runs as NCHW, as in the launcher), for
+// tests/test_cuda_emulation.py to compare benchmarks/gpu_model.py against.
+static int print_geometries() {
+  long long C, HW, hidden, bytes, nhwc, bwd;
+  while (scanf("%lld %lld %lld %lld %lld %lld", &C, &HW, &hidden, &bytes, &nhwc, &bwd) == 6) {
+    SEForwardParams f;
+    f.N = 1; f.C = C; f.HW = HW; f.hidden = hidden; f.channels_last = nhwc && C > 1 && HW > 1;
+    const Geometry g = bytes == 2 ? make_geometry<__nv_bfloat16>(f, bwd != 0)
+                       : bytes == 8 ? make_geometry<double>(f, bwd != 0) : make_geometry<float>(f, bwd != 0);
+    printf("%lld %lld %lld %lld\n", (long long)g.chunk, (long long)g.chunks, (long long)g.parts,
+           (long long)g.part_rows);
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   const std::string which = argc > 1 ? argv[1] : "quick";
   const std::string filter = argc > 2 ? argv[2] : "";
+  if (which == "geometry") return print_geometries();
   using AC = Activation; using GT = Gate;
   const AC RL = AC::ReLU, SL = AC::SiLU;
   const GT SG = GT::Sigmoid, HS = GT::HardSigmoid;
