@@ -86,8 +86,7 @@ __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm,
   if (!kNHWC || a.g.parts == 1) {  // NCHW: never split (se_heuristics.h)
     bwd_finish<T>(a, sm, ui);
   } else {  // the part's sums, for bwd_sum
-    A* ps = part_sums<A>(a.ws.psum, ui, a.g, C) + ui.c0;
-    for (int64_t r = threadIdx.x; r < len; r += kThreads) ps[r] = sm.u.buf[r];
+    store_part_sums<A>(a.ws.psum, ui, a.g, C, sm.u.buf);
     __syncthreads();
   }
 }
@@ -99,13 +98,7 @@ __device__ __forceinline__ void bwd_sum(const BwdArgs& a, Smem<acc_t<T>>& sm, in
   using A = acc_t<T>;
   const int64_t C = a.p.C;
   const UnitIdx ui = chunk_of(v, a.g, C, a.p.HW);
-  const A* ps = static_cast<const A*>(a.ws.psum) + ui.n * a.g.parts * C + ui.c0;
-#pragma unroll 1
-  for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) {
-    A t = __ldcg(ps + r);
-    for (int64_t q = 1; q < a.g.parts; ++q) t += __ldcg(ps + q * C + r);
-    sm.u.buf[r] = t;
-  }
+  add_part_sums<A>(a.ws.psum, ui, a.g, C, sm.u.buf);
   __syncthreads();
   bwd_finish<T>(a, sm, ui);
 }
@@ -227,21 +220,16 @@ template <typename T>
 BwdLayout bwd_layout(const SEBackwardParams& p, const Geometry& g) {
   using A = acc_t<T>;
   BwdLayout L;
-  size_t off = 0;
-  auto take = [&](size_t count) {
-    const size_t o = off;
-    off += (count * sizeof(A) + 255) / 256 * 256;
-    return o;
-  };
+  WsCursor<A> ws;
   const size_t N = static_cast<size_t>(p.N), C = static_cast<size_t>(p.C);
   const size_t H = static_cast<size_t>(p.hidden);
-  L.part = take(N * static_cast<size_t>(g.chunks) * H);
-  L.dz2 = take(N * C);
-  L.dz1 = take(N * H);
-  L.act = take(N * H);
-  L.hscratch = take(g.hid_global ? static_cast<size_t>(g.units) * H : 0);
-  L.psum = take(g.parts > 1 ? N * static_cast<size_t>(g.parts) * C : 0);
-  L.total = off > 0 ? off : 256;
+  L.part = ws.take(N * static_cast<size_t>(g.chunks) * H);
+  L.dz2 = ws.take(N * C);
+  L.dz1 = ws.take(N * H);
+  L.act = ws.take(N * H);
+  L.hscratch = ws.take(g.hid_global ? static_cast<size_t>(g.units) * H : 0);
+  L.psum = ws.take(g.parts > 1 ? N * static_cast<size_t>(g.parts) * C : 0);
+  L.total = ws.total();
   return L;
 }
 

@@ -36,6 +36,19 @@ struct ExciteWs {
   void* psum;      // [N, P, C]: the row parts' squeeze sums when g.parts > 1 (se_tile.cuh part_sums)
 };
 
+// Host: the workspace's pieces, each 256-byte aligned, counted in acc_t
+// values (fwd_layout, bwd_layout).
+template <typename A>
+struct WsCursor {
+  size_t off = 0;
+  size_t take(size_t count) {  // the offset of a piece of count values
+    const size_t o = off;
+    off += (count * sizeof(A) + 255) / 256 * 256;
+    return o;
+  }
+  size_t total() const { return off > 0 ? off : 256; }  // never a zero-byte workspace
+};
+
 __device__ __forceinline__ bool two_fc(const SEForwardParams& p) {
   return p.excitation == Excitation::TwoFC;
 }

@@ -79,8 +79,7 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
   if (!kNHWC || a.g.parts == 1) {  // NCHW: never split (se_heuristics.h)
     fwd_finish<T>(a, sm, ui, pooled);
   } else {  // the part's sums, for fwd_sum
-    A* ps = part_sums<A>(a.ws.psum, ui, a.g, C) + ui.c0;
-    for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) ps[r] = sm.u.buf[r];
+    store_part_sums<A>(a.ws.psum, ui, a.g, C, sm.u.buf);
     __syncthreads();  // sm is reused by the next unit
   }
 }
@@ -92,13 +91,7 @@ __device__ __forceinline__ void fwd_sum(const FwdArgs& a, Smem<acc_t<T>>& sm, in
   using A = acc_t<T>;
   const int64_t C = a.p.C;
   const UnitIdx ui = chunk_of(v, a.g, C, a.p.HW);
-  const A* ps = static_cast<const A*>(a.ws.psum) + ui.n * a.g.parts * C + ui.c0;
-#pragma unroll 1
-  for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) {
-    A t = __ldcg(ps + r);
-    for (int64_t q = 1; q < a.g.parts; ++q) t += __ldcg(ps + q * C + r);
-    sm.u.buf[r] = t;
-  }
+  add_part_sums<A>(a.ws.psum, ui, a.g, C, sm.u.buf);
   __syncthreads();
   fwd_finish<T>(a, sm, ui, out<A>(a.p.pooled) + ui.n * C);
 }
@@ -214,17 +207,12 @@ template <typename T>
 FwdLayout fwd_layout(const SEForwardParams& p, const Geometry& g) {
   using A = acc_t<T>;
   FwdLayout L;
-  size_t off = 0;
-  auto take = [&](size_t count) {
-    const size_t o = off;
-    off += (count * sizeof(A) + 255) / 256 * 256;
-    return o;
-  };
+  WsCursor<A> ws;
   const size_t N = static_cast<size_t>(p.N), H = static_cast<size_t>(p.hidden);
-  L.part = take(N * static_cast<size_t>(g.chunks) * H);
-  L.hscratch = take(g.hid_global ? static_cast<size_t>(g.units) * H : 0);
-  L.psum = take(g.parts > 1 ? N * static_cast<size_t>(g.parts) * static_cast<size_t>(p.C) : 0);
-  L.total = off > 0 ? off : 256;
+  L.part = ws.take(N * static_cast<size_t>(g.chunks) * H);
+  L.hscratch = ws.take(g.hid_global ? static_cast<size_t>(g.units) * H : 0);
+  L.psum = ws.take(g.parts > 1 ? N * static_cast<size_t>(g.parts) * static_cast<size_t>(p.C) : 0);
+  L.total = ws.total();
   return L;
 }
 

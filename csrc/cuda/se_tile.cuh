@@ -75,10 +75,26 @@ template <bool kNHWC>
 __device__ __forceinline__ int64_t tile_offset(const UnitIdx& ui, int64_t C, int64_t HW) {
   return kNHWC ? ui.r0 * C + ui.c0 : ui.c0 * HW;
 }
-// The squeeze's partial sums of part p (parts > 1): [N, P, C] in acc_t.
+// The row parts' squeeze sums (parts > 1), [N, P, C] in acc_t in the
+// workspace: store_part_sums writes unit ui's (buf[r]: channel c0 + r of part
+// p); add_part_sums gives buf[r] = the sum over the parts of chunk ui's
+// channel c0 + r, added in part order 0..P-1 (fixed by the shape).
 template <typename A>
-__device__ __forceinline__ A* part_sums(void* ws, const UnitIdx& ui, const Geometry& g, int64_t C) {
-  return static_cast<A*>(ws) + (ui.n * g.parts + ui.p) * C;
+__device__ __forceinline__ void store_part_sums(void* psum, const UnitIdx& ui, const Geometry& g,
+                                                int64_t C, const A* buf) {
+  A* ps = static_cast<A*>(psum) + (ui.n * g.parts + ui.p) * C + ui.c0;
+  for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) ps[r] = buf[r];
+}
+template <typename A>
+__device__ __forceinline__ void add_part_sums(const void* psum, const UnitIdx& ui, const Geometry& g,
+                                              int64_t C, A* buf) {
+  const A* ps = static_cast<const A*>(psum) + ui.n * g.parts * C + ui.c0;
+#pragma unroll 1
+  for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) {
+    A t = __ldcg(ps + r);
+    for (int64_t q = 1; q < g.parts; ++q) t += __ldcg(ps + q * C + r);
+    buf[r] = t;
+  }
 }
 
 // The per-element activation and gate math (sigmoid's division: its slow
