@@ -9,9 +9,10 @@
 fwd_us / bwd_us model the default path (SE_FUSED_CUDA_PATH=twopass): forward
 2 launches, backward 3, one more each where NHWC rows are split into parts
 (the summing step). onepass_fwd_us / onepass_bwd_us (None where it does
-not apply: a tile over 80 KB or more units than one wave) model
-SE_FUSED_CUDA_PATH=onepass: one launch, x (and dy) read once, so the forward
-moves 2N bytes instead of 3N and the backward 3N instead of 4N+. clone_us is x.clone() (read + write x), add_us is
+not apply: a tile over 80 KB or more units per sample than one wave) model
+SE_FUSED_CUDA_PATH=onepass: one launch in rounds of whole samples, x (and
+dy) read once, so the forward moves 2N bytes instead of 3N and the backward
+3N instead of 4N+, at a grid barrier per round. clone_us is x.clone() (read + write x), add_us is
 x + x2 (read 2, write 1), both with the same launch floor, so the ratios
 fwd/clone are what bench.py's "x clone" column shows. These are predictions
 from bandwidth, launch and wave arithmetic, not measurements: a GPU run of
@@ -126,26 +127,37 @@ def predict(n, c, h, w, hidden, dtype_bytes, channels_last):
     add = LAUNCH_US + 3 * x / HBM_BPS * 1e6
     hbm_fwd = x * (2 if reread_from_l2 else 3)
     hbm_bwd = x * (3 if b_reread else 4)
-    # One-pass: one launch, one unit per block, every unit resident, the tile
-    # (x forward, dy backward; se_heuristics.h onepass_smem_bytes) in shared memory.
+    # One-pass: one launch, one unit per block, the tile (x forward, dy backward;
+    # se_heuristics.h onepass_smem_bytes) in shared memory; rounds of the whole
+    # samples one wave of blocks holds (onepass_grid), each round a grid barrier
+    # (two with row parts) and the fixed cost of a phase.
     vec = 16 // dtype_bytes
     def tile(ch, r):
         t = r * (math.ceil(ch / vec) * vec) if channels_last and hw > 1 and c > 1 else ch * hw + vec - 1
         return math.ceil(t * dtype_bytes / 8192) * 8192
     one_wave = SMS * ONEPASS_BLOCKS_PER_SM
+
+    def onepass(hbm, per_sample, unit_stream_bytes, barriers):
+        per_round = min(one_wave // per_sample, n)
+        rounds = math.ceil(n / per_round)
+        bw = hbm / HBM_BPS * 1e6 + (w_l2 + 2 * state) / L2_BPS * 1e6 + mlp_flops / acc_flops * 1e6
+        per_slot = rounds * unit_stream_bytes / BLOCK_BPS * 1e6  # a block streams a unit a round
+        return LAUNCH_US + rounds * (barriers * GRID_SYNC_US + PHASE_FIXED_US) + max(bw, per_slot), rounds
+
     op_fwd = op_bwd = None
-    if tile(chunk, rows) <= ONEPASS_SMEM and units <= one_wave:
-        op_fwd = LAUNCH_US + GRID_SYNC_US * (2 if parts > 1 else 1) + _phase_us(2 * x, w_l2 + 2 * state, mlp_flops, units,
-                                                      2 * unit_bytes, acc_flops)
-    if tile(bchunk, brows) <= ONEPASS_SMEM and bunits <= one_wave:
-        op_bwd = LAUNCH_US + GRID_SYNC_US * (3 if bparts > 1 else 2) + b3 + _phase_us(3 * x, w_l2 + 2 * state, mlp_flops, bunits,
-                                                               3 * bunit_bytes // 2, acc_flops)
+    op_rounds = op_brounds = None
+    if tile(chunk, rows) <= ONEPASS_SMEM and k * parts <= one_wave:
+        op_fwd, op_rounds = onepass(2 * x, k * parts, 2 * unit_bytes, 2 if parts > 1 else 1)
+    if tile(bchunk, brows) <= ONEPASS_SMEM and bk * bparts <= one_wave:
+        op_bwd, op_brounds = onepass(3 * x, bk * bparts, 3 * bunit_bytes // 2, 2 if bparts > 1 else 1)
+        op_bwd += GRID_SYNC_US + b3
     return dict(fwd_us=fwd, bwd_us=bwd, clone_us=clone, add_us=add,
                 fwd_launches=2 + (parts > 1), bwd_launches=3 + (bparts > 1), chunk=chunk,
                 units_per_sample=k * parts, parts=parts, units=units,
                 waves=math.ceil(units / (SMS * BLOCKS_PER_SM)), hbm_fwd_bytes=hbm_fwd, hbm_bwd_bytes=hbm_bwd,
                 l2_weight_bytes=w_l2, onepass_fwd_us=op_fwd, onepass_bwd_us=op_bwd,
-                onepass_hbm_fwd_bytes=2 * x, onepass_hbm_bwd_bytes=3 * x)
+                onepass_hbm_fwd_bytes=2 * x, onepass_hbm_bwd_bytes=3 * x, onepass_rounds=op_rounds,
+                onepass_bwd_rounds=op_brounds)
 
 
 BENCH_SHAPES = [  # (label, n, c, h, w, hidden, dtype_bytes, channels_last)

@@ -146,9 +146,9 @@ __device__ __noinline__ void bwd_phase1_loop(const BwdArgs& a, Smem<acc_t<T>>& s
 }
 // The summing step's loop (as se_forward.cuh fwd_sum_loop).
 template <typename T>
-__device__ __noinline__ void bwd_sum_loop(const BwdArgs& a, Smem<acc_t<T>>& sm) {
-  const int64_t chunks = a.g.units / a.g.parts;
-  for (int64_t v = blockIdx.x; v < chunks; v += gridDim.x) bwd_sum<T>(a, sm, v);
+__device__ __noinline__ void bwd_sum_loop(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t first,
+                                          int64_t last) {
+  for (int64_t v = first + blockIdx.x; v < last; v += gridDim.x) bwd_sum<T>(a, sm, v);
 }
 template <typename T, bool kNHWC>
 __device__ __noinline__ void bwd_phase2_loop(const BwdArgs& a, Smem<acc_t<T>>& sm) {
@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(kThreads) se_bwd_coop_kernel(const __grid_cons
   bwd_phase1_loop<T, kNHWC>(a, sm);
   if (kNHWC && a.g.parts > 1) {  // grid-uniform: every block meets both barriers
     se_grid_sync();
-    bwd_sum_loop<T>(a, sm);
+    bwd_sum_loop<T>(a, sm, 0, a.g.units / a.g.parts);
   }
   se_grid_sync();
   bwd_phase2_loop<T, kNHWC>(a, sm);
@@ -172,19 +172,21 @@ __global__ void __launch_bounds__(kThreads) se_bwd_coop_kernel(const __grid_cons
   wgrad_loop<T>(a, sm);
 }
 
-// OnePass: the cooperative kernel with one unit per block (grid = units, all
-// co-resident) whose tile of dy stays in dynamic shared memory across the
-// barrier: phase 2 forms dx from it. Phase 3 as the cooperative kernel.
+// OnePass: the cooperative kernel in rounds of whole samples (as the
+// forward's) whose tile of dy stays in dynamic shared memory across each
+// round's barrier: phase 2 forms dx from it. After the last round, phase 3 as
+// the cooperative kernel.
 template <typename T, bool kNHWC>
-__device__ __noinline__ void bwd_onepass_phase1_call(const BwdArgs& a, Smem<acc_t<T>>& sm) {
-  bwd_phase1<T, kNHWC, true>(a, sm, blockIdx.x);
+__device__ __noinline__ void bwd_onepass_phase1_call(const BwdArgs& a, Smem<acc_t<T>>& sm,
+                                                     int64_t u) {
+  bwd_phase1<T, kNHWC, true>(a, sm, u);
 }
 template <typename T, bool kNHWC>
-__device__ __noinline__ void bwd_onepass_phase2_call(const BwdArgs& a, Smem<acc_t<T>>& sm) {
+__device__ __noinline__ void bwd_onepass_phase2_call(const BwdArgs& a, Smem<acc_t<T>>& sm,
+                                                     int64_t u) {
   using A = acc_t<T>;
   SE_DYNAMIC_SHARED(dyn);
   const SEBackwardParams& p = a.p;
-  const int64_t u = blockIdx.x;
   const int64_t C = p.C, HW = p.HW;
   const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
   const int64_t len = ui.c1 - ui.c0;
@@ -195,18 +197,22 @@ __device__ __noinline__ void bwd_onepass_phase2_call(const BwdArgs& a, Smem<acc_
   onepass_scale<T, true, kNHWC>(onepass_tile<T, kNHWC>(cin<T>(p.dy) + first, dyn),
                                 out<T>(p.dx) + first, C, ui.rows, len, a.g, sm.u.buf, sm.u.buf2,
                                 p.residual);
-  __syncthreads();  // sm is reused by phase 3
+  __syncthreads();  // sm is reused by the next round or phase 3
 }
 template <typename T, bool kNHWC>
 __global__ void __launch_bounds__(kThreads) se_bwd_onepass_coop_kernel(const __grid_constant__ BwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
-  bwd_onepass_phase1_call<T, kNHWC>(a, sm);
-  if (kNHWC && a.g.parts > 1) {  // grid-uniform: every block meets both barriers
+  for (int64_t base = 0; base < a.g.units; base += gridDim.x) {  // a round (grid-uniform)
+    const int64_t u = base + blockIdx.x;
+    if (u < a.g.units) bwd_onepass_phase1_call<T, kNHWC>(a, sm, u);
+    if (kNHWC && a.g.parts > 1) {  // grid-uniform: every block meets both barriers
+      se_grid_sync();
+      const int64_t end = base + gridDim.x < a.g.units ? base + gridDim.x : a.g.units;
+      bwd_sum_loop<T>(a, sm, base / a.g.parts, end / a.g.parts);
+    }
     se_grid_sync();
-    bwd_sum_loop<T>(a, sm);
+    if (u < a.g.units) bwd_onepass_phase2_call<T, kNHWC>(a, sm, u);
   }
-  se_grid_sync();
-  bwd_onepass_phase2_call<T, kNHWC>(a, sm);
   se_grid_sync();
   wgrad_loop<T>(a, sm);
 }
@@ -244,9 +250,10 @@ cudaError_t launch_backward_onepass(const BwdArgs& a, cudaStream_t stream) {
   if (err == cudaSuccess)
     err = se_resident_blocks<se_bwd_onepass_coop_kernel<T, kNHWC>>(kThreads, &resident, smem);
   if (err != cudaSuccess) return err;
-  if (!onepass_applies(smem, a.g.units, resident)) return cudaErrorCooperativeLaunchTooLarge;
-  return se_launch_cooperative(se_bwd_onepass_coop_kernel<T, kNHWC>, a.g.units, kThreads, stream,
-                               a, static_cast<size_t>(smem));
+  if (!onepass_applies(smem, a.g, resident)) return cudaErrorCooperativeLaunchTooLarge;
+  // Phase 3 loops over the weight-gradient blocks on whatever grid the rounds use.
+  return se_launch_cooperative(se_bwd_onepass_coop_kernel<T, kNHWC>, onepass_grid(a.p, a.g, resident),
+                               kThreads, stream, a, static_cast<size_t>(smem));
 }
 
 template <typename T, bool kNHWC>

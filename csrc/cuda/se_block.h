@@ -33,8 +33,9 @@ enum class SEPath : int32_t {
   OnePass = 3,      // Cooperative with one unit per block whose tile of x (backward: dy)
                     // is staged in shared memory by the squeeze and scaled from there
                     // after the grid barrier: x read once. Only when the tile fits the
-                    // shared-memory budget and every unit is resident at once
-                    // (se_heuristics.h onepass_applies); else Cooperative, then TwoPass
+                    // shared-memory budget and a sample's units are resident at once
+                    // (se_heuristics.h onepass_applies; more samples run in rounds);
+                    // else Cooperative, then TwoPass
 };
 
 // The forward problem. The backward (SEBackwardParams) extends it.

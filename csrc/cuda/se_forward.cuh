@@ -137,13 +137,13 @@ template <typename T, bool kNHWC>
 __device__ __noinline__ void fwd_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
   for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase1<T, kNHWC>(a, sm, u);
 }
-// The summing step's loop over the N * K chunks (the kernels call it, with
-// the grid barrier before it, where parts > 1); inlined into the cooperative
-// kernels' bodies (a function of its own spilled).
+// The summing step's loop over chunks [first, last) of the N * K (the kernels
+// call it, with the grid barrier before it, where parts > 1); inlined into the
+// cooperative kernels' bodies (a function of its own spilled).
 template <typename T>
-__device__ __forceinline__ void fwd_sum_loop(const FwdArgs& a, Smem<acc_t<T>>& sm) {
-  const int64_t chunks = a.g.units / a.g.parts;
-  for (int64_t v = blockIdx.x; v < chunks; v += gridDim.x) fwd_sum<T>(a, sm, v);
+__device__ __forceinline__ void fwd_sum_loop(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t first,
+                                             int64_t last) {
+  for (int64_t v = first + blockIdx.x; v < last; v += gridDim.x) fwd_sum<T>(a, sm, v);
 }
 template <typename T, bool kNHWC, bool kFC2>
 __device__ __noinline__ void fwd_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
@@ -155,25 +155,32 @@ __global__ void __launch_bounds__(kThreads) se_fwd_coop_kernel(const __grid_cons
   fwd_phase1_call<T, kNHWC>(a, sm);
   if (kNHWC && a.g.parts > 1) {  // grid-uniform: every block meets both barriers
     se_grid_sync();
-    fwd_sum_loop<T>(a, sm);
+    fwd_sum_loop<T>(a, sm, 0, a.g.units / a.g.parts);
   }
   se_grid_sync();
   fwd_phase2_call<T, kNHWC, kFC2>(a, sm);
 }
 
-// OnePass: the cooperative kernel with one unit per block (grid = units, all
-// co-resident: a block's staged tile is its own unit's) whose tile of x stays
-// in dynamic shared memory across the barrier: phase 2 scales it from there.
+// OnePass: the cooperative kernel in rounds of whole samples (grid = the
+// units of the samples a round holds, all co-resident; se_heuristics.h
+// onepass_applies): in each round a block stages its unit's tile of x in
+// dynamic shared memory, squeezes it, and after the round's grid barrier
+// scales it from there. Nothing a round writes is read by another round (the
+// workspace is per sample or per unit), and a block stages its next tile
+// only after all its threads are done with the previous one (the
+// __syncthreads ending phase 2), so one grid barrier per round suffices (two
+// with row parts).
 template <typename T, bool kNHWC>
-__device__ __noinline__ void fwd_onepass_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
-  fwd_phase1<T, kNHWC, true>(a, sm, blockIdx.x);
+__device__ __noinline__ void fwd_onepass_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm,
+                                                     int64_t u) {
+  fwd_phase1<T, kNHWC, true>(a, sm, u);
 }
 template <typename T, bool kNHWC, bool kFC2>
-__device__ __noinline__ void fwd_onepass_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
+__device__ __noinline__ void fwd_onepass_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm,
+                                                     int64_t u) {
   using A = acc_t<T>;
   SE_DYNAMIC_SHARED(dyn);
   const SEForwardParams& p = a.p;
-  const int64_t u = blockIdx.x;
   const int64_t C = p.C, HW = p.HW;
   const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
   const int64_t len = ui.c1 - ui.c0;
@@ -185,17 +192,22 @@ __device__ __noinline__ void fwd_onepass_phase2_call(const FwdArgs& a, Smem<acc_
   onepass_scale<T, false, kNHWC>(onepass_tile<T, kNHWC>(cin<T>(p.x) + first, dyn),
                                  out<T>(p.y) + first, C, ui.rows, len, a.g, sm.u.buf, nullptr,
                                  p.residual);
+  __syncthreads();  // the tile and sm are reused by the next round
 }
 template <typename T, bool kNHWC, bool kFC2>
 __global__ void __launch_bounds__(kThreads) se_fwd_onepass_coop_kernel(const __grid_constant__ FwdArgs a) {
   SE_SHARED(Smem<acc_t<T>>, sm);
-  fwd_onepass_phase1_call<T, kNHWC>(a, sm);
-  if (kNHWC && a.g.parts > 1) {  // grid-uniform: every block meets both barriers
+  for (int64_t base = 0; base < a.g.units; base += gridDim.x) {  // a round (grid-uniform)
+    const int64_t u = base + blockIdx.x;
+    if (u < a.g.units) fwd_onepass_phase1_call<T, kNHWC>(a, sm, u);
+    if (kNHWC && a.g.parts > 1) {  // grid-uniform: every block meets both barriers
+      se_grid_sync();
+      const int64_t end = base + gridDim.x < a.g.units ? base + gridDim.x : a.g.units;
+      fwd_sum_loop<T>(a, sm, base / a.g.parts, end / a.g.parts);
+    }
     se_grid_sync();
-    fwd_sum_loop<T>(a, sm);
+    if (u < a.g.units) fwd_onepass_phase2_call<T, kNHWC, kFC2>(a, sm, u);
   }
-  se_grid_sync();
-  fwd_onepass_phase2_call<T, kNHWC, kFC2>(a, sm);
 }
 
 // ------------------------------------------------------------------ host
@@ -217,8 +229,8 @@ FwdLayout fwd_layout(const SEForwardParams& p, const Geometry& g) {
 }
 
 // The one-pass launch where onepass_applies (se_heuristics.h); any error (the
-// tile over the budget, more units than resident blocks, the shared-memory
-// opt-in or the launch refused) means that nothing ran.
+// tile over the budget, a sample's units more than the resident blocks, the
+// shared-memory opt-in or the launch refused) means that nothing ran.
 template <typename T, bool kNHWC, bool kFC2>
 cudaError_t launch_forward_onepass(const FwdArgs& a, cudaStream_t stream) {
   const int64_t smem = onepass_smem_bytes<T>(a.p, a.g);
@@ -228,9 +240,10 @@ cudaError_t launch_forward_onepass(const FwdArgs& a, cudaStream_t stream) {
   if (err == cudaSuccess)
     err = se_resident_blocks<se_fwd_onepass_coop_kernel<T, kNHWC, kFC2>>(kThreads, &resident, smem);
   if (err != cudaSuccess) return err;
-  if (!onepass_applies(smem, a.g.units, resident)) return cudaErrorCooperativeLaunchTooLarge;
-  return se_launch_cooperative(se_fwd_onepass_coop_kernel<T, kNHWC, kFC2>, a.g.units, kThreads,
-                               stream, a, static_cast<size_t>(smem));
+  if (!onepass_applies(smem, a.g, resident)) return cudaErrorCooperativeLaunchTooLarge;
+  return se_launch_cooperative(se_fwd_onepass_coop_kernel<T, kNHWC, kFC2>,
+                               onepass_grid(a.p, a.g, resident), kThreads, stream, a,
+                               static_cast<size_t>(smem));
 }
 
 template <typename T, bool kNHWC, bool kFC2>

@@ -203,10 +203,12 @@ __host__ __device__ __forceinline__ float geo_inv_hw<float>(const Geometry& g) {
 //     With kUnitBytes units (NHWC rows split into parts of about that) the
 //     tile is mostly 8-40 KB; the budget only turns away NCHW planes over
 //     80 KB (e.g. 150x150 fp32), which are never split;
-//   - every unit is resident at once (grid = units, one unit per block: the
-//     tile cannot be handed to another unit): units <= occupancy x SMs at
-//     that shared memory (se_resident_blocks), and the driver accepts the
-//     cooperative launch;
+//   - every unit of a sample is resident at once (one unit per block: the
+//     tile cannot be handed to another unit): chunks x parts <= occupancy x
+//     SMs at that shared memory (se_resident_blocks), and the driver accepts
+//     the cooperative launch. A call of more samples than that runs in rounds
+//     of whole samples, one grid barrier each (two with row parts): x is
+//     still read once;
 // else the Cooperative path runs (then TwoPass if that is refused too). The
 // tile's bytes depend on the shape alone; which path runs may depend on the
 // device, and every path gives the same bits.
@@ -225,8 +227,18 @@ int64_t onepass_smem_bytes(const SEForwardParams& p, const Geometry& g) {
   const int64_t elems = p.channels_last ? g.part_rows * round_up(g.chunk, V) : round_up(g.chunk * p.HW + V - 1, V);
   return round_up(elems * B, kOnePassSmemStep);
 }
-inline bool onepass_applies(int64_t smem_bytes, int64_t units, int64_t resident) {
-  return smem_bytes <= kOnePassSmemBytes && units <= resident;
+// A sample's units: its chunks x row parts (units are sample-major, se_tile.cuh
+// unit_of, so the units of whole samples are one contiguous range).
+inline int64_t units_per_sample(const Geometry& g) { return g.chunks * g.parts; }
+inline bool onepass_applies(int64_t smem_bytes, const Geometry& g, int64_t resident) {
+  return smem_bytes <= kOnePassSmemBytes && units_per_sample(g) <= resident;
+}
+// The one-pass grid: the units of as many whole samples as the resident blocks
+// hold (all of them when the call fits one round). The kernels run rounds of
+// that many samples, a grid barrier each (se_forward.cuh).
+inline int64_t onepass_grid(const SEForwardParams& p, const Geometry& g, int64_t resident) {
+  const int64_t per_round = min64(resident / units_per_sample(g), p.N);
+  return per_round * units_per_sample(g);
 }
 
 // Which path runs. Every path gives the same bits (same geometry, same
@@ -254,10 +266,11 @@ inline bool onepass_applies(int64_t smem_bytes, int64_t units, int64_t resident)
 //
 // Auto stays TwoPass until a GPU run (benchmarks/gpu_check.sh) confirms that
 // a waiting path is correct and faster there (none has run on a GPU yet). The
-// heuristic to adopt then (docs/cuda.md): OnePass when onepass_applies (the
-// call is one wave and its tiles fit: x read once), else Cooperative when the
-// problem is launch-bound (units <= resident blocks: batch 1, 7x7 tails),
-// else TwoPass.
+// heuristic to adopt then (docs/cuda.md): OnePass when onepass_applies (its
+// tiles fit and a sample's units are resident at once: x read once, in rounds
+// of whole samples), if the run shows a round's grid barrier costs less than
+// re-reading the round's x; else Cooperative when the problem is launch-bound
+// (units <= resident blocks: batch 1, 7x7 tails), else TwoPass.
 inline SEPath choose_path(SEPath requested) {
   if (requested == SEPath::OnePass) return SEPath::OnePass;
   return requested == SEPath::Cooperative ? SEPath::Cooperative : SEPath::TwoPass;

@@ -217,9 +217,20 @@ SEPath onepass_expected(const Case& k, bool bwd) {
 }
 template <typename T>
 int64_t units_of(const Case& k, bool bwd) { return geometry_of<T>(k, bwd).units; }
-// The one-pass grid is all the units at once, one OS thread (and 256 fibers)
-// per block here: past this many the case checks the cooperative fallback
-// on 4 block slots instead (a 175-unit grid took 80 s under ASan on 2 cores).
+// A sample's units (chunks x row parts): one-pass needs that many resident blocks.
+template <typename T>
+int64_t sample_units_of(const Case& k, bool bwd) { return units_per_sample(geometry_of<T>(k, bwd)); }
+// One-pass on `slots` resident blocks: OnePass where a sample's units fit the
+// slots (rounds of whole samples when the call's do not) and the tile fits
+// the shared-memory budget, else the cooperative fallback.
+template <typename T>
+SEPath onepass_on(const Case& k, bool bwd, int64_t slots) {
+  return sample_units_of<T>(k, bwd) <= slots ? onepass_expected<T>(k, bwd) : SEPath::Cooperative;
+}
+// One OS thread (and 256 fibers) per block of a grid here: past this many
+// units the one-pass checks run on 4 block slots (rounds, or the cooperative
+// fallback) instead of one round of all units (a 175-unit grid took 80 s
+// under ASan on 2 cores).
 constexpr int64_t kEmuOnePassMaxUnits = 72;
 
 template <typename T>
@@ -319,8 +330,7 @@ Result test(const Case& k, uint32_t seed) {
     const int64_t uf = units_of<T>(k, false), ub = units_of<T>(k, true);
     const int op_res = (int)(std::max(uf, ub) <= kEmuOnePassMaxUnits ? std::max(uf, ub) : 4);
     const Run<T> ro = run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, op_res, SEPath::OnePass, res,
-                                     uf <= op_res ? onepass_expected<T>(k, false) : SEPath::Cooperative,
-                                     ub <= op_res ? onepass_expected<T>(k, true) : SEPath::Cooperative);
+                                     onepass_on<T>(k, false, op_res), onepass_on<T>(k, true, op_res));
     masks("y", ro.y, y, "(one-pass)");
     masks("dx", ro.dx, dx, "(one-pass)");
     // The same bits but for NaN payloads (which g++ may give either operand's:
@@ -369,28 +379,35 @@ Result test(const Case& k, uint32_t seed) {
   // thread count small and still loops when there are more units.)
   same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, 4, SEPath::Cooperative, res, SEPath::Cooperative),
             "on the cooperative path (x/dy misaligned by 1, 4 resident)");
-  // OnePass: one block per unit, every unit resident (the tile stays in the
-  // block's shared memory across the barrier), x/dy aligned and misaligned
+  // OnePass: one block per unit, every unit resident (one round: the tile
+  // stays in the block's shared memory across the barrier), x/dy aligned and misaligned
   // by one element (NCHW: the staged span keeps the misalignment; NHWC: the
   // scalar staging and scale). Where the tile exceeds the budget, the
   // cooperative fallback.
   const int64_t uf = units_of<T>(k, false), ub = units_of<T>(k, true);
+  const int64_t sf = sample_units_of<T>(k, false), sb = sample_units_of<T>(k, true);
   const int op_res = (int)(std::max(uf, ub) <= kEmuOnePassMaxUnits ? std::max(uf, ub) : 4);
-  const SEPath op_f = uf <= op_res ? onepass_expected<T>(k, false) : SEPath::Cooperative;
-  const SEPath op_b = ub <= op_res ? onepass_expected<T>(k, true) : SEPath::Cooperative;
+  const SEPath op_f = onepass_on<T>(k, false, op_res), op_b = onepass_on<T>(k, true, op_res);
   same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, op_res, SEPath::OnePass, res, op_f, op_b),
             "on the one-pass path (" + std::to_string(op_res) + " resident)");
   if (std::max(uf, ub) <= kEmuOnePassMaxUnits)
     same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, op_res, SEPath::OnePass, res, op_f, op_b),
               "on the one-pass path (x/dy misaligned by 1)");
+  // Rounds: as many slots as the larger direction's sample has units, so that
+  // a round holds one sample (or a few in the other direction).
+  const int64_t per_sample = std::max(sf, sb);
+  if (N > 1 && per_sample < std::max(uf, ub) && per_sample <= kEmuOnePassMaxUnits)
+    same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, (int)per_sample, SEPath::OnePass, res,
+                             onepass_on<T>(k, false, per_sample), onepass_on<T>(k, true, per_sample)),
+              "on the one-pass path in rounds of whole samples (" + std::to_string(per_sample) + " resident)");
   if (k.unit_bytes > 0) {  // the refused-launch fallbacks, on the multi-chunk cases
-    // More units than resident blocks (one fewer; 4 past kEmuOnePassMaxUnits):
-    // the cooperative path (grid-stride).
-    const int64_t fewer = std::min(uf, ub) - 1;
+    // Fewer resident blocks than a sample has units (one fewer; 4 past
+    // kEmuOnePassMaxUnits): the cooperative path (grid-stride).
+    const int64_t fewer = std::min(sf, sb) - 1;
     if (fewer >= 1)
       same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, (int)(fewer <= kEmuOnePassMaxUnits ? fewer : 4),
                                SEPath::OnePass, res, SEPath::Cooperative),
-                "when one-pass has more units than resident blocks (cooperative fallback)");
+                "when one-pass has more units per sample than resident blocks (cooperative fallback)");
     emu::g_coop_supported = false;
     same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, 1, SEPath::Cooperative, res, SEPath::TwoPass),
               "when the cooperative launch is refused (two-pass fallback, 1 resident)");
