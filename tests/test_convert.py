@@ -76,10 +76,12 @@ def _assert_output_close(actual, expected, exact, rtol, what):
     arbiter, as for the gradients below: train-mode BatchNorm over a few values, or the
     residual gate's growing activations, put the original's own float32 output 1e-4 off
     float64, and the converted model must then be within twice the original's distance
-    from exact (the original in float64), both to the scale of max |exact|."""
+    from exact() (the original's output in float64, computed only then), both to the
+    scale of max |exact()|."""
     try:
         _assert_close_to_scale(actual, expected, rtol, what)
     except AssertionError as e:
+        exact = exact()
         scale = exact.abs().max().item()
         err_c = (actual.double() - exact).abs().max().item() / scale
         err_o = (expected.double() - exact).abs().max().item() / scale
@@ -162,8 +164,9 @@ def check_model_equivalence(original, x, name):
 
     original.eval(), converted.eval()
     with torch.no_grad():
-        _assert_output_close(converted(x), original(x), copy.deepcopy(original).double()(x.double()),
-                             1e-4, f"{name} eval output")
+        _assert_output_close(converted(x), original(x),
+                             lambda: copy.deepcopy(original).double()(x.double()), 1e-4,
+                             f"{name} eval output")
 
     # train mode: dropout / stochastic depth draw the same masks under the same seed
     inputs = {}
@@ -195,7 +198,7 @@ def check_model_equivalence(original, x, name):
     assert len(with_grad) >= len(fused) / 2, f"{len(with_grad)} of {len(fused)} SE modules"
 
     # float32, as trained
-    _assert_output_close(train_step(converted), train_step(original), exact_out, 1e-4,
+    _assert_output_close(train_step(converted), train_step(original), lambda: exact_out, 1e-4,
                          f"{name} train output")
     error, where = _grad_error(converted, original, rtol=1e-4)
     if error <= 1:

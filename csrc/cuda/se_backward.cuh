@@ -306,8 +306,7 @@ cudaError_t launch_se_backward(const SEBackwardParams& p, cudaStream_t stream) {
   BwdArgs a;
   a.p = p;
   a.g = make_geometry<T>(p, true);
-  if (a.g.units > kMaxUnits || a.g.wgrad_blocks > kMaxUnits || p.C > kMaxUnits || p.HW > kMaxUnits)
-    return cudaErrorInvalidValue;
+  if (a.g.units > kMaxUnits || a.g.wgrad_blocks > kMaxUnits) return cudaErrorInvalidValue;
   const BwdLayout L = bwd_layout<T>(p, a.g);
   if (p.workspace == nullptr || p.workspace_bytes < L.total) return cudaErrorInvalidValue;
   char* ws = static_cast<char*>(p.workspace);

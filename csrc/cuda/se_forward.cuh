@@ -293,7 +293,7 @@ cudaError_t launch_se_forward(const SEForwardParams& p, cudaStream_t stream) {
   FwdArgs a;
   a.p = p;
   a.g = make_geometry<T>(p, false);
-  if (a.g.units > kMaxUnits || p.C > kMaxUnits || p.HW > kMaxUnits) return cudaErrorInvalidValue;
+  if (a.g.units > kMaxUnits) return cudaErrorInvalidValue;
   const FwdLayout L = fwd_layout<T>(p, a.g);
   if (p.workspace == nullptr || p.workspace_bytes < L.total) return cudaErrorInvalidValue;
   char* ws = static_cast<char*>(p.workspace);

@@ -52,9 +52,9 @@ constexpr int kTile = 64;
 constexpr int kTileN = 16;
 // Work units (N * K * P) and weight-gradient blocks per call: the two-pass
 // kernels run one per block (grid = units, gridDim.x <= 2^31 - 1) and index
-// them, their channels and rows in 32 bits (se_tile.cuh unit_of); the
-// cooperative kernels loop (grid-stride). Past this (units, C or H * W:
-// terabytes of x) the launch functions return cudaErrorInvalidValue.
+// them in 32 bits (se_tile.cuh unit_of); the cooperative kernels loop
+// (grid-stride). Past this (terabytes of x) the launch functions return
+// cudaErrorInvalidValue.
 constexpr int64_t kMaxUnits = (int64_t{1} << 31) - 1;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

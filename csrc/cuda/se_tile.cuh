@@ -46,7 +46,7 @@ __device__ __forceinline__ T* out(void* p) {
 // rows [r0, r0 + rows). kSplit false (NCHW, never split): one part of every
 // row, constants the compiler folds away. 32-bit division: a 64-bit one is a
 // subroutine call in SASS, whose saved registers show up as spills (the host
-// keeps N * K * P, C and HW below 2^31, se_heuristics.h kMaxUnits).
+// keeps N * K * P below 2^31, se_heuristics.h kMaxUnits).
 struct UnitIdx {
   int64_t n, k, p, c0, c1, r0, rows;
 };
