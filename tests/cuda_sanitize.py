@@ -9,8 +9,17 @@ Meant to run under NVIDIA compute-sanitizer (it is not a pytest file):
 
 (PYTORCH_NO_CUDA_MEMORY_CACHING=1 gives every tensor its own allocation, so
 memcheck sees an overrun instead of landing in a neighbour inside the caching
-allocator's pool.) Also a quick check on its own: python tests/cuda_sanitize.py
-[--large] (--large adds shapes past the kernels' shared-memory staging sizes).
+allocator's pool; SE_FUSED_CUDA_SEPARATE_WORKSPACE=1 does the same for the
+workspace's regions.) Also a quick check on its own: python tests/cuda_sanitize.py
+[--large] (--large adds shapes past the kernels' shared-memory staging sizes;
+--few runs four cases only, for the slower sanitizer tools).
+
+Every call's CUDA path (se_fused._cuda.last_cuda_path) is printed with its
+case. --expect-path P (the path SE_FUSED_CUDA_PATH forces) fails the run when a
+call ran another path: twopass and cooperative must run as themselves in every
+call; onepass falls back by design where a tile does not fit its shared-memory
+budget, so it must run in at least one forward and one backward call, and each
+fallback is listed.
 
 Besides the float64 comparison it checks, bit for bit: a second call gives the
 same results (determinism), a sample alone gives the same y, pooled and dx as
@@ -48,6 +57,7 @@ CASES = [
     (2, 24, 56, 56, 8, torch.float32, True, True, "silu", "sigmoid"),       # NHWC rows in 10 / 19 parts
     (1, 16, 1, 1, 4, torch.bfloat16, True, True, "relu", "sigmoid"),          # HW 1, channels_last
 ]
+FEW = (1, 5, 6, 11)  # fp32 NCHW, bf16 NHWC, fp16 NCHW, fp32 NHWC in row parts
 LARGE_CASES = [
     (2, 2100, 1, 2, 700, torch.float32, False, True, "relu", "sigmoid"),     # C past the pooled staging
     (2, 4100, 2, 1, 1000, torch.bfloat16, True, True, "silu", "sigmoid"),
@@ -58,6 +68,7 @@ LARGE_CASES = [
 ]
 
 failures = []
+paths = []  # (tag, direction, path) of every fused call
 digests = []  # (tag, sha256 of every output's bytes): --digest compares paths across processes
 
 
@@ -97,12 +108,41 @@ def same_bits(tag, what, a, b):
         fail(tag, f"{what} differ bit for bit")
 
 
-def fused(x, dy, w1, b1, w2, b2, activation, gate):
+def fused(x, dy, w1, b1, w2, b2, activation, gate, tag="?"):
+    from se_fused import _cuda
+
     ops = torch.ops.se_fused
     y, pooled, z1, z2 = ops._squeeze_excite_forward(x, w1, b1, w2, b2, activation, gate)
+    paths.append((tag, "forward", _cuda.last_cuda_path("forward")))
     grads = ops._squeeze_excite_backward(dy, x, pooled, z1, z2, w1, w2, activation, gate,
                                        True, True)
+    paths.append((tag, "backward", _cuda.last_cuda_path("backward")))
     return (y, pooled) + tuple(grads)
+
+
+def check_paths(expect):
+    """Per direction, how many calls ran each path; False (and FAIL lines) when a
+    forced path did not run as itself (see the module docstring)."""
+    counts = {}
+    for _, direction, path in paths:
+        counts.setdefault(direction, {}).setdefault(path or "none", 0)
+        counts[direction][path or "none"] += 1
+    print("paths: " + "; ".join(f"{d} " + ", ".join(f"{p} {n}" for p, n in sorted(c.items()))
+                                for d, c in sorted(counts.items())), flush=True)
+    if expect is None:
+        return True
+    others = [(t, d, p) for t, d, p in paths if p != expect]
+    if expect == "onepass":
+        for t, d, p in others:
+            print(f"note {t}: {d} ran as {p} (one-pass does not apply there)", flush=True)
+        ran = {d for _, d, p in paths if p == expect}
+        for d in ("forward", "backward"):
+            if d not in ran:
+                fail("paths", f"no {d} call ran the one-pass path")
+        return {"forward", "backward"} <= ran
+    for t, d, p in others:
+        fail(t, f"{d} ran as {p or 'none'}, not the forced {expect}")
+    return not others
 
 
 def run_case(case, seed):
@@ -135,7 +175,8 @@ def run_case(case, seed):
     b1 = fc1.bias.detach().to("cuda", dtype) if bias else None
     b2 = fc2.bias.detach().to("cuda", dtype) if bias else None
 
-    out = fused(x, dy, w1, b1, w2, b2, activation, gate)
+    out = fused(x, dy, w1, b1, w2, b2, activation, gate, tag)
+    ran = f"path fwd={paths[-2][2] or 'none'} bwd={paths[-1][2] or 'none'}"
     torch.cuda.synchronize()
     digests.append((tag, digest_of(out)))
     y, pooled, dx, dw1, db1, dw2, db2 = out
@@ -162,13 +203,13 @@ def run_case(case, seed):
         compare(tag, "db1", db1, fc1.bias.grad, grad_tol)
         compare(tag, "db2", db2, fc2.bias.grad, grad_tol)
 
-    again = fused(x, dy, w1, b1, w2, b2, activation, gate)
+    again = fused(x, dy, w1, b1, w2, b2, activation, gate, tag)
     for name, a, b in zip(("y", "pooled", "dx", "dw1", "db1", "dw2", "db2"), out, again):
         same_bits(tag, f"two calls: {name}", a, b)
 
     if n > 1:  # the last sample alone
         alone = fused(x[-1:].contiguous(memory_format=fmt), dy[-1:].contiguous(memory_format=fmt),
-                      w1, b1, w2, b2, activation, gate)
+                      w1, b1, w2, b2, activation, gate, tag)
         same_bits(tag, "sample alone vs in batch: y", alone[0], y[-1:])
         same_bits(tag, "sample alone vs in batch: pooled", alone[1], pooled[-1:])
         same_bits(tag, "sample alone vs in batch: dx", alone[2], dx[-1:])
@@ -181,11 +222,11 @@ def run_case(case, seed):
         view.copy_(dense)
         return view
 
-    shifted = fused(offset_view(x), offset_view(dy), w1, b1, w2, b2, activation, gate)
+    shifted = fused(offset_view(x), offset_view(dy), w1, b1, w2, b2, activation, gate, tag)
     for name, a, b in zip(("y", "pooled", "dx", "dw1", "db1", "dw2", "db2"), out, shifted):
         same_bits(tag, f"misaligned x: {name}", a, b)
     torch.cuda.synchronize()
-    print(f"ok   {tag}", flush=True)
+    print(f"ok   {tag} ({ran})", flush=True)
 
 
 def run_streams():
@@ -200,7 +241,8 @@ def run_streams():
         w1 = (torch.randn(c // 8, c, generator=gen) / c ** 0.5).cuda()
         w2 = (torch.randn(c, c // 8, generator=gen) / (c // 8) ** 0.5).cuda()
         calls.append((x, torch.randn_like(x), w1, w2))
-    serial = [fused(x, dy, w1, None, w2, None, "relu", "sigmoid") for x, dy, w1, w2 in calls]
+    serial = [fused(x, dy, w1, None, w2, None, "relu", "sigmoid", "streams")
+              for x, dy, w1, w2 in calls]
     torch.cuda.synchronize()
     streams = [torch.cuda.Stream() for _ in calls]
     outs = [None] * len(calls)
@@ -208,7 +250,7 @@ def run_streams():
         for i, (s, (x, dy, w1, w2)) in enumerate(zip(streams, calls)):
             s.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(s):
-                outs[i] = fused(x, dy, w1, None, w2, None, "relu", "sigmoid")
+                outs[i] = fused(x, dy, w1, None, w2, None, "relu", "sigmoid", f"stream {i}")
         torch.cuda.synchronize()
         for i in range(len(calls)):
             for name, a, b in zip(("y", "pooled", "dx", "dw1", "db1", "dw2", "db2"), serial[i], outs[i]):
@@ -235,6 +277,10 @@ def main():
     parser.add_argument("--digest", metavar="FILE",
                         help="write one line per case: its tag and the sha256 of its outputs (compare "
                              "SE_FUSED_CUDA_PATH=twopass against cooperative: the paths must agree bit for bit)")
+    parser.add_argument("--few", action="store_true",
+                        help="four cases only, no streams (for racecheck and synccheck)")
+    parser.add_argument("--expect-path", choices=("twopass", "cooperative", "onepass"),
+                        help="fail when a call did not run this path (onepass: see above)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no GPU")
@@ -246,24 +292,25 @@ def main():
         return 1
     print(f"device: {torch.cuda.get_device_name()}", flush=True)
     cases = CASES + (LARGE_CASES if args.large else [])
+    if args.few:
+        cases = [CASES[i] for i in FEW]
     for seed, case in enumerate(cases):
         try:
             run_case(case, seed)
         except Exception as e:  # noqa: BLE001  (report and go on)
             fail(str(case), f"raised {type(e).__name__}: {e}")
-    try:
-        run_streams()
-    except Exception as e:  # noqa: BLE001
-        fail("streams", f"raised {type(e).__name__}: {e}")
-    try:
-        run_empty()
-    except Exception as e:  # noqa: BLE001
-        fail("N=0", f"raised {type(e).__name__}: {e}")
+    extras = () if args.few else (("streams", run_streams), ("N=0", run_empty))
+    for name, run in extras:
+        try:
+            run()
+        except Exception as e:  # noqa: BLE001
+            fail(name, f"raised {type(e).__name__}: {e}")
+    check_paths(args.expect_path)
     if args.digest:
         with open(args.digest, "w") as f:
             for tag, d in digests:
                 f.write(f"{d} {tag}\n")
-    print(f"{len(failures)} failure(s) in {len(cases) + 2} cases")
+    print(f"{len(failures)} failure(s) in {len(cases) + (0 if args.few else 2)} cases")
     return 1 if failures else 0
 
 
