@@ -11,12 +11,15 @@ Knobs (environment variables):
                           else the compiler's default;
                           "none" for a portable build, "native" for this CPU exactly
   SE_FUSED_PTXAS_VERBOSE=1  print registers, shared memory and spills per kernel
+  (the device code is built with --fmad=false: no a * b + c contracted into an fma)
   CUDA_HOME               the CUDA toolkit; found from nvcc on PATH otherwise
 Install against the torch already present: pip install --no-build-isolation -e .
 """
 import glob
 import os
+import re
 import shutil
+import subprocess
 
 from setuptools import setup
 
@@ -82,6 +85,17 @@ def _cpu_arch_flags():
     return [], "compiler default (no AVX2/FMA/F16C on the build CPU)"
 
 
+def _nvcc_version():
+    """nvcc's release as "13.0.48" (from `nvcc --version`: "..., V13.0.48"), or "unknown"."""
+    try:
+        out = subprocess.run([os.path.join(_cuda_home, "bin", "nvcc"), "--version"],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    match = re.search(r"\bV(\d+\.\d+\.\d+)", out) or re.search(r"release (\d+\.\d+)", out)
+    return match.group(1) if match else "unknown"
+
+
 def _extension():
     with_cuda, why = _want_cuda()
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
@@ -105,10 +119,18 @@ def _extension():
         )
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")) + glob.glob(os.path.join("csrc", "cuda", "*.cu")))
-    nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
+    # --fmad=false: nvcc would contract a * b + c into one fma (its default),
+    # which the host compiler (-ffp-contract=off) and the emulator do not: the
+    # device would round differently from the CPU kernels and the emulator.
+    # The hot loops write their fma explicitly (fmaf, fma), which this keeps.
+    nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "--fmad=false"]
     if os.environ.get("SE_FUSED_PTXAS_VERBOSE") == "1":
         nvcc.append("-Xptxas=-v")
     define_macros.append(("SE_FUSED_WITH_CUDA", "1"))
+    # What se_fused._C.cuda_build_info() reports (csrc/cuda/se_block_launcher.cpp):
+    # string macros for the C++ sources only.
+    archs = os.environ["TORCH_CUDA_ARCH_LIST"]
+    cxx = cxx + [f'-DSE_FUSED_CUDA_ARCHS="{archs}"', f'-DSE_FUSED_NVCC_VERSION="{_nvcc_version()}"']
     print(f"se_fused: building the CPU and CUDA kernels ({why}); "
           f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}, MAX_JOBS={os.environ.get('MAX_JOBS', 'default')}")
     return CUDAExtension(

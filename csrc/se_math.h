@@ -76,63 +76,96 @@ struct AccType<double> {
 template <typename T>
 using acc_t = typename AccType<T>::type;
 
-#if !defined(__CUDA_ARCH__)
-// exp on the host: Cody-Waite reduction x = k ln2 + r, |r| <= ln2 / 2, a
-// Taylor polynomial for exp(r) (degree 13 in double, 7 in float: truncation
-// below the format's rounding), times 2^k built in the exponent bits. No
-// branches and no library call, so the CPU kernels' loops over the gate
-// vectorise (GCC if-converts the clamps only under -fno-trapping-math, which
-// setup.py passes). Accurate to a few ULP; NaN stays NaN; the input is clamped to
-// where 2^k is a normal number (the gate saturates long before).
+// The bits of a float (double) as an integer and back: memcpy on the host,
+// the register moves on the device (no local-memory round trip).
+SE_HOST_DEVICE int32_t se_bits(float v) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_int(v);
+#else
+  int32_t b;
+  __builtin_memcpy(&b, &v, sizeof(v));
+  return b;
+#endif
+}
+SE_HOST_DEVICE int64_t se_bits(double v) {
+#if defined(__CUDA_ARCH__)
+  return __double_as_longlong(v);
+#else
+  int64_t b;
+  __builtin_memcpy(&b, &v, sizeof(v));
+  return b;
+#endif
+}
+SE_HOST_DEVICE float se_from_bits(int32_t b) {
+#if defined(__CUDA_ARCH__)
+  return __int_as_float(b);
+#else
+  float v;
+  __builtin_memcpy(&v, &b, sizeof(v));
+  return v;
+#endif
+}
+SE_HOST_DEVICE double se_from_bits(int64_t b) {
+#if defined(__CUDA_ARCH__)
+  return __longlong_as_double(b);
+#else
+  double v;
+  __builtin_memcpy(&v, &b, sizeof(v));
+  return v;
+#endif
+}
+
+// exp on the host and on the device alike (one function, so that the GPU's
+// bits are the CPU kernels' and the emulator's): Cody-Waite reduction
+// x = k ln2 + r, |r| <= ln2 / 2, a Taylor polynomial for exp(r) (degree 13 in
+// double, 7 in float: truncation below the format's rounding), times 2^k built
+// in the exponent bits. No branches and no library call, so the CPU kernels'
+// loops over the gate vectorise (GCC if-converts the clamps only under
+// -fno-trapping-math, which setup.py passes). Every step is one IEEE operation
+// rounded to nearest: the host builds without contraction (-ffp-contract=off),
+// the device with --fmad=false (setup.py), and the coefficients are constants
+// (the loops unroll and fold). Accurate to a few ULP; NaN stays NaN; the input
+// is clamped to where 2^k is a normal number (the gate saturates long before).
 // ln2 = ln2_hi + ln2_lo with ln2_hi short enough that k * ln2_hi is exact.
 template <typename F, typename I, int kMantissa, int kBias, int kDegree>
-inline F exp_poly(F x, F lo, F hi, F ln2_hi, F ln2_lo) {
+SE_HOST_DEVICE F exp_poly(F x, F lo, F hi, F ln2_hi, F ln2_lo) {
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
   const F shifter = F(1.5) * F(I(1) << kMantissa);  // rounds x / ln2 into the low bits
   const F kd = x * F(1.4426950408889634) + shifter;
   const F k = kd - shifter;
   const F r = (x - k * ln2_hi) - k * ln2_lo;
-  F poly = F(1);
   F inv_fact = F(1);
   F coef[kDegree + 1];
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
   for (int i = 0; i <= kDegree; ++i) {
     coef[i] = inv_fact;
     inv_fact /= F(i + 1);
   }
-  poly = coef[kDegree];
-  for (int i = kDegree - 1; i >= 0; --i) poly = poly * r + coef[i];
-  I kd_bits, shifter_bits;
-  __builtin_memcpy(&kd_bits, &kd, sizeof(F));
-  __builtin_memcpy(&shifter_bits, &shifter, sizeof(F));
-  const I scale_bits = (kd_bits - shifter_bits + I(kBias)) << kMantissa;
-  F scale;
-  __builtin_memcpy(&scale, &scale_bits, sizeof(F));
-  return poly * scale;
-}
+  F poly = coef[kDegree];
+#if defined(__CUDA_ARCH__)
+#pragma unroll
 #endif
+  for (int i = kDegree - 1; i >= 0; --i) poly = poly * r + coef[i];
+  const I scale_bits = (se_bits(kd) - se_bits(shifter) + I(kBias)) << kMantissa;
+  return poly * se_from_bits(scale_bits);
+}
 
 // Past the format's overflow threshold exp is +Inf, as the library's is, so
 // that sigmoid(-Inf) and sigmoid(z) for z below -88.7 (float) or -709.8
 // (double) are exactly 0 as in PyTorch (x * 0 is NaN for an infinite x: the
 // NaN and Inf masks follow the plain block's).
 SE_HOST_DEVICE float se_exp(float v) {
-#if defined(__CUDA_ARCH__)
-  return expf(v);
-#else
   const float e = exp_poly<float, int32_t, 23, 127, 7>(v, -87.0f, 88.0f, 0.693145751953125f,
                                                        1.428606765330187045e-06f);
-  return v > 88.72283905206835f ? __builtin_inff() : e;
-#endif
+  return v > 88.72283905206835f ? INFINITY : e;
 }
 SE_HOST_DEVICE double se_exp(double v) {
-#if defined(__CUDA_ARCH__)
-  return exp(v);
-#else
   const double e = exp_poly<double, int64_t, 52, 1023, 13>(
       v, -708.0, 709.0, 6.93147180369123816490e-01, 1.90821492927058770002e-10);
-  return v > 709.782712893384 ? __builtin_inf() : e;
-#endif
+  return v > 709.782712893384 ? static_cast<double>(INFINITY) : e;
 }
 
 template <typename A>

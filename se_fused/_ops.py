@@ -81,5 +81,8 @@ def _squeeze_excite_backward_fake(dy, x, pooled, z1, z2, w1, w2, activation, gat
 
 
 def has_cuda_kernels() -> bool:
-    """True when this build of se_fused carries the CUDA kernels."""
+    """True when the CUDA kernels are compiled into this build (registered for
+    the CUDA dispatch key). It says nothing about a particular GPU: whether the
+    build runs on device i (its architecture among those compiled, or PTX the
+    driver compiles) is se_fused._cuda.cuda_device_support(i)."""
     return torch._C._dispatch_has_kernel_for_dispatch_key("se_fused::squeeze_excite", "CUDA")

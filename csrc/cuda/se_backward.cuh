@@ -264,7 +264,6 @@ cudaError_t launch_backward_layout(const BwdArgs& a, cudaStream_t stream, SEPath
       if (taken) *taken = SEPath::OnePass;
       return cudaSuccess;
     }
-    (void)cudaGetLastError();
     path = SEPath::Cooperative;  // does not apply here: as the cooperative path, same bits
   }
   if (path == SEPath::Cooperative) {
@@ -279,7 +278,8 @@ cudaError_t launch_backward_layout(const BwdArgs& a, cudaStream_t stream, SEPath
         return cudaSuccess;
       }
     }
-    (void)cudaGetLastError();  // refused: the three-launch path (same bits) instead
+    // refused (se_sync.h cleared its own error; one pending from earlier
+    // work stays, and the first launch reports it): the three-launch path (same bits)
   }
   const int64_t grid = a.g.units;
   cudaError_t err = se_launch(se_bwd_phase1_kernel<T, kNHWC>, grid, kThreads, stream, a);
@@ -301,6 +301,12 @@ size_t se_backward_workspace_bytes(const SEBackwardParams& p) {
 }
 
 template <typename T>
+SEWorkspaceRegions se_backward_workspace_regions(const SEBackwardParams& p) {
+  const BwdLayout L = bwd_layout<T>(p, make_geometry<T>(p, true));
+  return ws_regions<6>({L.part, L.dz2, L.dz1, L.act, L.hscratch, L.psum}, L.total);
+}
+
+template <typename T>
 cudaError_t launch_se_backward(const SEBackwardParams& p, cudaStream_t stream) {
   if (p.N <= 0) return cudaSuccess;
   BwdArgs a;
@@ -308,16 +314,17 @@ cudaError_t launch_se_backward(const SEBackwardParams& p, cudaStream_t stream) {
   a.g = make_geometry<T>(p, true);
   if (a.g.units > kMaxUnits || a.g.wgrad_blocks > kMaxUnits) return cudaErrorInvalidValue;
   const BwdLayout L = bwd_layout<T>(p, a.g);
-  if (p.workspace == nullptr || p.workspace_bytes < L.total) return cudaErrorInvalidValue;
-  char* ws = static_cast<char*>(p.workspace);
-  a.ws = ExciteWs{ws + L.part, a.g.hid_global ? ws + L.hscratch : nullptr, ws + L.dz2,
-                  ws + L.dz1, ws + L.act, a.g.parts > 1 ? ws + L.psum : nullptr};
+  if (!ws_ok(p, L.total)) return cudaErrorInvalidValue;
+  a.ws = ExciteWs{ws_region(p, 0, L.part), a.g.hid_global ? ws_region(p, 4, L.hscratch) : nullptr,
+                  ws_region(p, 1, L.dz2), ws_region(p, 2, L.dz1), ws_region(p, 3, L.act),
+                  a.g.parts > 1 ? ws_region(p, 5, L.psum) : nullptr};
   return p.channels_last ? launch_backward_layout<T, true>(a, stream, p.path_taken)
                          : launch_backward_layout<T, false>(a, stream, p.path_taken);
 }
 
 #define SE_FUSED_INSTANTIATE_BACKWARD(T)                                       \
   template size_t se_backward_workspace_bytes<T>(const SEBackwardParams&);    \
+  template SEWorkspaceRegions se_backward_workspace_regions<T>(const SEBackwardParams&); \
   template cudaError_t launch_se_backward<T>(const SEBackwardParams&, cudaStream_t);
 
 }  // namespace cuda_kernels

@@ -70,7 +70,44 @@ struct SEForwardParams {
   int64_t unit_bytes = 0;
   void* workspace = nullptr;     // se_*_workspace_bytes bytes, 256-byte aligned
   size_t workspace_bytes = 0;
+  // When set, region i of the workspace (se_*_workspace_regions) is
+  // workspace_regions[i], an allocation of its own (nullptr for a region of 0
+  // bytes), instead of workspace + its offset; workspace is then unused. The
+  // launcher sets it under SE_FUSED_CUDA_SEPARATE_WORKSPACE=1, so that
+  // compute-sanitizer memcheck sees an overrun from one region into the next.
+  void* const* workspace_regions = nullptr;
 };
+
+// The workspace's regions, in the order of se_forward.cuh fwd_layout
+// (part, hscratch, psum) and se_backward.cuh bwd_layout (part, dz2, dz1, act,
+// hscratch, psum): bytes[i] is region i's size (a multiple of 256, 0 when the
+// call does not use it); their sum is se_*_workspace_bytes.
+constexpr int kMaxWorkspaceRegions = 6;
+struct SEWorkspaceRegions {
+  int count = 0;
+  size_t bytes[kMaxWorkspaceRegions] = {};
+};
+
+// Host: the regions of a layout whose offsets are `offsets` (in order) and
+// whose end is `total`, as se_*_workspace_regions reports them.
+template <int kCount>
+SEWorkspaceRegions ws_regions(const size_t (&offsets)[kCount], size_t total) {
+  static_assert(kCount <= kMaxWorkspaceRegions, "more regions than SEWorkspaceRegions holds");
+  SEWorkspaceRegions r;
+  r.count = kCount;
+  for (int i = 0; i < kCount; ++i) r.bytes[i] = (i + 1 < kCount ? offsets[i + 1] : total) - offsets[i];
+  return r;
+}
+// Host: region i's address, at `offset` in the one workspace or its own
+// allocation (p.workspace_regions); nullptr when the workspace is missing.
+inline char* ws_region(const SEForwardParams& p, int i, size_t offset) {
+  if (p.workspace_regions != nullptr) return static_cast<char*>(p.workspace_regions[i]);
+  return p.workspace != nullptr ? static_cast<char*>(p.workspace) + offset : nullptr;
+}
+// Host: whether the call's workspace can hold a layout of `total` bytes.
+inline bool ws_ok(const SEForwardParams& p, size_t total) {
+  return p.workspace_regions != nullptr || (p.workspace != nullptr && p.workspace_bytes >= total);
+}
 
 // The backward problem: the forward's fields (y, b1 and b2 unused; pooled,
 // z1 and z2 are the forward's, read only) plus these.
@@ -88,6 +125,20 @@ template <typename T>
 size_t se_forward_workspace_bytes(const SEForwardParams& p);
 template <typename T>
 size_t se_backward_workspace_bytes(const SEBackwardParams& p);
+template <typename T>
+SEWorkspaceRegions se_forward_workspace_regions(const SEForwardParams& p);
+template <typename T>
+SEWorkspaceRegions se_backward_workspace_regions(const SEBackwardParams& p);
+
+// Whether this build has kernels (or PTX the driver can compile) for the
+// current device: cudaSuccess, or the error that asking for a kernel's
+// attributes gave (cudaErrorNoKernelImageForDevice, ...; cleared).
+// se_device.cu.
+cudaError_t se_kernel_image_status();
+// The path SEPath::Auto takes for this problem (se_heuristics.h
+// choose_path), without launching (se_device.cu; T as for the workspace).
+template <typename T>
+SEPath se_auto_path(const SEForwardParams& p, bool backward);
 
 // Forward: two launches (TwoPass) or one (Cooperative, OnePass). Stream-ordered, no
 // host synchronisation, no memset.

@@ -1,13 +1,19 @@
 // Torch interop for the CUDA kernels (se_forward.cuh, se_backward.cuh):
-// argument checks, device guard, dense inputs, one allocation per call for
-// the outputs and the workspace (torch caching allocator, so CUDA graph
-// capture works; no memset, no host synchronisation), the current stream,
-// dtype dispatch, and the path setting SE_FUSED_CUDA_PATH (read once).
+// argument checks, device guard, whether the build runs on the device (checked
+// before anything launches), dense inputs, one allocation per returned tensor
+// and the workspace apart (se_cuda_plan.cpp; torch caching allocator, so CUDA
+// graph capture works; no memset, no host synchronisation), the current
+// stream, dtype dispatch, the path setting SE_FUSED_CUDA_PATH (read once) and
+// the record of the path each call took (se_cuda_plan.h; named in the
+// profiler trace). It also registers the hooks through which se_fused._C
+// answers questions about the CUDA build (se_fused.cpp).
 // The stream comes from c10/cuda/CUDAStream.h (what at::cuda::getCurrentCUDAStream
 // returns) rather than ATen/cuda/CUDAContext.h, which pulls in the cuBLAS,
 // cuSPARSE and cuSOLVER headers that a minimal CUDA toolkit lacks.
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/util/Exception.h>
@@ -15,16 +21,27 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
-#include <algorithm>
+#include <string>
 #include <tuple>
 #include <vector>
 
 #include "cuda/se_block.h"
 #include "se_checks.h"
+#include "se_cuda_plan.h"
+
+#ifndef SE_FUSED_CUDA_ARCHS
+#define SE_FUSED_CUDA_ARCHS "unknown"
+#endif
+#ifndef SE_FUSED_NVCC_VERSION
+#define SE_FUSED_NVCC_VERSION "unknown"
+#endif
 
 namespace se_fused {
 namespace {
@@ -94,56 +111,117 @@ void dispatch_dtype(at::ScalarType dtype, const Fn& fn) {
   }
 }
 
-// Carves one byte buffer into the call's tensors: take(bytes) returns the
-// offset of the next 256-byte aligned piece; view(...) makes a typed tensor
-// of it with set_ (same storage, not an autograd view of the buffer: each
-// output keeps its own version counter, so an in-place op on y, say
-// `out += identity` after an SE block, does not look like a modification of
-// the saved pooled/z1/z2, and no output is a view of a uint8 base).
-struct Carve {
-  int64_t off = 0;
-  int64_t take(int64_t bytes) {
-    const int64_t o = off;
-    off += (bytes + 255) / 256 * 256;
-    return o;
-  }
-  static at::Tensor view(const at::Tensor& buf, int64_t offset, at::ScalarType dtype,
-                         at::IntArrayRef sizes, at::IntArrayRef strides) {
-    const int64_t es = static_cast<int64_t>(c10::elementSize(dtype));
-    at::Tensor t = at::empty({0}, buf.options().dtype(dtype));
-    t.set_(buf.storage(), offset / es, sizes, strides);  // offset: a multiple of 256 bytes
-    return t;
-  }
-  static at::Tensor view(const at::Tensor& buf, int64_t offset, at::ScalarType dtype,
-                         at::IntArrayRef sizes) {
-    std::vector<int64_t> strides(sizes.size(), 1);
-    for (int64_t i = static_cast<int64_t>(sizes.size()) - 2; i >= 0; --i)
-      strides[i] = strides[i + 1] * std::max<int64_t>(sizes[i + 1], 1);
-    return view(buf, offset, dtype, sizes, strides);
-  }
-};
-
-template <typename T>
-size_t forward_workspace(const SEForwardParams& params) {
-  return cuda_kernels::se_forward_workspace_bytes<T>(params);
-}
-template <typename T>
-size_t backward_workspace(const SEBackwardParams& params) {
-  return cuda_kernels::se_backward_workspace_bytes<T>(params);
+std::vector<int64_t> region_bytes(const cuda_kernels::SEWorkspaceRegions& r) {
+  return std::vector<int64_t>(r.bytes, r.bytes + r.count);
 }
 
-// One allocation: y (x's memory format), pooled, z1, z2 (acc dtype) and the
-// workspace. For the no-grad op the state is workspace too (not returned).
+// ---------------------------------------------------------------- the device
+
+static_assert(static_cast<int>(SEPath::TwoPass) == 1 && static_cast<int>(SEPath::Cooperative) == 2 &&
+                  static_cast<int>(SEPath::OnePass) == 3,
+              "se_cuda_plan.h kCudaPathNames numbers the paths as SEPath");
+
+constexpr int kMaxDevices = 64;
+
+// "7.5" for device dev, or "" if the runtime cannot say.
+std::string capability(int dev) {
+  int major = 0, minor = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+    (void)cudaGetLastError();  // ours
+    return "";
+  }
+  return std::to_string(major) + "." + std::to_string(minor);
+}
+
+std::string device_name(int dev) {
+  const std::string cc = capability(dev);
+  std::string sm = cc;
+  sm.erase(std::remove(sm.begin(), sm.end(), '.'), sm.end());
+  return "cuda:" + std::to_string(dev) +
+         (cc.empty() ? std::string(" (compute capability unknown)")
+                     : " (compute capability " + cc + ", sm_" + sm + ")");
+}
+
+// Whether the build has code the current device (dev) runs, cached per device:
+// cudaFuncGetAttributes on a kernel built with the same architectures as all
+// the others (se_device.cu). An error already pending is not cached (nor is
+// it ours: the caller reports it first).
+cudaError_t image_status(int dev) {
+  static std::atomic<int> cache[kMaxDevices];  // 0 unknown, else error + 1
+  const bool cacheable = dev >= 0 && dev < kMaxDevices;
+  if (cacheable) {
+    const int c = cache[dev].load(std::memory_order_relaxed);
+    if (c != 0) return static_cast<cudaError_t>(c - 1);
+  }
+  const cudaError_t err = cuda_kernels::se_kernel_image_status();
+  if (cacheable) cache[dev].store(static_cast<int>(err) + 1, std::memory_order_relaxed);
+  return err;
+}
+
+std::string unsupported_message(int dev, cudaError_t err) {
+  const std::string cc = capability(dev);
+  const std::string list = cc.empty() ? std::string("<its capability>") : cc;
+  return "se_fused: this build has no CUDA code for " + device_name(dev) +
+         ": it was built with TORCH_CUDA_ARCH_LIST=" + SE_FUSED_CUDA_ARCHS + " (nvcc " +
+         SE_FUSED_NVCC_VERSION + "), and the driver finds neither a kernel for this device nor "
+         "PTX it can compile for it (" + cudaGetErrorName(err) + ": " + cudaGetErrorString(err) +
+         "). Rebuild se_fused with the device's architecture in the list, e.g. "
+         "`TORCH_CUDA_ARCH_LIST=\"" + list + "\" pip install --no-build-isolation -e .` "
+         "(or add " + list + " to the list)";
+}
+
+// At the op boundary, before anything launches (the device guard is set):
+// an error pending on this thread from earlier work is reported, not
+// cleared; a device the build has no code for is named with how to rebuild.
+void check_device_ready(int dev) {
+  const cudaError_t pending = cudaPeekAtLastError();
+  TORCH_CHECK(pending == cudaSuccess, "se_fused: a CUDA error from earlier work is pending on this "
+              "thread (", cudaGetErrorName(pending), ": ", cudaGetErrorString(pending),
+              "); nothing was launched. Check the work before this call.");
+  const cudaError_t err = image_status(dev);
+  TORCH_CHECK(err == cudaSuccess, unsupported_message(dev, err));
+}
+
+// Runs launch(&taken) inside the profiler's record of the launch, checks its
+// error, records the path it took (se_cuda_plan.h) and marks it in the trace.
+template <typename Launch>
+void launch_recorded(Direction d, const Launch& launch) {
+  RECORD_FUNCTION(cuda_launch_event(d), std::vector<c10::IValue>());
+  SEPath taken = SEPath::Auto;
+  C10_CUDA_CHECK(launch(&taken));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const int path = static_cast<int>(taken);
+  record_cuda_path(d, path);
+  {
+    RECORD_FUNCTION(cuda_path_event(d, path), std::vector<c10::IValue>());
+  }
+}
+
+// The kernels' view of the planned workspace (se_cuda_plan.cpp): one pointer,
+// or (separate) one per region; ptrs must outlive the launch.
+void set_workspace(SEForwardParams& params, const std::vector<at::Tensor>& ws, size_t total,
+                   bool separate, std::vector<void*>& ptrs) {
+  if (!separate) {
+    params.workspace = ws.at(0).data_ptr();
+    params.workspace_bytes = total;
+    return;
+  }
+  for (const at::Tensor& t : ws) ptrs.push_back(t.defined() ? t.data_ptr() : nullptr);
+  params.workspace_regions = ptrs.data();
+}
+
+// y (x's memory format), pooled, z1, z2 (acc dtype): an allocation each; the
+// workspace apart. For the no-grad op the state is computed all the same.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_forward_cuda(
     const at::Tensor& x, const at::Tensor& w1, const std::optional<at::Tensor>& b1,
     const std::optional<at::Tensor>& w2, const std::optional<at::Tensor>& b2,
     c10::string_view activation, c10::string_view gate, c10::string_view excitation,
     bool residual) {
   const SEProblem p = check_forward(x, w1, b1, w2, b2, {activation, gate, excitation, residual});
-  const c10::cuda::CUDAGuard guard(x.device());
+  const c10::cuda::CUDAGuard device_guard(x.device());
+  check_device_ready(x.get_device());
   const at::Tensor xd = dense_in_format(x, p);
-  const at::ScalarType acc = accumulation_dtype(x.scalar_type());
-  const int64_t acc_size = static_cast<int64_t>(c10::elementSize(acc));
   const at::Tensor w1c = w1.contiguous();
   const std::optional<at::Tensor> w2c = contiguous_optional(w2);
   const std::optional<at::Tensor> b1c = contiguous_optional(b1), b2c = contiguous_optional(b2);
@@ -151,42 +229,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_forwar
   set_common(params, p, w1c, w2c);
   params.b1 = optional_ptr(b1c);
   params.b2 = optional_ptr(b2c);
+  std::vector<int64_t> regions;
   size_t ws_bytes = 0;
   if (p.N > 0) {
-    dispatch_dtype(x.scalar_type(), [&](auto t) { ws_bytes = forward_workspace<decltype(t)>(params); });
+    dispatch_dtype(x.scalar_type(), [&](auto t) {
+      regions = region_bytes(cuda_kernels::se_forward_workspace_regions<decltype(t)>(params));
+      ws_bytes = cuda_kernels::se_forward_workspace_bytes<decltype(t)>(params);
+    });
   }
-  Carve cv;
-  const int64_t o_y = cv.take(xd.numel() * static_cast<int64_t>(xd.element_size()));
-  const int64_t o_p = cv.take(p.N * p.C * acc_size);
-  const int64_t o_z1 = cv.take(p.N * p.hidden * acc_size);
-  const int64_t o_z2 = cv.take(p.N * p.C * acc_size);
-  const int64_t o_ws = cv.take(static_cast<int64_t>(ws_bytes));
-  const at::Tensor buf = at::empty({cv.off}, x.options().dtype(at::kByte));
-  at::Tensor y = Carve::view(buf, o_y, x.scalar_type(), xd.sizes(), xd.strides());
-  at::Tensor pooled = Carve::view(buf, o_p, acc, {p.N, p.C});
-  at::Tensor z1 = Carve::view(buf, o_z1, acc, {p.N, p.hidden});
-  at::Tensor z2 = Carve::view(buf, o_z2, acc, {p.N, p.C});
-  if (p.N == 0) return {y, pooled, z1, z2};
+  const bool separate = separate_workspace();
+  const ForwardAlloc out = plan_forward(xd, p, regions, separate);
+  if (p.N == 0) return {out.y, out.pooled, out.z1, out.z2};
 
   params.x = xd.const_data_ptr();
-  params.y = y.data_ptr();
-  params.pooled = pooled.data_ptr();
-  params.z1 = z1.data_ptr();
-  params.z2 = z2.data_ptr();
-  params.workspace = static_cast<char*>(buf.data_ptr()) + o_ws;
-  params.workspace_bytes = ws_bytes;
+  params.y = out.y.data_ptr();
+  params.pooled = out.pooled.data_ptr();
+  params.z1 = out.z1.data_ptr();
+  params.z2 = out.z2.data_ptr();
+  std::vector<void*> ptrs;
+  set_workspace(params, out.workspace, ws_bytes, separate, ptrs);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  dispatch_dtype(x.scalar_type(), [&](auto t) {
-    C10_CUDA_CHECK(cuda_kernels::launch_se_forward<decltype(t)>(params, stream));
+  launch_recorded(Direction::Forward, [&](SEPath* taken) {
+    params.path_taken = taken;
+    cudaError_t err = cudaSuccess;
+    dispatch_dtype(x.scalar_type(), [&](auto t) {
+      err = cuda_kernels::launch_se_forward<decltype(t)>(params, stream);
+    });
+    return err;
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {y, pooled, z1, z2};
+  return {out.y, out.pooled, out.z1, out.z2};
 }
 
-// Two allocations: dx with the workspace, and the weight gradients together.
-// (One buffer for all would make every weight's .grad, which autograd keeps
-// as it is, a view that pins the dx-sized buffer for as long as the .grad
-// lives.)
+// dx, dw1, db1, dw2, db2: an allocation each (a weight's .grad, which autograd
+// keeps as it is, pins nothing else); the workspace apart.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_excite_backward_cuda(
     const at::Tensor& dy, const at::Tensor& x, const at::Tensor& pooled, const at::Tensor& z1,
     const at::Tensor& z2, const at::Tensor& w1, const std::optional<at::Tensor>& w2,
@@ -194,63 +269,56 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_e
     c10::string_view excitation, bool residual) {
   const SEProblem p = check_backward(dy, x, pooled, z1, z2, w1, w2,
                                      {activation, gate, excitation, residual});
-  const c10::cuda::CUDAGuard guard(x.device());
+  const c10::cuda::CUDAGuard device_guard(x.device());
+  check_device_ready(x.get_device());
   const at::Tensor xd = dense_in_format(x, p);
-  const at::ScalarType wt = w1.scalar_type();
-  const int64_t C = p.C;
-  // b1's size: dw1's rows ([hidden] two FCs, [C] one FC), or one (ECA).
-  const int64_t nb1 = p.kernel_size ? 1 : w1.size(0);
   want_db2 = want_db2 && w2.has_value();
-  if (p.N == 0) {  // the weight gradients of an empty batch are zeros
-    return {at::empty_like(xd), at::zeros_like(w1),
-            want_db1 ? at::zeros({nb1}, w1.options()) : w1.new_empty({0}),
-            w2 ? at::zeros_like(*w2) : w1.new_empty({0}),
-            want_db2 ? at::zeros({C}, w1.options()) : w1.new_empty({0})};
-  }
-  const at::Tensor dyd = dense_in_format(dy, p);
-  const at::Tensor pooledc = pooled.contiguous(), z1c = z1.contiguous(), z2c = z2.contiguous();
   const at::Tensor w1c = w1.contiguous();
   const std::optional<at::Tensor> w2c = contiguous_optional(w2);
   SEBackwardParams params;
   set_common(params, p, w1c, w2c);
+  std::vector<int64_t> regions;
   size_t ws_bytes = 0;
-  dispatch_dtype(x.scalar_type(), [&](auto t) { ws_bytes = backward_workspace<decltype(t)>(params); });
-
-  Carve big;
-  const int64_t o_dx = big.take(xd.numel() * static_cast<int64_t>(xd.element_size()));
-  const int64_t o_ws = big.take(static_cast<int64_t>(ws_bytes));
-  const at::Tensor buf = at::empty({big.off}, x.options().dtype(at::kByte));
-  at::Tensor dx = Carve::view(buf, o_dx, x.scalar_type(), xd.sizes(), xd.strides());
-  const int64_t es = static_cast<int64_t>(c10::elementSize(wt));
-  Carve small;
-  const int64_t o_dw1 = small.take(w1.numel() * es);
-  const int64_t o_dw2 = small.take(w2 ? w2->numel() * es : 0);
-  const int64_t o_db1 = small.take(want_db1 ? nb1 * es : 0);
-  const int64_t o_db2 = small.take(want_db2 ? C * es : 0);
-  const at::Tensor wbuf = at::empty({small.off}, w1.options().dtype(at::kByte));
-  at::Tensor dw1 = Carve::view(wbuf, o_dw1, wt, w1.sizes());
-  at::Tensor dw2 = w2 ? Carve::view(wbuf, o_dw2, wt, w2->sizes()) : w1.new_empty({0});
-  at::Tensor db1 = want_db1 ? Carve::view(wbuf, o_db1, wt, {nb1}) : w1.new_empty({0});
-  at::Tensor db2 = want_db2 ? Carve::view(wbuf, o_db2, wt, {C}) : w1.new_empty({0});
+  if (p.N > 0) {
+    dispatch_dtype(x.scalar_type(), [&](auto t) {
+      regions = region_bytes(cuda_kernels::se_backward_workspace_regions<decltype(t)>(params));
+      ws_bytes = cuda_kernels::se_backward_workspace_bytes<decltype(t)>(params);
+    });
+  }
+  const bool separate = separate_workspace();
+  const BackwardAlloc out = plan_backward(xd, w1, w2, want_db1, want_db2, p, regions, separate);
+  if (p.N == 0) {  // the weight gradients of an empty batch are zeros
+    out.dw1.zero_();
+    out.db1.zero_();
+    out.dw2.zero_();
+    out.db2.zero_();
+    return {out.dx, out.dw1, out.db1, out.dw2, out.db2};
+  }
+  const at::Tensor dyd = dense_in_format(dy, p);
+  const at::Tensor pooledc = pooled.contiguous(), z1c = z1.contiguous(), z2c = z2.contiguous();
 
   params.dy = dyd.const_data_ptr();
   params.x = xd.const_data_ptr();
   params.pooled = const_cast<void*>(pooledc.const_data_ptr());
   params.z1 = const_cast<void*>(z1c.const_data_ptr());
   params.z2 = const_cast<void*>(z2c.const_data_ptr());
-  params.dx = dx.data_ptr();
-  params.dw1 = dw1.data_ptr();
-  params.dw2 = w2 ? dw2.data_ptr() : nullptr;
-  params.db1 = want_db1 ? db1.data_ptr() : nullptr;
-  params.db2 = want_db2 ? db2.data_ptr() : nullptr;
-  params.workspace = static_cast<char*>(buf.data_ptr()) + o_ws;
-  params.workspace_bytes = ws_bytes;
+  params.dx = out.dx.data_ptr();
+  params.dw1 = out.dw1.data_ptr();
+  params.dw2 = w2 ? out.dw2.data_ptr() : nullptr;
+  params.db1 = want_db1 ? out.db1.data_ptr() : nullptr;
+  params.db2 = want_db2 ? out.db2.data_ptr() : nullptr;
+  std::vector<void*> ptrs;
+  set_workspace(params, out.workspace, ws_bytes, separate, ptrs);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  dispatch_dtype(x.scalar_type(), [&](auto t) {
-    C10_CUDA_CHECK(cuda_kernels::launch_se_backward<decltype(t)>(params, stream));
+  launch_recorded(Direction::Backward, [&](SEPath* taken) {
+    params.path_taken = taken;
+    cudaError_t err = cudaSuccess;
+    dispatch_dtype(x.scalar_type(), [&](auto t) {
+      err = cuda_kernels::launch_se_backward<decltype(t)>(params, stream);
+    });
+    return err;
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {dx, dw1, db1, dw2, db2};
+  return {out.dx, out.dw1, out.db1, out.dw2, out.db2};
 }
 
 at::Tensor squeeze_excite_cuda(const at::Tensor& x, const at::Tensor& w1,
@@ -262,6 +330,50 @@ at::Tensor squeeze_excite_cuda(const at::Tensor& x, const at::Tensor& w1,
   return std::get<0>(squeeze_excite_forward_cuda(x, w1, b1, w2, b2, activation, gate,
                                                  excitation, residual));
 }
+
+// ---------------------------------------------------------------- hooks
+
+bool device_support(int index, std::string* message) {
+  const int count = static_cast<int>(c10::cuda::device_count());
+  if (index < 0 || index >= count) {
+    *message = "no CUDA device " + std::to_string(index) + " (this process sees " +
+               std::to_string(count) + ")";
+    return false;
+  }
+  const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(index));
+  const cudaError_t pending = cudaPeekAtLastError();
+  if (pending != cudaSuccess) {  // not ours: reported, not cleared
+    *message = std::string("cannot tell: a CUDA error from earlier work is pending on this thread (") +
+               cudaGetErrorName(pending) + ")";
+    return false;
+  }
+  const cudaError_t err = image_status(index);
+  *message = err == cudaSuccess
+                 ? device_name(index) + ": this build runs on it (TORCH_CUDA_ARCH_LIST=" +
+                       SE_FUSED_CUDA_ARCHS + ")"
+                 : unsupported_message(index, err);
+  return err == cudaSuccess;
+}
+
+int auto_path(Direction d, int64_t N, int64_t C, int64_t HW, int64_t hidden, at::ScalarType dtype,
+              bool channels_last) {
+  SEBackwardParams params;
+  params.N = N;
+  params.C = C;
+  params.HW = HW;
+  params.hidden = hidden;
+  params.excitation = hidden > 0 ? Excitation::TwoFC : Excitation::OneFC;
+  params.channels_last = channels_last;
+  SEPath path = SEPath::TwoPass;
+  dispatch_dtype(dtype, [&](auto t) {
+    path = cuda_kernels::se_auto_path<decltype(t)>(params, d == Direction::Backward);
+  });
+  return static_cast<int>(path);
+}
+
+const CudaHooks kHooks = {SE_FUSED_CUDA_ARCHS, SE_FUSED_NVCC_VERSION, CUDART_VERSION,
+                          &device_support, &auto_path};
+const bool kHooksRegistered = (register_cuda_hooks(&kHooks), true);
 
 }  // namespace
 }  // namespace se_fused

@@ -254,7 +254,6 @@ cudaError_t launch_forward_layout(const FwdArgs& a, cudaStream_t stream, SEPath*
       if (taken) *taken = SEPath::OnePass;
       return cudaSuccess;
     }
-    (void)cudaGetLastError();
     path = SEPath::Cooperative;  // does not apply here: as the cooperative path, same bits
   }
   if (path == SEPath::Cooperative) {
@@ -268,7 +267,8 @@ cudaError_t launch_forward_layout(const FwdArgs& a, cudaStream_t stream, SEPath*
         return cudaSuccess;
       }
     }
-    (void)cudaGetLastError();  // refused: the two-pass kernels (same bits) instead
+    // refused (se_sync.h cleared its own error; one pending from earlier
+    // work stays, and the first two-pass launch reports it): the two-pass kernels (same bits)
   }
   const int64_t grid = a.g.units;
   cudaError_t err = se_launch(se_fwd_phase1_kernel<T, kNHWC>, grid, kThreads, stream, a);
@@ -288,6 +288,12 @@ size_t se_forward_workspace_bytes(const SEForwardParams& p) {
 }
 
 template <typename T>
+SEWorkspaceRegions se_forward_workspace_regions(const SEForwardParams& p) {
+  const FwdLayout L = fwd_layout<T>(p, make_geometry<T>(p, false));
+  return ws_regions<3>({L.part, L.hscratch, L.psum}, L.total);
+}
+
+template <typename T>
 cudaError_t launch_se_forward(const SEForwardParams& p, cudaStream_t stream) {
   if (p.N <= 0) return cudaSuccess;
   FwdArgs a;
@@ -295,10 +301,9 @@ cudaError_t launch_se_forward(const SEForwardParams& p, cudaStream_t stream) {
   a.g = make_geometry<T>(p, false);
   if (a.g.units > kMaxUnits) return cudaErrorInvalidValue;
   const FwdLayout L = fwd_layout<T>(p, a.g);
-  if (p.workspace == nullptr || p.workspace_bytes < L.total) return cudaErrorInvalidValue;
-  char* ws = static_cast<char*>(p.workspace);
-  a.ws = ExciteWs{ws + L.part, a.g.hid_global ? ws + L.hscratch : nullptr, nullptr, nullptr,
-                  nullptr, a.g.parts > 1 ? ws + L.psum : nullptr};
+  if (!ws_ok(p, L.total)) return cudaErrorInvalidValue;
+  a.ws = ExciteWs{ws_region(p, 0, L.part), a.g.hid_global ? ws_region(p, 1, L.hscratch) : nullptr,
+                  nullptr, nullptr, nullptr, a.g.parts > 1 ? ws_region(p, 2, L.psum) : nullptr};
   if (p.excitation == Excitation::TwoFC)
     return p.channels_last ? launch_forward_layout<T, true, true>(a, stream, p.path_taken)
                            : launch_forward_layout<T, false, true>(a, stream, p.path_taken);
@@ -308,6 +313,7 @@ cudaError_t launch_se_forward(const SEForwardParams& p, cudaStream_t stream) {
 
 #define SE_FUSED_INSTANTIATE_FORWARD(T)                                        \
   template size_t se_forward_workspace_bytes<T>(const SEForwardParams&);      \
+  template SEWorkspaceRegions se_forward_workspace_regions<T>(const SEForwardParams&); \
   template cudaError_t launch_se_forward<T>(const SEForwardParams&, cudaStream_t);
 
 }  // namespace cuda_kernels

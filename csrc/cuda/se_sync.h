@@ -13,6 +13,14 @@
 // cudaErrorNotSupported, ...); it never starts a grid that could wait on a
 // block that is not running. The launch code falls back to the two-pass
 // kernels (no waiting at all) on any such error.
+//
+// Errors: the runtime keeps one "last error" per host thread, and a refused
+// launch leaves its error there. Every function below first peeks at it: an
+// error already pending (from earlier work, not ours) is returned as it is,
+// with nothing launched and nothing cleared, so the caller reports it; the
+// error of our own refused call is cleared (none of them is sticky) and
+// returned, so that the fallback starts clean. Nothing here clears an error it
+// did not cause.
 #pragma once
 
 #include <cooperative_groups.h>
@@ -38,11 +46,14 @@ constexpr int kMaxDevices = 64;  // per-device caches below
 __device__ __forceinline__ void se_grid_sync() { cooperative_groups::this_grid().sync(); }
 
 // An ordinary launch on `stream`; returns the launch error, if any.
+// An error pending from earlier work is returned, and nothing launched.
 template <typename Args>
 cudaError_t se_launch(void (*kernel)(Args), int64_t grid, int threads, cudaStream_t stream,
                       const Args& args) {
+  const cudaError_t pending = cudaPeekAtLastError();
+  if (pending != cudaSuccess) return pending;
   kernel<<<static_cast<unsigned>(grid), static_cast<unsigned>(threads), 0, stream>>>(args);
-  return cudaGetLastError();
+  return cudaGetLastError();  // this launch's error, the one it raised
 }
 
 // A cooperative launch (every block co-resident, or an error and nothing
@@ -62,8 +73,10 @@ cudaError_t se_launch_cooperative(void (*kernel)(Args), int64_t grid, int thread
   attr[0].val.cooperative = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
+  const cudaError_t pending = cudaPeekAtLastError();
+  if (pending != cudaSuccess) return pending;  // not ours: reported, not cleared
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args);
-  if (err != cudaSuccess) (void)cudaGetLastError();  // not sticky: clear it for the fallback
+  if (err != cudaSuccess) (void)cudaGetLastError();  // our refused launch's (not sticky): cleared
   return err;
 }
 
@@ -81,9 +94,14 @@ template <auto Kernel>
 cudaError_t se_allow_dynamic_smem(size_t bytes) {
   static std::atomic<size_t> allowed[kMaxDevices];
   static std::mutex m;
+  const cudaError_t pending = cudaPeekAtLastError();
+  if (pending != cudaSuccess) return pending;  // not ours: reported, not cleared
   int dev = 0;
   cudaError_t err = cudaGetDevice(&dev);
-  if (err != cudaSuccess) return err;
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // ours
+    return err;
+  }
   const bool cacheable = dev >= 0 && dev < kMaxDevices;
   if (cacheable && allowed[dev].load(std::memory_order_acquire) >= bytes) return cudaSuccess;
   std::lock_guard<std::mutex> lock(m);
@@ -91,7 +109,7 @@ cudaError_t se_allow_dynamic_smem(size_t bytes) {
   err = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(bytes));
   if (err != cudaSuccess) {
-    (void)cudaGetLastError();
+    (void)cudaGetLastError();  // ours
     return err;
   }
   if (cacheable) allowed[dev].store(bytes, std::memory_order_release);
@@ -105,9 +123,14 @@ template <auto Kernel>
 cudaError_t se_resident_blocks(int threads, int* out, size_t smem = 0) {
   constexpr size_t kStep = 8192, kSteps = 32;
   static std::atomic<int> cache[kMaxDevices * kSteps];
+  const cudaError_t pending = cudaPeekAtLastError();
+  if (pending != cudaSuccess) return pending;  // not ours: reported, not cleared
   int dev = 0;
   cudaError_t err = cudaGetDevice(&dev);
-  if (err != cudaSuccess) return err;
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // ours
+    return err;
+  }
   const size_t slot = smem % kStep == 0 && smem / kStep < kSteps && dev >= 0 && dev < kMaxDevices
                           ? static_cast<size_t>(dev) * kSteps + smem / kStep
                           : kMaxDevices * kSteps;  // not cached
@@ -120,9 +143,11 @@ cudaError_t se_resident_blocks(int threads, int* out, size_t smem = 0) {
   }
   int sms = 0, per_sm = 0;
   err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  if (err != cudaSuccess) return err;
-  err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, threads, smem);
-  if (err != cudaSuccess) return err;
+  if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, threads, smem);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // ours (no image for the device, ...)
+    return err;
+  }
   *out = per_sm * sms;
   if (slot < kMaxDevices * kSteps && *out > 0) cache[slot].store(*out, std::memory_order_relaxed);
   return cudaSuccess;
