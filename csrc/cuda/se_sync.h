@@ -33,6 +33,12 @@ namespace cuda_kernels {
 
 constexpr int kMaxDevices = 64;  // per-device caches below
 
+// kernel<<<grid, block, smem, stream>>>, a macro only because the CPU emulator
+// (tests/cuda_emu) compiles this file as C++, where <<<>>> does not parse.
+#ifndef SE_LAUNCH_CHEVRON
+#define SE_LAUNCH_CHEVRON(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
+#endif
+
 // Grid-wide barrier (memory ordered: writes before it are visible to every
 // block after it). Only in kernels launched with se_launch_cooperative.
 __device__ __forceinline__ void se_grid_sync() { cooperative_groups::this_grid().sync(); }
@@ -41,7 +47,7 @@ __device__ __forceinline__ void se_grid_sync() { cooperative_groups::this_grid()
 template <typename Args>
 cudaError_t se_launch(void (*kernel)(Args), int64_t grid, int threads, cudaStream_t stream,
                       const Args& args) {
-  kernel<<<static_cast<unsigned>(grid), static_cast<unsigned>(threads), 0, stream>>>(args);
+  SE_LAUNCH_CHEVRON(kernel, static_cast<unsigned>(grid), static_cast<unsigned>(threads), 0, stream)(args);
   return cudaGetLastError();
 }
 
