@@ -3,7 +3,7 @@
 // y = x * s or dx = dy * s + g rounded once to T. Nothing here synchronises.
 #pragma once
 
-#include <cuda/se_sync.h>  // first: the emulator replaces it (CUDA keywords)
+#include <cuda/se_sync.h>  // first: the emulator's wraps it (CUDA keywords)
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

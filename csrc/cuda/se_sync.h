@@ -1,8 +1,8 @@
-// Everything by which a thread waits for, or starts, other threads: the one
-// header the CPU emulator (tests/cuda_emu/include/cuda/se_sync.h) replaces,
-// by being found first on the include path (kernels include it as
-// <cuda/se_sync.h>; setup.py puts csrc/ on the path, the emulator puts its own
-// directory before it). Nothing else in csrc/cuda/ uses __shared__, <<<...>>>,
+// Everything by which a thread waits for, or starts, other threads. The CPU
+// emulator compiles this file against its emulated runtime: its own
+// tests/cuda_emu/include/cuda/se_sync.h, found first on the include path
+// (kernels include <cuda/se_sync.h>; setup.py puts csrc/ on the path), defines
+// the hooks below and includes this one. Nothing else in csrc/cuda/ uses __shared__, <<<...>>>,
 // a cooperative launch or a grid barrier directly.
 //
 // Progress: the only inter-block wait in csrc/cuda/ is se_grid_sync(), and it
