@@ -1,9 +1,9 @@
 """The CUDA kernels of csrc/cuda/, run on the CPU by the emulator in
-tests/cuda_emu/ (no GPU needed): g++ compiles the kernel sources unchanged
-with tests/cuda_emu/main.cpp, the include path putting the emulator's
-tests/cuda_emu/include/cuda/se_sync.h (the synchronisation primitives,
-launches and shared memory, on CPU fibers) before csrc/cuda/se_sync.h, under
-AddressSanitizer; the binary runs its `quick` case set: forward and backward
+tests/cuda_emu/ (no GPU needed): g++ compiles the kernel sources and
+csrc/cuda/se_sync.h unchanged with tests/cuda_emu/main.cpp, the include path
+putting the emulator's include/ first (its cuda/se_sync.h wraps the real one;
+its cuda_runtime.h and cooperative_groups.h are the emulated runtime, on CPU
+fibers), under AddressSanitizer; the binary runs its `quick` case set: forward and backward
 against a float64 reference on every path (two-pass, cooperative, one-pass,
 a refused cooperative launch, one-pass falling back), bit-for-bit
 determinism across paths, resident-block counts and alignments, batch
@@ -177,3 +177,84 @@ def test_cuda_waits_only_under_cooperative_launch():
         for m in re.finditer(r"se_launch(_cooperative)?\((\w+)", code):
             if m.group(2).endswith("_coop_kernel"):
                 assert m.group(1), f"{m.group(2)} launched without a cooperative launch in {name}"
+
+
+# tests/cuda_emu/selftest.cpp: each check of the emulator on a tiny kernel that breaks
+# one rule (must abort or exit non-zero naming it), and the good kernels and the real
+# csrc/cuda/se_sync.h on the emulated runtime (must pass).
+SELFTEST_GOOD = ("good", "runtime", "se_sync")
+SELFTEST_BAD = {
+    "misaligned_global_load": "misaligned 16-byte access",
+    "misaligned_shared_store": "misaligned 16-byte access",
+    "misaligned_dynamic_load": "misaligned 16-byte access",
+    "shuffle_partial_mask": "does not include the calling lane",
+    "shuffle_exited_lane": "names an exited lane",
+    "shuffle_lane_elsewhere": "never came",
+    "shuffle_divergent": "meet in different shuffles",
+    "shuffle_offset": "shuffle offset 32 out of range",
+    "shuffle_width": "shuffle width 24 at",
+    "race_read_after_write": "results change with the thread schedule",
+    "race_write_after_read": "results change with the thread schedule",
+    "race_reduction_reuse": "results change with the thread schedule",
+    "grid_sync_outside_cooperative": "grid sync outside a cooperative launch",
+}
+
+
+@pytest.fixture(scope="module")
+def selftest(tmp_path_factory):
+    """(path of the emulator's selftest binary, environment), built like the emulator."""
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no g++ on PATH")
+    cuda_inc = _cuda_include_dirs()
+    if cuda_inc is None:
+        pytest.skip("CUDA headers (cuda_runtime_api.h, cuda_fp16.h, crt/, nv/target) not found")
+    tmp_path = tmp_path_factory.mktemp("emu_selftest")
+    flags = ["-std=c++20", "-O1", "-pthread", "-g1"]
+    env = dict(os.environ)
+    env.pop("EMU_SCHED", None)  # the default (mixed) schedules: the race checks need them
+    if os.environ.get("SE_FUSED_EMU_SANITIZE", "1") != "0" and _asan_works(cxx, tmp_path):
+        flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
+        env["ASAN_OPTIONS"] = "detect_leaks=0:" + env.get("ASAN_OPTIONS", "")
+    exe = str(tmp_path / "emu_selftest")
+    incs = ["-I" + d for d in [os.path.join(EMU, "include"), os.path.join(REPO, "csrc"),
+                               os.path.join(REPO, "csrc", "cuda"), EMU] + cuda_inc]
+    cc = _run([cxx, *flags, *incs, os.path.join(EMU, "selftest.cpp"), "-o", exe], 300)
+    assert cc.returncode == 0, f"compiling tests/cuda_emu/selftest.cpp failed:\n{cc.stdout[-20000:]}"
+    return exe, env
+
+
+def test_emulator_selftest_lists_every_check(selftest):
+    exe, env = selftest
+    run = _run([exe, "list"], 60, env=env)
+    assert run.returncode == 0, run.stdout
+    listed = [tuple(line.split()) for line in run.stdout.strip().splitlines()]
+    assert sorted(listed) == sorted([("good", g) for g in SELFTEST_GOOD] +
+                                    [("bad", b) for b in SELFTEST_BAD]), listed
+
+
+@pytest.mark.parametrize("name", SELFTEST_GOOD)
+def test_emulator_selftest_good_kernels_and_se_sync_pass(selftest, name):
+    """Checked 16-byte accesses, shuffles and barriers used rightly give the same bits on
+    every schedule; the emulated runtime's rules (errors, occupancy, shared-memory opt-in,
+    cooperative refusals, sticky errors); the real se_sync.h's launch, occupancy cache,
+    opt-in and grid barrier on it."""
+    exe, env = selftest
+    run = _run([exe, name], 120, env=env)
+    assert run.returncode == 0 and f"ok {name}" in run.stdout, (
+        f"selftest {name} failed (exit status {run.returncode}):\n{run.stdout[-5000:]}")
+
+
+@pytest.mark.parametrize("name", sorted(SELFTEST_BAD))
+def test_emulator_selftest_check_fires(selftest, name):
+    """Each broken kernel ends the run with the fault named: a misaligned 16-byte access
+    (global, static and dynamic shared memory), a shuffle whose mask leaves out a caller
+    or names a lane that exits or waits elsewhere, lanes at different shuffles, an offset
+    or width out of range, a missing barrier (read-after-write and write-after-read on
+    shared memory, and a block reduction's buffer reused without one: the adversarial
+    schedules change the result), a grid barrier outside a cooperative launch."""
+    exe, env = selftest
+    run = _run([exe, name], 120, env=env)
+    assert run.returncode != 0, f"selftest {name} passed, but its check should have fired:\n{run.stdout[-3000:]}"
+    assert SELFTEST_BAD[name] in run.stdout, (
+        f"selftest {name}: exit status {run.returncode} without '{SELFTEST_BAD[name]}':\n{run.stdout[-3000:]}")

@@ -3,7 +3,7 @@
 // y = x * s or dx = dy * s + g rounded once to T. Nothing here synchronises.
 #pragma once
 
-#include <cuda/se_sync.h>  // first: the emulator replaces it (CUDA keywords)
+#include <cuda/se_sync.h>  // first: the emulator's wraps it (CUDA keywords)
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -164,9 +164,22 @@ __device__ __forceinline__ int misalign(const T* p) {
   return (a % sizeof(T)) ? -1 : static_cast<int>((a & 15u) / sizeof(T));
 }
 
+// Every plain 16-byte load or store (global or shared memory) is ld16 / st16,
+// the cache-hinted global ones ld16_last / st16_stream. The CPU emulator
+// defines SE_CHECK_ALIGNED16 to check the address (a misaligned one faults on
+// a GPU); here it is nothing.
+#ifndef SE_CHECK_ALIGNED16
+#define SE_CHECK_ALIGNED16(p) ((void)0)
+#endif
 template <typename T>
 __device__ __forceinline__ uint4 ld16(const T* p) {
+  SE_CHECK_ALIGNED16(p);
   return *reinterpret_cast<const uint4*>(p);
+}
+template <typename T>
+__device__ __forceinline__ void st16(T* p, uint4 v) {
+  SE_CHECK_ALIGNED16(p);
+  *reinterpret_cast<uint4*>(p) = v;
 }
 // Last use of the data: evict-first, keep L2 for what is still to be read.
 template <typename T>

@@ -27,11 +27,6 @@
 namespace se_fused {
 namespace cuda_kernels {
 
-template <typename T>
-__device__ __forceinline__ void st16(T* p, uint4 v) {
-  *reinterpret_cast<uint4*>(p) = v;
-}
-
 // NHWC: the staged tile's row stride (elements).
 template <typename T>
 __device__ __forceinline__ int64_t onepass_ld(int64_t len) {

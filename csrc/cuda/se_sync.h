@@ -1,8 +1,8 @@
-// Everything by which a thread waits for, or starts, other threads: the one
-// header the CPU emulator (tests/cuda_emu/include/cuda/se_sync.h) replaces,
-// by being found first on the include path (kernels include it as
-// <cuda/se_sync.h>; setup.py puts csrc/ on the path, the emulator puts its own
-// directory before it). Nothing else in csrc/cuda/ uses __shared__, <<<...>>>,
+// Everything by which a thread waits for, or starts, other threads. The CPU
+// emulator compiles this file against its emulated runtime: its own
+// tests/cuda_emu/include/cuda/se_sync.h, found first on the include path
+// (kernels include <cuda/se_sync.h>; setup.py puts csrc/ on the path), defines
+// the hooks below and includes this one. Nothing else in csrc/cuda/ uses __shared__, <<<...>>>,
 // a cooperative launch or a grid barrier directly.
 //
 // Progress: the only inter-block wait in csrc/cuda/ is se_grid_sync(), and it
@@ -41,6 +41,12 @@ namespace cuda_kernels {
 
 constexpr int kMaxDevices = 64;  // per-device caches below
 
+// kernel<<<grid, block, smem, stream>>>, a macro only because the CPU emulator
+// (tests/cuda_emu) compiles this file as C++, where <<<>>> does not parse.
+#ifndef SE_LAUNCH_CHEVRON
+#define SE_LAUNCH_CHEVRON(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
+#endif
+
 // Grid-wide barrier (memory ordered: writes before it are visible to every
 // block after it). Only in kernels launched with se_launch_cooperative.
 __device__ __forceinline__ void se_grid_sync() { cooperative_groups::this_grid().sync(); }
@@ -52,7 +58,7 @@ cudaError_t se_launch(void (*kernel)(Args), int64_t grid, int threads, cudaStrea
                       const Args& args) {
   const cudaError_t pending = cudaPeekAtLastError();
   if (pending != cudaSuccess) return pending;
-  kernel<<<static_cast<unsigned>(grid), static_cast<unsigned>(threads), 0, stream>>>(args);
+  SE_LAUNCH_CHEVRON(kernel, static_cast<unsigned>(grid), static_cast<unsigned>(threads), 0, stream)(args);
   return cudaGetLastError();  // this launch's error, the one it raised
 }
 

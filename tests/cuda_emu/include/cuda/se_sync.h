@@ -1,49 +1,25 @@
-// The emulator's stand-in for csrc/cuda/se_sync.h, found first on the
-// include path (-Itests/cuda_emu/include before -Icsrc): the same names,
-// implemented by emu.h on CPU threads. Everything else in csrc/cuda/ compiles
-// unchanged as C++ (emu.h defines the CUDA keywords and intrinsics it uses).
+// The emulator's <cuda/se_sync.h>, found first on the include path
+// (-Itests/cuda_emu/include before -Icsrc): it compiles the real
+// csrc/cuda/se_sync.h (its launches, occupancy, shared-memory opt-in and grid
+// barrier) against the emulated runtime (include/cuda_runtime.h,
+// include/cooperative_groups.h, emu.h), with two hooks defined first and the
+// two shared-memory declarations replaced after:
+//   SE_LAUNCH_CHEVRON  kernel<<<grid, block, smem, stream>>> (not C++): emu::chevron
+//   SE_CHECK_ALIGNED16 (se_load.cuh ld16 / st16): every plain 16-byte access checked
+//   SE_SHARED          a reference to the block slot's arena (0xff at every block start)
+//   SE_DYNAMIC_SHARED  a heap block of exactly the launch's dynamic bytes per block
+//                      slot, 0xff at every block start (ASan sees an access past it,
+//                      an unstaged byte reads as NaN)
 #pragma once
 
-#include "../../emu.h"
+#include <cuda_runtime.h>  // the emulated runtime (this directory)
 
-#include <cstdint>
+#define SE_LAUNCH_CHEVRON(kernel, grid, block, smem, stream) ::emu::chevron(kernel, grid, block, smem, stream)
+#define SE_CHECK_ALIGNED16(p) ::emu::check_align16(p)
 
-namespace se_fused {
-namespace cuda_kernels {
+#include_next <cuda/se_sync.h>
 
-#define SE_SHARED(Type, name) Type& name = emu::shared<Type>()
-// The launch's dynamic shared memory: a heap block of exactly the launch's
-// bytes per block slot (AddressSanitizer catches accesses past it).
-#define SE_DYNAMIC_SHARED(name) unsigned char* name = emu::dynamic_shared()
-
-inline void se_grid_sync() { emu::grid_sync(); }
-
-template <typename Args>
-cudaError_t se_launch(void (*kernel)(Args), int64_t grid, int threads, cudaStream_t, const Args& args) {
-  return emu::launch(grid, threads, [&] { kernel(args); });
-}
-
-template <typename Args>
-cudaError_t se_launch_cooperative(void (*kernel)(Args), int64_t grid, int threads, cudaStream_t,
-                                  const Args& args, size_t smem = 0) {
-  return emu::launch_cooperative(grid, threads, [&] { kernel(args); }, smem);
-}
-
-// The opt-in above 48 KB: accepted up to the emulated per-block limit.
-template <auto Kernel>
-cudaError_t se_allow_dynamic_smem(size_t bytes) {
-  return bytes <= emu::kMaxDynamicSmem ? cudaSuccess : cudaErrorInvalidValue;
-}
-
-// The whole emulated device: g_resident blocks (whatever their shared memory).
-template <auto Kernel>
-cudaError_t se_resident_blocks(int, int* out, size_t = 0) {
-  *out = emu::g_resident;
-  return cudaSuccess;
-}
-
-}  // namespace cuda_kernels
-}  // namespace se_fused
-
-inline cudaError_t emu_cudaGetLastError() { return cudaSuccess; }
-#define cudaGetLastError emu_cudaGetLastError
+#undef SE_SHARED
+#define SE_SHARED(Type, name) Type& name = ::emu::shared<Type>()
+#undef SE_DYNAMIC_SHARED
+#define SE_DYNAMIC_SHARED(name) unsigned char* name = ::emu::dynamic_shared()
