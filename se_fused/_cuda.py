@@ -9,6 +9,11 @@ _DTYPES = {torch.float32: "float32", torch.float64: "float64",
            torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
 
+def cpu_build_info() -> str:
+    """The -march the CPU kernels were compiled with, and why (setup.py)."""
+    return _C.cpu_build_info()
+
+
 def cuda_build_info() -> "dict | None":
     """The CUDA build's settings, or None in a CPU-only build: "archs" (the
     TORCH_CUDA_ARCH_LIST it was built with), "cuda_runtime" (the CUDA runtime

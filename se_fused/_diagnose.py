@@ -22,7 +22,8 @@ import torch
 
 CUDA_PATHS = ("twopass", "cooperative", "onepass")
 
-# Forward: y within 1 ULP of the float64 block. Gradients: max |got - ref| over
+# Forward: y within 1 ULP of the float64 block (float64 x: within 1e-13 of it,
+# relative to max |y|, since the reference rounds as often as the kernel). Gradients: max |got - ref| over
 # max |ref|, per dtype (the tests bound them tighter, relative to eager's own error).
 GRAD_TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 5e-3,
                   torch.bfloat16: 3e-2}
@@ -108,10 +109,17 @@ def run_case(case, device: str, seed: int):
     problems = []
     if y.dtype != dtype or y.shape != x.shape:
         problems.append(f"y is {y.dtype} {tuple(y.shape)}")
-    ulps = ((y.detach().cpu().double() - y_ref.detach()).abs() / _ulp(y_ref.detach(), dtype))
-    worst_ulp = ulps.max().item() if ulps.numel() else 0.0
-    if not worst_ulp <= 1.0:
-        problems.append(f"y {worst_ulp:.3g} ULP from float64")
+    y_err = (y.detach().cpu().double() - y_ref.detach()).abs()
+    if dtype == torch.float64:  # the reference rounds as often as the kernel: relative bound
+        worst = (y_err.max().item() / max(y_ref.abs().max().item(), 1e-300)) if y.numel() else 0.0
+        fwd = f"fwd {worst:.1e}"
+        if not worst <= 1e-13:
+            problems.append(f"y off by {worst:.3g} of max |ref| (tolerance 1e-13)")
+    else:
+        worst = (y_err / _ulp(y_ref.detach(), dtype)).max().item() if y.numel() else 0.0
+        fwd = f"fwd {worst:.2f} ULP"
+        if not worst <= 1.0:
+            problems.append(f"y {worst:.3g} ULP from float64")
     worst_grad = 0.0
     grads = [("dx", xd.grad, x_ref.grad)] + [
         (f"d{name}", p.grad, q.grad) for (name, p), q in
@@ -126,7 +134,7 @@ def run_case(case, device: str, seed: int):
         worst_grad = max(worst_grad, err)
         if not err <= tol:
             problems.append(f"{name} off by {err:.3g} of max |ref| (tolerance {tol:.1g})")
-    detail = f"fwd {worst_ulp:.2f} ULP, bwd {worst_grad:.1e}"
+    detail = f"{fwd}, bwd {worst_grad:.1e}"
     return not problems, f"{detail} {paths}".rstrip() + ("; " + "; ".join(problems) if problems else "")
 
 
