@@ -51,8 +51,8 @@ constexpr int kMaxDevices = 64;  // per-device caches below
 // block after it). Only in kernels launched with se_launch_cooperative.
 __device__ __forceinline__ void se_grid_sync() { cooperative_groups::this_grid().sync(); }
 
-// An ordinary launch on `stream`; returns the launch error, if any.
-// An error pending from earlier work is returned, and nothing launched.
+// An ordinary launch on `stream`; returns the launch error, if any (an error
+// pending from earlier work is returned instead, and nothing launched).
 template <typename Args>
 cudaError_t se_launch(void (*kernel)(Args), int64_t grid, int threads, cudaStream_t stream,
                       const Args& args) {
