@@ -7,6 +7,8 @@ from . import _C  # noqa: F401  (loads the library: schema, kernels, autograd, a
 
 _ops = torch.ops.se_fused
 
+from . import _plain  # noqa: E402,F401  (the plain computation: fallbacks and exporters)
+
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """dtype of the pooled means and of every intermediate of the gate."""
@@ -83,3 +85,4 @@ def _squeeze_excite_backward_fake(dy, x, pooled, z1, z2, w1, w2, activation, gat
 def has_cuda_kernels() -> bool:
     """True when this build of se_fused carries the CUDA kernels."""
     return torch._C._dispatch_has_kernel_for_dispatch_key("se_fused::squeeze_excite", "CUDA")
+
