@@ -29,12 +29,15 @@ class FusedSEBlock(SEBlock):
                 w2, b2 = second["weight"], second["bias"]
             else:
                 w2 = b2 = None
+                if w1.dim() == 3:  # ECA: the Conv1d weight [1, 1, k] as [k] (a view)
+                    w1 = w1.view(-1)
         except KeyError:  # a weight under a parametrization or pruning
             w1, b1 = layer_weights(layers["0"])
-            w2, b2 = (layer_weights(layers["2"]) if self.excitation_kind == "two_fc"
-                      else (None, None))
-        if w1.dim() == 3:  # ECA: the Conv1d weight [1, 1, k] as [k] (a view)
-            w1 = w1.view(-1)
+            w2, b2 = (None, None)
+            if self.excitation_kind == "two_fc":
+                w2, b2 = layer_weights(layers["2"])
+            elif w1.dim() == 3:
+                w1 = w1.view(-1)
         return _squeeze_excite(x, w1, b1, w2, b2, self.activation, self.gate,
                                self.excitation_kind, self.residual)
 
@@ -151,13 +154,14 @@ class FusedSEAdapter(nn.Module):
                 w2 = b2 = None
             else:
                 fc2 = self._params(self._fc2)
-                w2, b2 = fc2["weight"], fc2["bias"]
+                w2, b2 = _as_matrix(fc2["weight"]), fc2["bias"]
         except KeyError:  # a weight under a parametrization or pruning
             w1, b1 = layer_weights(self._layer(self._fc1))
-            w2, b2 = (None, None) if self._fc2 is None else layer_weights(self._layer(self._fc2))
+            w2 = b2 = None
+            if self._fc2 is not None:
+                w2, b2 = layer_weights(self._layer(self._fc2))
+                w2 = _as_matrix(w2)
         w1 = _as_vector(w1) if self._eca else _as_matrix(w1)
-        if w2 is not None:
-            w2 = _as_matrix(w2)
         if spec.norm is not None:
             norm = self._modules[spec.norm]
             if norm.training:

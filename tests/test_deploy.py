@@ -462,3 +462,41 @@ def test_empty_map(shape, layout, device):
     assert yf.shape == yp.shape and yf.stride() == yp.stride() and yf.dtype == yp.dtype
     assert gf.shape == gp.shape and gf.stride() == gp.stride()
     torch.testing.assert_close(wf, wp, equal_nan=True)
+
+
+def test_script_and_revert_norm_between_the_fcs():
+    pytest.importorskip("timm")
+    from timm.layers.squeeze_excite import SEModule
+    torch.manual_seed(0)
+    original = SEModule(32, rd_ratio=0.25, norm_layer=nn.BatchNorm2d)
+    with torch.no_grad():
+        original.bn.running_mean.uniform_(-0.5, 0.5)
+        original.bn.running_var.uniform_(0.5, 2.0)
+    x = _x(SHAPES[1])
+    original.eval()
+    with torch.no_grad():
+        before = original(x)
+    fused = se_fused.convert(original)
+    assert isinstance(fused, FusedSEAdapter)
+    state = copy.deepcopy(fused.state_dict())
+    for training in (False, True):
+        fused.train(training)
+        with torch.no_grad():
+            want = fused(x)
+        a, b = _script_roundtrip(fused, x)
+        assert torch.equal(a, want) and torch.equal(b, want)
+    fused.load_state_dict(state)  # the running statistics from before training mode
+    back = se_fused.revert(fused.eval())
+    assert back is original and not back.training
+    with torch.no_grad():
+        assert torch.equal(back(x), before)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_script_on_device(device):
+    plain, fused = _pair(device, bias=True, residual=True)
+    x = _x(SHAPES[2], device)
+    with torch.no_grad():
+        want = fused(x)
+    a, b = _script_roundtrip(fused, x)
+    assert torch.equal(a, want) and torch.equal(b, want)
