@@ -15,7 +15,9 @@ and, as ONNX ops, the symbolic for the TorchScript ONNX exporter (dynamo=False).
 from typing import List, Optional
 
 import torch
+import torch._decomp
 import torch.nn.functional as F
+from torch._subclasses.fake_tensor import is_fake
 
 _ACT = {"relu": F.relu, "silu": F.silu, "hardswish": F.hardswish}
 _GATE = {"sigmoid": torch.sigmoid, "hardsigmoid": F.hardsigmoid}
@@ -83,8 +85,16 @@ torch.library.register_vmap("se_fused::squeeze_excite", _vmap_rule)
 # ---------------------------------------------------------------------------------------
 # ONNX: the dynamo exporter decomposes with torch._decomp.decomposition_table.
 # ---------------------------------------------------------------------------------------
-torch._decomp.register_decomposition(torch.ops.se_fused.squeeze_excite.default)(
-    plain_squeeze_excite)
+@torch._decomp.register_decomposition(torch.ops.se_fused.squeeze_excite.default)
+def _decomposition(x, w1, b1, w2, b2, activation, gate, excitation="two_fc", residual=False):
+    """The plain computation, except for FakeTensorMode outside an ONNX export: under
+    dynamic shapes it reads this table before the op's own fake kernel, which must stay
+    what torch.compile sees (the fused op's output layout)."""
+    args = (x, w1, b1, w2, b2, activation, gate, excitation, residual)
+    if is_fake(x) and not torch.onnx.is_in_onnx_export():
+        from ._ops import _squeeze_excite_fake
+        return _squeeze_excite_fake(*args)
+    return plain_squeeze_excite(*args)
 
 
 def _onnx_symbolic(g, x, w1, b1, w2, b2, activation, gate, excitation, residual):

@@ -500,3 +500,26 @@ def test_script_on_device(device):
         want = fused(x)
     a, b = _script_roundtrip(fused, x)
     assert torch.equal(a, want) and torch.equal(b, want)
+
+
+@pytest.mark.compile
+def test_compile_dynamic_keeps_the_fused_op():
+    # FakeTensorMode reads torch._decomp's table (where the ONNX decomposition is) before
+    # an op's fake kernel under dynamic shapes: it must still see the fused op's layout
+    import se_fused._plain as plain_module
+    _, fused = _pair()
+    compiled = torch.compile(fused, dynamic=True, fullgraph=True)
+    calls = []
+    real = plain_module.plain_squeeze_excite
+    plain_module.plain_squeeze_excite = lambda *a: calls.append(a) or real(*a)
+    try:
+        for shape in [(2, 32, 5, 5), (3, 32, 7, 7), (3, 32, 1, 7)]:
+            x = _x(shape).to(memory_format=torch.channels_last).requires_grad_(True)
+            y = compiled(x)
+            with torch.no_grad():
+                want = fused(x)
+            assert torch.equal(y, want) and y.stride() == want.stride()
+            y.sum().backward()
+    finally:
+        plain_module.plain_squeeze_excite = real
+    assert not calls
