@@ -118,8 +118,8 @@ def _onnx_symbolic(g, x, w1, b1, w2, b2, activation, gate, excitation, residual)
             z = g.op("Relu", z)
         elif activation == "silu":
             z = g.op("Mul", z, g.op("Sigmoid", z))
-        else:
-            z = g.op("HardSwish", z)
+        else:  # hardswish(z) = z * hardsigmoid(z) (ONNX HardSwish needs opset 14)
+            z = g.op("Mul", z, g.op("HardSigmoid", z, alpha_f=1.0 / 6, beta_f=0.5))
         z = fc(z, w2, b2)
     elif excitation == "one_fc":
         z = fc(pooled, w1, b1)
