@@ -8,9 +8,20 @@
 //                                  pooled, z1, z2, w1, w2 if any);
 //                                  none: the backend's y-only kernel.
 //   _squeeze_excite_backward --Autograd--> refuses double backward.
+//
+// Where neither serves, squeeze_excite runs the plain computation
+// (se_fused::_squeeze_excite_plain, se_fused/_plain.py: ATen ops, whose own
+// derivatives and batching rules apply): under forward-mode AD (an input with a
+// tangent; the C++ node has no forward derivative), inside a torch.func
+// transform (grad, jvp, vjp, jacrev, ...: functorch refuses C++ autograd
+// Functions; vmap has its own rule, which runs the fused op on merged batch
+// dims), and for an empty map (the kernels need one element; the plain block
+// returns an empty y).
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/SymBool.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -49,6 +60,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> call_forward(
           .typed<std::tuple<Tensor, Tensor, Tensor, Tensor>(
               const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
               const OptTensor&, c10::string_view, c10::string_view, c10::string_view, bool)>();
+  return op.call(x, w1, b1, w2, b2, activation, gate, excitation, residual);
+}
+
+// The plain computation, an op of the Python package (se_fused/_plain.py).
+Tensor call_plain(const Tensor& x, const Tensor& w1, const OptTensor& b1, const OptTensor& w2,
+                  const OptTensor& b2, c10::string_view activation, c10::string_view gate,
+                  c10::string_view excitation, bool residual) {
+  static const auto op = [] {
+    auto handle = c10::Dispatcher::singleton().findSchema({"se_fused::_squeeze_excite_plain", ""});
+    TORCH_CHECK(handle.has_value(),
+                "se_fused: forward-mode AD, torch.func transforms and empty maps run the plain "
+                "computation, se_fused::_squeeze_excite_plain, which `import se_fused` defines");
+    return handle->typed<Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
+                                const OptTensor&, c10::string_view, c10::string_view,
+                                c10::string_view, bool)>();
+  }();
   return op.call(x, w1, b1, w2, b2, activation, gate, excitation, residual);
 }
 
@@ -114,6 +141,26 @@ class SqueezeExcite : public torch::autograd::Function<SqueezeExcite> {
 
 bool requires_grad(const Tensor& t) { return t.requires_grad(); }
 bool requires_grad(const OptTensor& t) { return t.has_value() && t->requires_grad(); }
+bool has_tangent(const Tensor& t) { return t._fw_grad(/*level=*/0).defined(); }
+bool has_tangent(const OptTensor& t) { return t.has_value() && has_tangent(*t); }
+
+// Whether the plain computation must run instead of the fused kernels (see the top).
+bool needs_plain(const Tensor& x, const Tensor& w1, const OptTensor& b1, const OptTensor& w2,
+                 const OptTensor& b2) {
+  for (int64_t d = 2; d < x.dim(); ++d) {
+    if (TORCH_GUARD_SIZE_OBLIVIOUS(x.sym_size(d).sym_eq(0))) return true;  // empty map
+  }
+  if (has_tangent(x) || has_tangent(w1) || has_tangent(b1) || has_tangent(w2) ||
+      has_tangent(b2)) {
+    return true;
+  }
+  // Inside a torch.func transform (functorch includes its back-mode key while one
+  // is on its stack): functorch refuses C++ autograd nodes, and only ATen ops carry
+  // its derivative and batching rules. vmap's own rule (se_fused/_plain.py) calls the
+  // op with its level popped, so vmap alone reaches the fused kernels.
+  return c10::impl::tls_is_dispatch_key_included(
+      c10::DispatchKey::FuncTorchDynamicLayerBackMode);
+}
 
 Tensor squeeze_excite_autograd(const Tensor& x, const Tensor& w1, const OptTensor& b1,
                                const OptTensor& w2, const OptTensor& b2,
@@ -122,6 +169,9 @@ Tensor squeeze_excite_autograd(const Tensor& x, const Tensor& w1, const OptTenso
   const bool record = at::GradMode::is_enabled() &&
                       (requires_grad(x) || requires_grad(w1) || requires_grad(w2) ||
                        requires_grad(b1) || requires_grad(b2));
+  if (needs_plain(x, w1, b1, w2, b2)) {
+    return call_plain(x, w1, b1, w2, b2, activation, gate, excitation, residual);
+  }
   if (record) {
     return SqueezeExcite::apply(x, w1, b1, w2, b2, activation, gate, excitation, residual)[0];
   }

@@ -5,7 +5,7 @@ extension; everything fused needs se_fused._C, and says so when it failed to loa
 from ._variants import ACTIVATIONS, GATES
 from .reference import SEBlock
 
-_FUSED = ("FusedSEBlock", "FusedSEAdapter", "squeeze_excitation", "convert",
+_FUSED = ("FusedSEBlock", "FusedSEAdapter", "squeeze_excitation", "convert", "revert",
           "has_cuda_kernels", "accumulation_dtype")
 __all__ = ["SEBlock", "ACTIVATIONS", "GATES", *_FUSED]
 __version__ = "0.1.0"
@@ -14,7 +14,7 @@ try:
     from ._ops import accumulation_dtype, has_cuda_kernels
     from .functional import squeeze_excitation
     from .modules import FusedSEAdapter, FusedSEBlock
-    from ._convert import convert
+    from ._convert import convert, revert
 except ImportError as _error:  # the compiled extension is missing or does not load
     _load_error = _error
 

@@ -16,7 +16,8 @@ from typing import Dict, List, Optional
 from torch import nn
 
 from ._match import SOURCES_READ, Unsupported, looks_like_se, read_spec, reader
-from .modules import fuse, is_fused
+from .modules import FusedSEBlock, fuse, is_fused
+from .reference import SEBlock
 
 
 def convert(model: nn.Module) -> nn.Module:
@@ -104,3 +105,55 @@ def convert(model: nn.Module) -> nn.Module:
             f"unchanged; they run as before:\n"
             + "\n".join(lines), UserWarning, stacklevel=2)
     return root
+
+
+def _original(fused: nn.Module) -> nn.Module:
+    """The module convert replaced by fused, holding fused's children again (the same
+    objects, so the same parameter tensors), in fused's training mode."""
+    twin_of = fused.__dict__.get("_se_fused_module")  # a TorchScript twin (_script.py)
+    if twin_of is not None:
+        fused = twin_of[0]
+    original = fused.__dict__.get("_original")
+    if original is None:
+        if not isinstance(fused, FusedSEBlock):
+            raise ValueError(f"se_fused.revert: {type(fused).__name__} does not know the "
+                             f"module it replaced (it was pickled by an older se_fused)")
+        original = SEBlock.__new__(SEBlock)  # a FusedSEBlock built directly
+        original.__dict__.update(fused.__dict__)
+        original.__dict__["_modules"] = dict(fused._modules)
+        return original
+    for name, child in fused._modules.items():
+        original._modules[name] = child
+    original.training = fused.training
+    return original
+
+
+def revert(model: nn.Module) -> nn.Module:
+    """The inverse of convert, in place: every fused module in model (FusedSEAdapter,
+    FusedSEBlock, and the TorchScript form torch.jit.script leaves in a fused module's
+    place) becomes the module convert replaced, holding the same children and parameter
+    tensors, so that model computes what it did before convert, bit for bit. A
+    FusedSEBlock built directly becomes an SEBlock. Returns model (or, when model itself
+    is fused, the module it replaced)."""
+    done: Dict[int, nn.Module] = {}
+    seen = set()
+
+    def visit(parent: nn.Module) -> None:
+        if id(parent) in seen:
+            return
+        seen.add(id(parent))
+        for name, child in list(parent._modules.items()):
+            if child is None:
+                continue
+            if is_fused(child):
+                if id(child) not in done:
+                    done[id(child)] = _original(child)
+                    visit(done[id(child)])
+                parent._modules[name] = done[id(child)]
+            else:
+                visit(child)
+
+    if is_fused(model):
+        model = _original(model)
+    visit(model)
+    return model

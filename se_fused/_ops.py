@@ -7,6 +7,8 @@ from . import _C  # noqa: F401  (loads the library: schema, kernels, autograd, a
 
 _ops = torch.ops.se_fused
 
+from . import _plain  # noqa: E402,F401  (the plain computation: fallbacks and exporters)
+
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """dtype of the pooled means and of every intermediate of the gate."""
@@ -86,3 +88,4 @@ def has_cuda_kernels() -> bool:
     build runs on device i (its architecture among those compiled, or PTX the
     driver compiles) is se_fused._cuda.cuda_device_support(i)."""
     return torch._C._dispatch_has_kernel_for_dispatch_key("se_fused::squeeze_excite", "CUDA")
+

@@ -21,17 +21,30 @@ class FusedSEBlock(SEBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         layers = self._modules["excitation"]._modules
-        first = layers["0"]._parameters
-        w1 = first["weight"]
-        if self.excitation_kind == "two_fc":
-            second = layers["2"]._parameters
-            w2, b2 = second["weight"], second["bias"]
-        else:
-            w2 = b2 = None
-            if w1.dim() == 3:  # ECA: the Conv1d weight [1, 1, k] as [k] (a view)
+        try:
+            first = layers["0"]._parameters
+            w1, b1 = first["weight"], first["bias"]
+            if self.excitation_kind == "two_fc":
+                second = layers["2"]._parameters
+                w2, b2 = second["weight"], second["bias"]
+            else:
+                w2 = b2 = None
+                if w1.dim() == 3:  # ECA: the Conv1d weight [1, 1, k] as [k] (a view)
+                    w1 = w1.view(-1)
+        except KeyError:  # a weight under a parametrization or pruning
+            w1, b1 = layer_weights(layers["0"])
+            w2, b2 = (None, None)
+            if self.excitation_kind == "two_fc":
+                w2, b2 = layer_weights(layers["2"])
+            elif w1.dim() == 3:
                 w1 = w1.view(-1)
-        return _squeeze_excite(x, w1, first["bias"], w2, b2, self.activation, self.gate,
+        return _squeeze_excite(x, w1, b1, w2, b2, self.activation, self.gate,
                                self.excitation_kind, self.residual)
+
+    def __prepare_scriptable__(self):
+        """torch.jit.script's form of this module: see se_fused/_script.py."""
+        from ._script import scriptable
+        return scriptable(self)
 
     @classmethod
     def from_module(cls, module: nn.Module) -> nn.Module:
@@ -44,6 +57,17 @@ class FusedSEBlock(SEBlock):
 # ---------------------------------------------------------------------------
 # the fused module for third-party SE blocks
 # ---------------------------------------------------------------------------
+def layer_weights(layer: nn.Module):
+    """(weight, bias) of an FC or ECA layer whose weight is not a plain parameter: under
+    torch.nn.utils.parametrize (weight_norm, spectral_norm, orthogonal, ...: computed on
+    access) or pruning and the old weight_norm (recomputed by their forward pre-hooks,
+    which run here since the fused forward never calls the layer)."""
+    for hook in list(layer._forward_pre_hooks.values()):
+        if type(hook).__module__.startswith("torch.nn.utils."):
+            hook(layer, ())
+    return layer.weight, getattr(layer, "bias", None)
+
+
 def _as_matrix(weight: torch.Tensor) -> torch.Tensor:
     # Conv2d 1x1 weight [out, in, 1, 1] -> [out, in]: a view (also for channels_last
     # weights, whose size-1 dims carry no stride), so gradients land in the conv weight.
@@ -90,8 +114,9 @@ class FusedSEAdapter(nn.Module):
         self.source = source_name(original)
         self.training = original.training
         self._derive_from_spec()
-        # Not a child (its children are this module's): only for a norm in training.
-        self.__dict__["_original"] = original if spec.norm is not None else None
+        # Not a child (its children are this module's): for a norm in training, and what
+        # se_fused.revert puts back.
+        self.__dict__["_original"] = original
 
     def _derive_from_spec(self):
         # What forward needs per call, derived once from the spec.
@@ -114,16 +139,29 @@ class FusedSEAdapter(nn.Module):
             m = m._modules[name]
         return m._parameters
 
+    def _layer(self, path):
+        m = self
+        for name in path:
+            m = m._modules[name]
+        return m
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.spec
-        fc1 = self._params(self._fc1)
-        w1, b1 = fc1["weight"], fc1["bias"]
-        w1 = _as_vector(w1) if self._eca else _as_matrix(w1)
-        if self._fc2 is None:
+        try:
+            fc1 = self._params(self._fc1)
+            w1, b1 = fc1["weight"], fc1["bias"]
+            if self._fc2 is None:
+                w2 = b2 = None
+            else:
+                fc2 = self._params(self._fc2)
+                w2, b2 = _as_matrix(fc2["weight"]), fc2["bias"]
+        except KeyError:  # a weight under a parametrization or pruning
+            w1, b1 = layer_weights(self._layer(self._fc1))
             w2 = b2 = None
-        else:
-            fc2 = self._params(self._fc2)
-            w2, b2 = _as_matrix(fc2["weight"]), fc2["bias"]
+            if self._fc2 is not None:
+                w2, b2 = layer_weights(self._layer(self._fc2))
+                w2 = _as_matrix(w2)
+        w1 = _as_vector(w1) if self._eca else _as_matrix(w1)
         if spec.norm is not None:
             norm = self._modules[spec.norm]
             if norm.training:
@@ -131,6 +169,11 @@ class FusedSEAdapter(nn.Module):
             w1, b1 = _fold_norm(norm, w1, b1)
         return _squeeze_excite(x, w1, b1, w2, b2, self._activation, spec.gate,
                                spec.excitation, spec.residual)
+
+    def __prepare_scriptable__(self):
+        """torch.jit.script's form of this module: see se_fused/_script.py."""
+        from ._script import scriptable
+        return scriptable(self)
 
     def extra_repr(self) -> str:
         spec = self.spec
@@ -154,6 +197,7 @@ def _fused_se_block(m: SEBlock, spec: SESpec) -> FusedSEBlock:
     for name, child in m.named_children():
         setattr(fused, name, child)
     fused.training = m.training
+    fused.__dict__["_original"] = m  # what se_fused.revert puts back (not a child)
     return fused
 
 
@@ -186,4 +230,6 @@ def from_module(module: nn.Module) -> nn.Module:
 
 
 def is_fused(module: nn.Module) -> bool:
-    return isinstance(module, (FusedSEBlock, FusedSEAdapter))
+    """A fused module, or the TorchScript form torch.jit.script left in its place."""
+    return (isinstance(module, (FusedSEBlock, FusedSEAdapter))
+            or getattr(type(module), "_se_fused_scripted", False))

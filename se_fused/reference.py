@@ -65,10 +65,11 @@ class SEBlock(nn.Module):
         self.excitation = nn.Sequential(*layers, GATE_MODULES[gate]())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c = x.shape[:2]
-        spatial = tuple(range(2, x.dim()))
+        # written so that torch.jit.script compiles it
+        n, c = x.shape[0], x.shape[1]
+        spatial = [d for d in range(2, x.dim())]
         pooled = self.squeeze(x) if x.dim() == 4 else x.mean(dim=spatial)
         eca = self.excitation_kind.startswith("eca")
         s = self.excitation(pooled.view(n, 1, c) if eca else pooled.view(n, c))
-        s = s.view(n, c, *(1 for _ in spatial))
+        s = s.view([n, c] + [1 for _ in spatial])
         return x * s + x if self.residual else x * s
