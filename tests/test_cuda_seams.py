@@ -252,7 +252,7 @@ def _function_body(src, name):
             return src[body:i]
 
 
-@pytest.mark.parametrize("fn,launch", [("se_launch", "<<<"),
+@pytest.mark.parametrize("fn,launch", [("se_launch", "SE_LAUNCH_CHEVRON("),
                                        ("se_launch_cooperative", "cudaLaunchKernelEx("),
                                        ("se_allow_dynamic_smem", "cudaFuncSetAttribute("),
                                        ("se_resident_blocks", "cudaOccupancyMaxActiveBlocksPerMultiprocessor(")])
