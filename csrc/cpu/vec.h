@@ -183,8 +183,12 @@ inline Reg<double> load_reg<double, double>(const double* p) {
 
 template <>
 inline Reg<double> load_reg<double, float>(const float* p) {
-#if defined(__AVX__) && !defined(__AVX512F__)  // (GCC lowers the generic conversion to
-  return (Reg<double>)_mm256_cvtps_pd(_mm_loadu_ps(p));   // two halves and an insert)
+// (GCC lowers the generic conversion to two halves, two conversions and an
+// insert: five instructions where one conversion from memory does.)
+#if defined(__AVX512F__)
+  return (Reg<double>)_mm512_cvtps_pd(_mm256_loadu_ps(p));
+#elif defined(__AVX__)
+  return (Reg<double>)_mm256_cvtps_pd(_mm_loadu_ps(p));
 #else
   typedef float Floats __attribute__((vector_size(kRegBytes / 2)));
   Floats f;
