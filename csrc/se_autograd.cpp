@@ -29,7 +29,30 @@
 #include <string>
 #include <tuple>
 
+#include "se_plain.h"
+
 namespace se_fused {
+
+// The plain computation, an op of the Python package (se_fused/_plain.py)
+// (declared in se_plain.h: the backends call it for an empty map too).
+at::Tensor call_plain(const at::Tensor& x, const at::Tensor& w1,
+                      const std::optional<at::Tensor>& b1, const std::optional<at::Tensor>& w2,
+                      const std::optional<at::Tensor>& b2, c10::string_view activation,
+                      c10::string_view gate, c10::string_view excitation, bool residual) {
+  using Tensor = at::Tensor;
+  using OptTensor = std::optional<at::Tensor>;
+  static const auto op = [] {
+    auto handle = c10::Dispatcher::singleton().findSchema({"se_fused::_squeeze_excite_plain", ""});
+    TORCH_CHECK(handle.has_value(),
+                "se_fused: forward-mode AD, torch.func transforms and empty maps run the plain "
+                "computation, se_fused::_squeeze_excite_plain, which `import se_fused` defines");
+    return handle->typed<Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
+                                const OptTensor&, c10::string_view, c10::string_view,
+                                c10::string_view, bool)>();
+  }();
+  return op.call(x, w1, b1, w2, b2, activation, gate, excitation, residual);
+}
+
 namespace {
 
 using at::Tensor;
@@ -63,21 +86,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> call_forward(
   return op.call(x, w1, b1, w2, b2, activation, gate, excitation, residual);
 }
 
-// The plain computation, an op of the Python package (se_fused/_plain.py).
-Tensor call_plain(const Tensor& x, const Tensor& w1, const OptTensor& b1, const OptTensor& w2,
-                  const OptTensor& b2, c10::string_view activation, c10::string_view gate,
-                  c10::string_view excitation, bool residual) {
-  static const auto op = [] {
-    auto handle = c10::Dispatcher::singleton().findSchema({"se_fused::_squeeze_excite_plain", ""});
-    TORCH_CHECK(handle.has_value(),
-                "se_fused: forward-mode AD, torch.func transforms and empty maps run the plain "
-                "computation, se_fused::_squeeze_excite_plain, which `import se_fused` defines");
-    return handle->typed<Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
-                                const OptTensor&, c10::string_view, c10::string_view,
-                                c10::string_view, bool)>();
-  }();
-  return op.call(x, w1, b1, w2, b2, activation, gate, excitation, residual);
-}
 
 using BackwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 

@@ -53,13 +53,18 @@ def test_wrong_shapes_name_the_tensor(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_empty_map_under_inference_mode_is_a_value_error(device):
-    # elsewhere an empty map runs the plain computation (tests/test_deploy.py); under
-    # inference_mode the autograd layer that chooses it is skipped
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_empty_map_under_inference_mode_is_the_plain_blocks(device, layout):
+    # inference_mode skips the autograd layer (which sends an empty map to the plain
+    # computation, tests/test_deploy.py): the backend's y-only kernel does it itself
     x = torch.randn(2, 8, 0, 4, device=device)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
     w = make_weights(8, 2, False, torch.float32, device)
-    with torch.inference_mode(), pytest.raises(ValueError, match="non-empty spatial map"):
-        SE(x, w["w1"], w["w2"])
+    plain = x * torch.sigmoid(torch.randn(2, 8, 1, 1, device=device))
+    with torch.inference_mode():
+        y = SE(x, w["w1"], w["w2"])
+    assert y.shape == plain.shape and y.stride() == plain.stride() and y.dtype == x.dtype
 
 
 @pytest.mark.parametrize("device", DEVICES)

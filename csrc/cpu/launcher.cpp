@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "cpu/kernels.h"
+#include "se_plain.h"
 
 namespace se_fused::cpu {
 namespace {
@@ -48,6 +49,8 @@ at::Tensor squeeze_excite_cpu(const at::Tensor& x, const at::Tensor& w1, const O
                               const OptTensor& w2, const OptTensor& b2,
                               c10::string_view activation, c10::string_view gate,
                               c10::string_view excitation, bool residual) {
+  if (has_empty_map(x))  // the plain block's empty y (se_plain.h)
+    return call_plain(x, w1, b1, w2, b2, activation, gate, excitation, residual);
   return forward_cpu(x, w1, b1, w2, b2, {activation, gate, excitation, residual}, nullptr);
 }
 
