@@ -11,8 +11,11 @@
 //
 //   main [quick|full|big] [SUBSTRING]   (default: quick; SUBSTRING filters cases by name)
 //
-// One line per case ("ok ..." or "FAIL ..."), then "N passed, M failed".
-// Exit status 0 iff all passed. EMU_CASE_TIMEOUT (seconds, default 60) bounds
+// One line per case ("ok ..." or "FAIL ..."; with EMU_DIGEST=1 ending in
+// "digest=<16 hex>", cases.h digest_of the two-pass outputs, which
+// tests/test_cuda_emulation.py compares with digests/quick.txt), then
+// "N passed, M failed". Exit status 0 iff all passed. The cases, their inputs
+// and the digest are cases.h's (shared with gpu_digest.cu). EMU_CASE_TIMEOUT (seconds, default 60) bounds
 // each case: a hang prints "TIMEOUT <case>" and exits 2.
 #include "cuda/se_forward_f32.cu"
 #include "cuda/se_forward_f64.cu"
