@@ -8,8 +8,13 @@ against a float64 reference on every path (two-pass, cooperative, one-pass,
 a refused cooperative launch, one-pass falling back), bit-for-bit
 determinism across paths, resident-block counts and alignments, batch
 invariance, and three concurrent launch sequences on a device with fewer
-block slots than units per sample (plus a one-pass launch beside them). See
-tests/cuda_emu/README.md.
+block slots than units per sample (plus a one-pass launch beside them); and each
+case's digest (every output of forward and backward) against the stored
+tests/cuda_emu/digests/quick.txt, so that a change of bits shows even where every
+path changed alike (SE_FUSED_EMU_UPDATE_DIGESTS=1 rewrites the file from the run).
+Also: compare_digests.py's GPU comparison on made-up digests, and the GPU digest
+driver (tests/cuda_emu/gpu_digest.cu) compiled by nvcc for sm_90 if nvcc is
+present. See tests/cuda_emu/README.md.
 
 Skips when g++ or the CUDA headers (cuda_fp16.h etc.; no CUDA runtime is
 needed) cannot be found. SE_FUSED_EMU_SANITIZE=0 builds without ASan.
@@ -25,6 +30,9 @@ import pytest
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
 EMU = os.path.join(TESTS, "cuda_emu")
+sys.path.insert(0, EMU)
+import compare_digests  # noqa: E402  (tests/cuda_emu/compare_digests.py)
+sys.path.pop(0)
 NEEDED = ("cuda_runtime_api.h", "crt/host_defines.h", "vector_types.h", "cuda_fp16.h", "cuda_bf16.h")
 
 
@@ -70,8 +78,12 @@ def emulator(tmp_path_factory):
     if cuda_inc is None:
         pytest.skip("CUDA headers (cuda_runtime_api.h, cuda_fp16.h, crt/, nv/target) not found")
     tmp_path = tmp_path_factory.mktemp("emu")
-    flags = ["-std=c++20", "-O1", "-pthread", "-g1"]
+    # -ffp-contract=off: no fused multiply-adds beyond the kernels' own fmaf/fma
+    # (g++ contracts by default where the target has FMA, e.g. -march=native or
+    # aarch64): the stored digests are the bits of the written operations.
+    flags = ["-std=c++20", "-O1", "-pthread", "-g1", "-ffp-contract=off"]
     env = dict(os.environ)
+    env["EMU_DIGEST"] = "1"
     if os.environ.get("SE_FUSED_EMU_SANITIZE", "1") != "0" and _asan_works(cxx, tmp_path):
         flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
         # Leak checking needs ptrace rights some containers lack, and finds nothing here.
@@ -97,6 +109,16 @@ def test_cuda_kernels_on_cpu_emulator(emulator):
     lines = run.stdout.strip().splitlines()
     assert run.returncode == 0 and lines and lines[-1].endswith(" passed, 0 failed"), (
         f"CUDA kernel emulation failed (exit status {run.returncode}):\n{run.stdout[-20000:]}")
+    # Every case's digest (all outputs of forward and backward) against the stored ones:
+    # a kernel change that moves any bit shows here, even where every path moved alike.
+    got, _ = compare_digests.parse_emu_output(run.stdout)
+    if os.environ.get("SE_FUSED_EMU_UPDATE_DIGESTS") == "1":
+        compare_digests.write_stored(got)
+        return
+    n, report = compare_digests.compare(compare_digests.read_stored(), got)
+    assert n == 0, (f"{n} case digest(s) differ from tests/cuda_emu/digests/quick.txt:\n{report}\n"
+                    f"If the change of bits is intended, regenerate (and say why in the commit):\n"
+                    f"  {compare_digests.REGENERATE}")
 
 
 def test_gpu_model_geometry_is_the_kernels(emulator):
@@ -258,3 +280,61 @@ def test_emulator_selftest_check_fires(selftest, name):
     assert run.returncode != 0, f"selftest {name} passed, but its check should have fired:\n{run.stdout[-3000:]}"
     assert SELFTEST_BAD[name] in run.stdout, (
         f"selftest {name}: exit status {run.returncode} without '{SELFTEST_BAD[name]}':\n{run.stdout[-3000:]}")
+
+
+# tests/cuda_emu/compare_digests.py, as tests/cuda_emu/gpu_digest.sh uses it on a GPU's
+# digests, and the GPU driver tests/cuda_emu/gpu_digest.cu compiled as for a GPU.
+def test_compare_digests_reports_equal_differ_missing(tmp_path):
+    stored = tmp_path / "stored.txt"
+    stored.write_text("# made up\nfp32 N1 C3 case a 00000000000000aa\nfp32 case b 00000000000000bb\n"
+                      "case c 00000000000000cc\n")
+    gpu = tmp_path / "gpu_digests.txt"
+    paths = ["twopass:twopass/twopass", "cooperative:cooperative/cooperative", "onepass:cooperative/onepass"]
+    gpu.write_text("".join(f"fp32 N1 C3 case a {p} 00000000000000aa\n" for p in paths) +  # equal
+                   "".join(f"fp32 case b {p} {'00000000000000bb' if i else '00000000000000b0'}\n"
+                           for i, p in enumerate(paths)) +                               # differs on one path
+                   f"case d {paths[0]} 00000000000000dd\n")                             # c missing, d extra
+    out = tmp_path / "gpu_vs_emu.txt"
+    script = os.path.join(EMU, "compare_digests.py")
+    run = _run([sys.executable, script, "gpu", str(gpu), "--stored", str(stored), "--out", str(out)], 60)
+    assert run.returncode == 1, run.stdout
+    assert run.stdout.strip().splitlines()[-1] == "gpu vs emulator: 1 equal, 3 differ (of 4)", run.stdout
+    report = out.read_text()
+    assert "equal  fp32 N1 C3 case a onepass:cooperative/onepass gpu=00000000000000aa emu=00000000000000aa" in report
+    assert "DIFFER fp32 case b twopass:twopass/twopass gpu=00000000000000b0 emu=00000000000000bb" in report
+    assert "MISSING case c twopass,cooperative,onepass" in report and "EXTRA  case d" in report
+    # a case on only some paths is not equal; every path equal passes
+    gpu.write_text("".join(f"fp32 N1 C3 case a {p} 00000000000000aa\n" for p in paths))
+    stored.write_text("fp32 N1 C3 case a 00000000000000aa\n")
+    run = _run([sys.executable, script, "gpu", str(gpu), "--stored", str(stored), "--out", str(out)], 60)
+    assert run.returncode == 0 and run.stdout.strip().endswith("gpu vs emulator: 1 equal, 0 differ (of 1)")
+    gpu.write_text(f"fp32 N1 C3 case a {paths[0]} 00000000000000aa\n")
+    run = _run([sys.executable, script, "gpu", str(gpu), "--stored", str(stored), "--out", str(out)], 60)
+    assert run.returncode == 1 and run.stdout.strip().endswith("gpu vs emulator: 0 equal, 1 differ (of 1)")
+    # the emulator's side: a missing, an extra and a differing case each named
+    emu_out = ("ok   fp32 N1 C3 case a   K=1 P=1/1 0.01s digest=00000000000000ab\n"
+               "ok   case e                K=2 P=1/1 0.02s digest=00000000000000ee\n2 passed, 0 failed\n")
+    stored.write_text("fp32 N1 C3 case a 00000000000000aa\ncase c 00000000000000cc\n")
+    run = _run([sys.executable, script, "emu", "-", "--stored", str(stored)], 60, input=emu_out)
+    assert run.returncode == 1, run.stdout
+    for name in ("missing (stored, not produced): case c", "extra (produced, not stored): case e",
+                 "DIFFER: fp32 N1 C3 case a: stored 00000000000000aa, now 00000000000000ab"):
+        assert name in run.stdout, run.stdout
+
+
+def test_stored_digests_name_each_quick_case_once():
+    stored = compare_digests.read_stored()
+    assert len(stored) >= 50 and any(n.startswith("concurrent") for n in stored), sorted(stored)
+
+
+def test_gpu_digest_driver_compiles_for_sm90(tmp_path):
+    """gpu_digest.cu (the host driver; the kernels are the extension's .cu files)
+    compiles with nvcc for sm_90, --fmad=false, the flags gpu_digest.sh builds with."""
+    nvcc = shutil.which("nvcc") or next((p for p in [os.path.join(os.environ.get("CUDA_HOME", ""), "bin", "nvcc"),
+                                                    "/usr/local/cuda/bin/nvcc"] if os.path.exists(p)), None)
+    if nvcc is None:
+        pytest.skip("no nvcc")
+    env = dict(os.environ, NVCC=nvcc, TORCH_CUDA_ARCH_LIST="9.0")
+    obj = tmp_path / "gpu_digest.o"
+    run = _run(["bash", os.path.join(EMU, "gpu_digest.sh"), "--object", str(obj)], 300, env=env)
+    assert run.returncode == 0 and obj.exists(), f"nvcc failed on gpu_digest.cu:\n{run.stdout[-10000:]}"

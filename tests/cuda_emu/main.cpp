@@ -11,8 +11,11 @@
 //
 //   main [quick|full|big] [SUBSTRING]   (default: quick; SUBSTRING filters cases by name)
 //
-// One line per case ("ok ..." or "FAIL ..."), then "N passed, M failed".
-// Exit status 0 iff all passed. EMU_CASE_TIMEOUT (seconds, default 60) bounds
+// One line per case ("ok ..." or "FAIL ..."; with EMU_DIGEST=1 ending in
+// "digest=<16 hex>", cases.h digest_of the two-pass outputs, which
+// tests/test_cuda_emulation.py compares with digests/quick.txt), then
+// "N passed, M failed". Exit status 0 iff all passed. The cases, their inputs
+// and the digest are cases.h's (shared with gpu_digest.cu). EMU_CASE_TIMEOUT (seconds, default 60) bounds
 // each case: a hang prints "TIMEOUT <case>" and exits 2.
 #include "cuda/se_forward_f32.cu"
 #include "cuda/se_forward_f64.cu"
@@ -32,77 +35,21 @@
 #include <random>
 #include <string>
 
+#include "cases.h"  // the case sets, their inputs and the digest (shared with gpu_digest.cu)
+
 using namespace se_fused;
 using namespace se_fused::cuda_kernels;
+using namespace se_cases;
 
-template <typename T> float tof(T v);
-template <> float tof(float v) { return v; }
-template <> float tof(double v) { return (float)v; }
-template <> float tof(__half v) { return __half2float(v); }
-template <> float tof(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> double tod(T v) { return (double)tof(v); }
-template <> double tod(double v) { return v; }
-template <typename T> T fromd(double v);
-template <> float fromd(double v) { return (float)v; }
-template <> double fromd(double v) { return v; }
-template <> __half fromd(double v) { return __float2half_rn((float)v); }
-template <> __nv_bfloat16 fromd(double v) { return __float2bfloat16_rn((float)v); }
-template <typename T> const char* tname();
-template <> const char* tname<float>() { return "fp32"; }
-template <> const char* tname<double>() { return "fp64"; }
-template <> const char* tname<__half>() { return "fp16"; }
-template <> const char* tname<__nv_bfloat16>() { return "bf16"; }
 template <typename T> double tol() {
   return std::is_same_v<T, double> ? 1e-11 : std::is_same_v<T, float> ? 2e-6 : std::is_same_v<T, __half> ? 2e-3 : 1.6e-2;
 }
-
-enum class DT { F32, F64, F16, BF16 };
-struct Case {
-  DT dt;
-  int64_t N, C, H, W, hidden;
-  bool nhwc, bias;
-  Activation act;
-  Gate gate;
-  int resident;       // blocks the emulated GPU holds at once
-  int64_t unit_bytes;  // SEForwardParams::unit_bytes (small: several chunks per sample)
-  bool specials = false;  // NaN, +Inf, -Inf in samples 0, 1, 2: NaN/Inf masks checked
-  Excitation ex = Excitation::TwoFC;  // the others: hidden 0 (w1 [C, C] one FC, [k] ECA)
-  int64_t k = 0;                      // ECA kernel size
-  bool residual = false;              // y = x * s + x
-  bool split = false;                 // NHWC rows split into parts (Geometry::parts > 1) in both directions
-};
-
-static bool is_eca(const Case& k) { return k.ex == Excitation::ECA || k.ex == Excitation::ECACircular; }
-// w1 and b1 sizes by excitation (w2, b2: [C, hidden], [C] for two FCs, else empty).
-static int64_t w1_size(const Case& k) { return is_eca(k) ? k.k : k.ex == Excitation::OneFC ? k.C * k.C : k.hidden * k.C; }
-static int64_t b1_size(const Case& k) { return is_eca(k) ? 1 : k.ex == Excitation::OneFC ? k.C : k.hidden; }
 
 struct Result {
   std::vector<std::string> errors;
   long chunks = 0;
   long parts_f = 1, parts_b = 1;  // Geometry::parts, forward and backward
-  uint64_t digest = 0;  // FNV-1a of the two-pass outputs (printed under EMU_DIGEST=1)
-};
-
-// FNV-1a over the bytes of v's elements, continuing from h; every NaN hashes
-// as one value (which NaN an x86 operation returns depends on its operand
-// order, which the host compiler may swap: payloads are not results).
-template <typename V>
-uint64_t fnv1a(uint64_t h, const V& v) {
-  for (const auto& e : v) {
-    unsigned char b[sizeof(e)];
-    std::memcpy(b, &e, sizeof(e));
-    if (std::isnan(tod(e))) std::memset(b, 0xff, sizeof(e));
-    for (unsigned char c : b) h = (h ^ c) * 0x100000001b3ull;
-  }
-  return h;
-}
-
-template <typename T>
-struct Run {
-  std::vector<T> y, dx, dw1, db1, dw2, db2;
-  std::vector<acc_t<T>> pooled, z1, z2;
-  long chunks = 0;
+  uint64_t digest = 0;  // cases.h digest_of the two-pass outputs (printed under EMU_DIGEST=1)
 };
 
 // x, dy in logical [n][c][hw] order; stored per layout, x and dy offset by `off` elements.
@@ -113,46 +60,33 @@ Run<T> run_kernels(const Case& k, const std::vector<T>& xl, const std::vector<T>
                    SEPath expect_b = SEPath::Auto) {  // the backward's, if not expect_taken
   using A = acc_t<T>;
   const int64_t N = k.N, C = k.C, HW = k.H * k.W, H = k.hidden;
-  const bool cl = k.nhwc && C > 1 && HW > 1;  // as the launcher: NHWC with C 1 or HW 1 is NCHW
-  auto mem = [&](int64_t n, int64_t c, int64_t hw) { return cl ? (n * HW + hw) * C + c : (n * C + c) * HW + hw; };
   std::vector<T> xbuf(N * C * HW + off), dybuf(N * C * HW + off), ybuf(N * C * HW), dxbuf(N * C * HW);
   T* x = xbuf.data() + off; T* dy = dybuf.data() + off;
-  for (int64_t n = 0; n < N; ++n) for (int64_t c = 0; c < C; ++c) for (int64_t hw = 0; hw < HW; ++hw) {
-    x[mem(n, c, hw)] = xl[(n * C + c) * HW + hw]; dy[mem(n, c, hw)] = dyl[(n * C + c) * HW + hw]; }
-  Run<T> r;
-  r.pooled.assign(N * C, A(-777));
-  r.z1.assign(N * H, A(-777));
-  r.z2.assign(N * C, A(-777));
+  to_memory(k, xl, x);
+  to_memory(k, dyl, dy);
+  Run<T> r = unwritten_outputs<T>(k);
   if (resident > 0) emu::g_resident = resident;
   SEPath taken_f = SEPath::Auto, taken_b = SEPath::Auto;
-  SEForwardParams f;
-  f.x = x; f.w1 = w1.data(); f.b1 = k.bias ? b1.data() : nullptr; f.w2 = w2.data(); f.b2 = k.bias ? b2.data() : nullptr;
-  f.y = ybuf.data(); f.pooled = r.pooled.data(); f.z1 = r.z1.data(); f.z2 = r.z2.data(); f.N = N; f.C = C; f.HW = HW; f.hidden = H; f.channels_last = cl;
-  f.activation = k.act; f.gate = k.gate; f.path = path; f.path_taken = &taken_f; f.unit_bytes = k.unit_bytes;
   const bool fc2 = k.ex == Excitation::TwoFC;
-  f.excitation = k.ex; f.kernel_size = is_eca(k) ? k.k : 0; f.residual = k.residual;
-  if (!fc2) { f.w2 = nullptr; f.b2 = nullptr; }
+  SEForwardParams f = case_params(k, path);
+  f.x = x; f.w1 = w1.data(); f.b1 = k.bias ? b1.data() : nullptr;
+  f.w2 = fc2 ? w2.data() : nullptr; f.b2 = fc2 && k.bias ? b2.data() : nullptr;
+  f.y = ybuf.data(); f.pooled = r.pooled.data(); f.z1 = r.z1.data(); f.z2 = r.z2.data(); f.path_taken = &taken_f;
   const size_t fwb = se_forward_workspace_bytes<T>(f);
   std::vector<A> ws((fwb + sizeof(A) - 1) / sizeof(A), A(-555));
   f.workspace = ws.data(); f.workspace_bytes = fwb;
   if (launch_se_forward<T>(f, nullptr) != cudaSuccess) res.errors.push_back("launch_se_forward failed");
   SEBackwardParams b;
-  std::vector<T> dw1(w1.size(), fromd<T>(-777)), db1(b1.size(), fromd<T>(-777)), dw2(w2.size(), fromd<T>(-777)),
-      db2(fc2 ? C : 0, fromd<T>(-777));
-  b.dy = dy; b.x = x; b.pooled = r.pooled.data(); b.z1 = r.z1.data(); b.z2 = r.z2.data(); b.w1 = w1.data(); b.w2 = w2.data();
-  b.dx = dxbuf.data(); b.dw1 = dw1.data(); b.db1 = db1.data(); b.dw2 = dw2.data(); b.db2 = db2.data();
-  b.N = N; b.C = C; b.HW = HW; b.hidden = H; b.channels_last = cl; b.activation = k.act; b.gate = k.gate;
-  b.excitation = f.excitation; b.kernel_size = f.kernel_size; b.residual = f.residual;
-  if (!fc2) { b.w2 = nullptr; b.dw2 = nullptr; b.db2 = nullptr; }
-  b.path = path; b.path_taken = &taken_b; b.unit_bytes = k.unit_bytes;
+  static_cast<SEForwardParams&>(b) = case_params(k, path);
+  b.dy = dy; b.x = x; b.pooled = r.pooled.data(); b.z1 = r.z1.data(); b.z2 = r.z2.data(); b.w1 = w1.data();
+  b.dx = dxbuf.data(); b.dw1 = r.dw1.data(); b.db1 = r.db1.data(); b.path_taken = &taken_b;
+  if (fc2) { b.w2 = w2.data(); b.dw2 = r.dw2.data(); b.db2 = r.db2.data(); }
   const size_t bwb = se_backward_workspace_bytes<T>(b);
   std::vector<A> wsb((bwb + sizeof(A) - 1) / sizeof(A), A(-555));
   b.workspace = wsb.data(); b.workspace_bytes = bwb;
   if (launch_se_backward<T>(b, nullptr) != cudaSuccess) res.errors.push_back("launch_se_backward failed");
-  r.y.resize(N * C * HW); r.dx.resize(N * C * HW);
-  for (int64_t n = 0; n < N; ++n) for (int64_t c = 0; c < C; ++c) for (int64_t hw = 0; hw < HW; ++hw) {
-    r.y[(n * C + c) * HW + hw] = ybuf[mem(n, c, hw)]; r.dx[(n * C + c) * HW + hw] = dxbuf[mem(n, c, hw)]; }
-  r.dw1 = dw1; r.db1 = db1; r.dw2 = dw2; r.db2 = db2;
+  r.y = from_memory(k, ybuf.data());
+  r.dx = from_memory(k, dxbuf.data());
   r.chunks = make_geometry<T>(f, false).chunks;
   if (expect_b == SEPath::Auto) expect_b = expect_taken;
   if (expect_taken != SEPath::Auto && (taken_f != expect_taken || taken_b != expect_b))
@@ -238,23 +172,11 @@ Result test(const Case& k, uint32_t seed) {
   using A = acc_t<T>;
   Result res;
   const int64_t N = k.N, C = k.C, HW = k.H * k.W, H = k.hidden;
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> nd;
-  auto fill = [&](int64_t n, double sc) { std::vector<T> v(n); for (auto& e : v) e = fromd<T>(nd(gen) * sc); return v; };
   const bool fc2 = k.ex == Excitation::TwoFC, eca = is_eca(k);
   const bool circ = k.ex == Excitation::ECACircular;
   const int64_t KS = eca ? k.k : 0;
-  std::vector<T> x = fill(N * C * HW, 1.0), dy = fill(N * C * HW, 1.0),
-                 w1 = fill(w1_size(k), eca ? 0.6 : 1.0 / std::sqrt((double)C)), b1 = fill(b1_size(k), 0.5),
-                 w2 = fill(C * H, 1.0 / std::sqrt((double)std::max<int64_t>(H, 1))), b2 = fill(fc2 ? C : 0, 0.5);
-  // Shift the channel means so that the gate sees a spread.
-  for (int64_t n = 0; n < N; ++n) for (int64_t c = 0; c < C; ++c) {
-    const double sh = nd(gen);
-    for (int64_t hw = 0; hw < HW; ++hw) { auto& e = x[(n * C + c) * HW + hw]; e = fromd<T>(tod(e) + sh); } }
-  if (k.specials) {  // one element each: NaN in sample 0, +Inf in 1, -Inf in 2
-    const double v[] = {std::nan(""), INFINITY, -INFINITY};
-    for (int64_t n = 0; n < std::min<int64_t>(N, 3); ++n) x[(n * C + n % C) * HW + HW / 2] = fromd<T>(v[n]);
-  }
+  const Inputs<T> in = make_inputs<T>(k, seed);
+  const std::vector<T>&x = in.x, &dy = in.dy, &w1 = in.w1, &b1 = in.b1, &w2 = in.w2, &b2 = in.b2;
   // float64 reference (se_math.h's activation/gate functions in double: their NaN
   // and Inf behaviour is PyTorch's, which tests/test_nan_inf.py checks on the CPU).
   std::vector<double> p(N * C), pmag(N * C), dxmag(N * C * HW), s(N * C), y(N * C * HW), dx(N * C * HW), dw1(w1.size(), 0), db1(b1.size(), 0), dw2(C * H, 0), db2(b2.size(), 0);
@@ -303,12 +225,7 @@ Result test(const Case& k, uint32_t seed) {
   res.chunks = r.chunks;
   res.parts_f = geometry_of<T>(k, false).parts;
   res.parts_b = geometry_of<T>(k, true).parts;
-  {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (const auto* v : {&r.y, &r.dx, &r.dw1, &r.db1, &r.dw2, &r.db2}) h = fnv1a(h, *v);
-    for (const auto* v : {&r.pooled, &r.z1, &r.z2}) h = fnv1a(h, *v);
-    res.digest = h;
-  }
+  res.digest = digest_of(r);
   if (k.specials) {  // the NaN and Inf masks of y and dx are the reference's, on both paths
     auto masks = [&](const char* what, const std::vector<T>& got, const std::vector<double>& ref, const char* how) {
       for (size_t i = 0; i < ref.size(); ++i) {
@@ -472,21 +389,12 @@ struct Watchdog {
 template <typename T>
 Result concurrent_test(const std::vector<Case>& ks) {
   Result res;
-  std::vector<std::vector<T>> xs, dys, w1s, b1s, w2s, b2s;
-  std::mt19937 gen(77);
-  std::normal_distribution<double> nd;
-  auto fill = [&](int64_t n) { std::vector<T> v(n); for (auto& e : v) e = fromd<T>(nd(gen) * 0.5); return v; };
-  for (const Case& k : ks) {
-    const int64_t HW = k.H * k.W;
-    xs.push_back(fill(k.N * k.C * HW)); dys.push_back(fill(k.N * k.C * HW));
-    w1s.push_back(fill(k.hidden * k.C)); b1s.push_back(fill(k.hidden));
-    w2s.push_back(fill(k.C * k.hidden)); b2s.push_back(fill(k.C));
-  }
+  const std::vector<Inputs<T>> ins = concurrent_inputs<T>(ks);
   emu::g_resident = 2;
   std::vector<Run<T>> serial, conc(ks.size());
   std::vector<Result> rs(ks.size());
   for (size_t i = 0; i < ks.size(); ++i)
-    serial.push_back(run_kernels<T>(ks[i], xs[i], dys[i], w1s[i], b1s[i], w2s[i], b2s[i], 0, 0, SEPath::TwoPass, res));
+    serial.push_back(run_kernels<T>(ks[i], ins[i].x, ins[i].dy, ins[i].w1, ins[i].b1, ins[i].w2, ins[i].b2, 0, 0, SEPath::TwoPass, res));
   for (size_t i = 0; i < ks.size() && i < 3; ++i)
     if (serial[i].chunks <= emu::g_resident)
       res.errors.push_back("case " + std::to_string(i) + ": K = " + std::to_string(serial[i].chunks) +
@@ -497,7 +405,7 @@ Result concurrent_test(const std::vector<Case>& ks) {
     th.emplace_back([&, i, c] {
       emu::g_case = c;
       const SEPath path = i == 1 ? SEPath::Cooperative : i == 3 ? SEPath::OnePass : SEPath::TwoPass;
-      conc[i] = run_kernels<T>(ks[i], xs[i], dys[i], w1s[i], b1s[i], w2s[i], b2s[i], 0, 0, path, rs[i], path);
+      conc[i] = run_kernels<T>(ks[i], ins[i].x, ins[i].dy, ins[i].w1, ins[i].b1, ins[i].w2, ins[i].b2, 0, 0, path, rs[i], path);
     });
   for (auto& t : th) t.join();
   for (size_t i = 0; i < ks.size(); ++i) {
@@ -508,6 +416,8 @@ Result concurrent_test(const std::vector<Case>& ks) {
       res.errors.push_back("concurrent launch " + std::to_string(i) + " differs from its serial run");
   }
   res.chunks = serial[0].chunks;
+  res.digest = kFnvOffset;  // the serial (two-pass) runs' outputs, in order
+  for (const Run<T>& r : serial) res.digest = digest_of(r, res.digest);
   return res;
 }
 
@@ -532,119 +442,12 @@ int main(int argc, char** argv) {
   const std::string which = argc > 1 ? argv[1] : "quick";
   const std::string filter = argc > 2 ? argv[2] : "";
   if (which == "geometry") return print_geometries();
-  using AC = Activation; using GT = Gate;
-  const AC RL = AC::ReLU, SL = AC::SiLU;
-  const GT SG = GT::Sigmoid, HS = GT::HardSigmoid;
-  const DT F32 = DT::F32, F64 = DT::F64, F16 = DT::F16, BF = DT::BF16;
-  const Excitation EX2 = Excitation::TwoFC, EX1 = Excitation::OneFC, ECA = Excitation::ECA,
-                   ECC = Excitation::ECACircular;
-  // {dtype, N, C, H, W, hidden, nhwc, bias, act, gate, resident, unit_bytes (0: the library's)}
-  std::vector<Case> quick = {
-    {F32, 1, 3, 1, 1, 1, false, true, RL, SG, 3, 0},         // HW 1, N 1, hidden 1
-    {F32, 5, 37, 7, 7, 4, false, true, SL, HS, 3, 0},
-    {F32, 5, 37, 17, 13, 3, false, false, RL, SG, 5, 8000},  // K = 3 chunks (16 planes), last one short
-    {F32, 5, 37, 17, 13, 4, true, true, SL, HS, 5, 4000},    // NHWC, K = 10 chunks of 4 channels
-    {F32, 3, 72, 4, 4, 16, true, true, SL, SG, 3, 0},        // NHWC 16-byte rows; 2 weight-gradient tiles
-    {BF, 2, 3, 17, 13, 1, true, true, SL, SG, 4, 0},         // hidden 1
-    {BF, 5, 37, 17, 13, 4, false, true, RL, HS, 5, 2000},    // K = 3
-    {BF, 18, 40, 3, 3, 5, true, false, SL, SG, 4, 0},        // N > 16: weight gradients over 2 sample steps
-    {F16, 5, 37, 7, 7, 4, true, false, RL, SG, 2, 0},
-    {F16, 5, 37, 17, 13, 1, false, true, SL, HS, 5, 3000},   // hidden 1, K = 3
-    {F16, 1, 16, 1, 1, 4, true, true, RL, SG, 3, 0},         // HW 1 channels_last (runs as NCHW)
-    {F64, 2, 1, 5, 5, 1, false, true, SL, SG, 2, 0},         // C 1
-    {F64, 3, 37, 7, 7, 4, true, true, RL, HS, 5, 3000},      // NHWC, K = 5
-    {F64, 1, 3, 17, 13, 1, false, false, RL, SG, 3, 0},
-    // NaN and Inf masks (every activation and gate, both layouts, several chunks)
-    {F32, 4, 37, 7, 7, 4, false, true, RL, SG, 3, 0, true},
-    {BF, 4, 37, 17, 13, 4, true, true, SL, HS, 5, 2000, true},
-    {F16, 4, 37, 7, 7, 4, false, true, AC::HardSwish, SG, 3, 3000, true},
-    {F64, 3, 24, 5, 5, 3, true, false, RL, HS, 3, 600, true},
-    // The other excitations and the residual gate: {..., specials, excitation, k, residual}
-    // (hidden 0: no hidden layer). One FC: the rows (forward) and columns (backward) of w1
-    // [C, C] over the sample's whole vector, written by the other chunks.
-    {F32, 5, 37, 17, 13, 0, false, true, RL, SG, 5, 8000, false, EX1, 0, false},  // K = 3
-    {F32, 3, 72, 4, 4, 0, true, true, RL, HS, 3, 0, false, EX1, 0, true},       // 2 x 2 dw1 tiles
-    {BF, 5, 37, 17, 13, 0, true, true, RL, HS, 5, 2000, false, EX1, 0, true},    // NHWC, K >= 2
-    {F16, 5, 37, 17, 13, 0, false, false, RL, SG, 3, 1500, false, EX1, 0, false},
-    {F64, 3, 37, 7, 7, 0, false, true, RL, HS, 3, 600, false, EX1, 0, true},
-    // ECA: taps across the chunk edges, zero padding at the ends
-    {F32, 5, 37, 17, 13, 0, true, true, RL, SG, 5, 4000, false, ECA, 3, false},  // NHWC, K = 10
-    {F32, 3, 37, 17, 13, 0, false, false, RL, HS, 3, 4000, false, ECA, 5, true},
-    {BF, 5, 37, 17, 13, 0, false, true, RL, SG, 5, 2000, false, ECA, 5, true},
-    {F16, 5, 37, 7, 7, 0, true, true, RL, HS, 3, 1000, false, ECA, 3, false},
-    {F64, 3, 37, 7, 7, 0, true, true, RL, SG, 5, 3000, false, ECA, 5, false},    // NHWC, K = 5
-    {F32, 3, 1, 5, 5, 0, false, true, RL, SG, 2, 0, false, ECA, 5, false},       // C 1 < k/2: taps all padding but one
-    {BF, 2, 2, 5, 5, 0, true, true, RL, HS, 2, 0, false, ECA, 7, true},         // C 2 < k/2 = 3
-    // Circular ECA: k/2 == C wraps whole rows
-    {F32, 5, 37, 17, 13, 0, false, true, RL, SG, 5, 8000, false, ECC, 5, false},
-    {BF, 5, 37, 17, 13, 0, true, false, RL, HS, 5, 2000, false, ECC, 3, true},
-    {F64, 3, 37, 7, 7, 0, false, true, RL, SG, 3, 600, false, ECC, 5, true},
-    {F32, 2, 2, 5, 5, 0, true, true, RL, SG, 2, 0, false, ECC, 5, false},        // k/2 == C == 2
-    {F64, 2, 1, 5, 5, 0, false, true, RL, HS, 2, 0, false, ECC, 3, true},        // k/2 == C == 1
-    {F16, 3, 3, 7, 7, 0, false, true, RL, SG, 2, 0, false, ECC, 7, false},       // k/2 == C == 3
-    // The residual gate with two FCs
-    {F32, 5, 37, 17, 13, 4, true, true, SL, HS, 5, 4000, false, EX2, 0, true},
-    {BF, 5, 37, 17, 13, 4, false, true, RL, SG, 5, 2000, false, EX2, 0, true},
-    {F64, 2, 1, 5, 5, 1, false, true, SL, SG, 2, 0, false, EX2, 0, true},
-    // NaN and Inf masks with the new variants (a NaN mean reaches every channel through w1)
-    {F32, 4, 37, 7, 7, 0, false, true, RL, SG, 3, 1000, true, EX1, 0, true},
-    {BF, 4, 37, 17, 13, 0, true, true, RL, HS, 5, 2000, true, ECA, 5, false},
-    {F64, 4, 24, 5, 5, 0, true, false, RL, SG, 3, 600, true, ECC, 3, true},
-    // The one-pass budget (80 KB of staged tile): a 140x140 fp32 plane fits
-    // exactly; a 150x150 plane does not (the one-pass request takes the
-    // cooperative path). NHWC 32 channels x 30x30 (115 KB) is split into row
-    // parts of 29 KB (forward; 15 KB backward), which fit.
-    {F32, 1, 2, 140, 140, 2, false, true, RL, SG, 2, 0, false, EX2, 0, true},
-    {F32, 2, 3, 150, 150, 2, false, true, SL, HS, 3, 0},
-    {F32, 1, 32, 30, 30, 4, true, true, RL, SG, 2, 0, false, EX2, 0, false, true},
-    // NHWC rows split into parts (summed in part order before the excitation):
-    // every dtype and excitation, NaN/Inf, the residual gate, parts of unequal
-    // length, one-pass tiles of a part's rows
-    {F32, 2, 20, 16, 16, 4, true, true, RL, SG, 5, 1024, false, EX2, 0, false, true},  // P = 4 / 8
-    {BF, 3, 16, 12, 12, 4, true, true, SL, HS, 4, 512, true, EX2, 0, true, true},    // P = 5 / 9, NaN/Inf
-    {F16, 2, 24, 10, 10, 0, true, true, RL, SG, 4, 400, false, ECA, 3, false, true},  // P = 4 / 8
-    {F64, 2, 12, 8, 8, 0, true, true, SL, SG, 4, 256, false, EX1, 0, true, true},     // P = 4 / 8
-    {F32, 2, 10, 7, 9, 0, true, false, RL, HS, 3, 300, true, ECC, 3, false, true},    // C*4 not 16-byte rows
-  };
-  // Wider sets for runs by hand: every dtype, and shapes past the shared-memory staging.
-  std::vector<Case> full;
-  for (DT dt : {F32, BF, F16, F64}) {
-    for (Case k : std::vector<Case>{
-             {F32, 1, 3, 1, 1, 1, false, true, RL, SG, 3, 0},
-             {F32, 5, 37, 7, 7, 4, false, true, SL, HS, 3, 0},
-             {F32, 5, 37, 7, 7, 4, true, false, RL, SG, 2, 600},
-             {F32, 2, 3, 17, 13, 1, true, true, SL, SG, 4, 0},
-             {F32, 2, 3, 17, 13, 1, false, false, RL, HS, 1, 0},
-             {F32, 3, 64, 4, 4, 16, true, true, RL, SG, 3, 256},
-             {F32, 2, 1, 5, 5, 1, false, true, SL, SG, 2, 0},
-             {F32, 3, 40, 1, 1, 10, true, true, RL, HS, 2, 0},
-             {F32, 2, 5, 56, 56, 2, false, true, SL, SG, 3, 0},
-             {F32, 2, 24, 20, 20, 3, true, false, SL, HS, 3, 0},
-             {F32, 7, 100, 9, 9, 8, false, true, SL, SG, 6, 2000},
-             {F32, 7, 100, 9, 9, 8, true, true, RL, HS, 6, 1000},
-         }) { k.dt = dt; full.push_back(k); }
-  }
-  std::vector<Case> big = {
-    {F32, 2, 2100, 1, 2, 3, false, true, RL, SG, 3, 0},      // C beyond one chunk's staging
-    {F32, 2, 1100, 2, 1, 1100, true, true, SL, SG, 3, 0},    // hidden beyond shared memory
-    {F32, 1, 2, 112, 112, 1, false, true, RL, SG, 2, 0},     // G = 256
-    {BF, 2, 2100, 1, 2, 3, false, true, RL, SG, 3, 0},
-    {BF, 2, 1100, 2, 1, 1100, true, true, SL, SG, 3, 0},
-    {F32, 2, 1100, 2, 1, 0, true, true, RL, SG, 3, 0, false, EX1, 0, true},    // one FC, C past a chunk
-    {BF, 2, 2100, 1, 2, 0, false, true, RL, HS, 3, 0, false, ECA, 5, false},   // ECA over 5 chunks
-    {F64, 2, 2100, 1, 2, 0, false, true, RL, SG, 3, 0, false, ECC, 7, true},
-    // The library's unit bytes: NHWC rows split (bf16 56x56: 13 parts forward, 25 backward;
-    // fp32 C 70: 280-byte rows, not 16-byte aligned)
-    {BF, 1, 64, 56, 56, 4, true, true, RL, SG, 3, 0, false, EX2, 0, false, true},
-    {F32, 2, 70, 30, 30, 5, true, true, SL, HS, 3, 0, false, EX2, 0, true, true},
-  };
-  const std::vector<Case>* cases = which == "quick" ? &quick : which == "full" ? &full : which == "big" ? &big : nullptr;
-  if (!cases) { fprintf(stderr, "usage: %s [quick|full|big] [SUBSTRING]\n", argv[0]); return 64; }
+  std::vector<Case> cases;
+  if (!case_set(which, cases)) { fprintf(stderr, "usage: %s [quick|full|big] [SUBSTRING]\n", argv[0]); return 64; }
 
   const char* to = getenv("EMU_CASE_TIMEOUT");
   Watchdog dog(to ? atoi(to) : 60);
   int passed = 0, failed = 0;
-  uint32_t seed = 1;
   auto report = [&](const std::string& tag, const Result& r, double secs) {
     printf("%s %-60s K=%ld P=%ld/%ld %.2fs", r.errors.empty() ? "ok  " : "FAIL", tag.c_str(), r.chunks, r.parts_f,
            r.parts_b, secs);
@@ -654,15 +457,10 @@ int main(int argc, char** argv) {
     fflush(stdout);
     (r.errors.empty() ? passed : failed)++;
   };
-  for (const Case& k : *cases) {
-    std::string tag;
-    switch (k.dt) {
-      case DT::F32: tag = tag_of<float>(k); break;
-      case DT::F64: tag = tag_of<double>(k); break;
-      case DT::F16: tag = tag_of<__half>(k); break;
-      case DT::BF16: tag = tag_of<__nv_bfloat16>(k); break;
-    }
-    ++seed;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& k = cases[i];
+    const std::string tag = case_name(k);
+    const uint32_t seed = case_seed(i);
     if (!filter.empty() && tag.find(filter) == std::string::npos) continue;
     dog.start(tag);
     emu::g_case = tag.c_str();
@@ -677,16 +475,11 @@ int main(int argc, char** argv) {
     report(tag, r, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   if (which == "quick" && (filter.empty() || std::string("concurrent").find(filter) != std::string::npos)) {
-    const std::string tag = "concurrent: 3 launch sequences + 1 one-pass, 2 block slots";
+    const std::string tag = kConcurrentName;
     dog.start(tag);
     emu::g_case = tag.c_str();
     const auto t0 = std::chrono::steady_clock::now();
-    const Result r = concurrent_test<float>({
-        {F32, 3, 37, 17, 13, 4, false, true, RL, SG, 2, 1500}, // K = 3 NCHW
-        {F32, 2, 24, 8, 8, 3, true, true, SL, HS, 2, 200},     // K = 6 NHWC, rows split in 6 parts (cooperative)
-        {F32, 2, 40, 16, 16, 5, false, false, SL, SG, 2, 600}, // K = 3
-        {F32, 1, 24, 5, 5, 3, true, true, SL, HS, 2, 2000},    // K = 2 NHWC (one-pass, both slots)
-    });
+    const Result r = concurrent_test<float>(concurrent_cases());
     report(tag, r, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   printf("launches: %ld (cooperative %ld, refused %ld), blocks run: %ld, peak slots in use: %d\n",
