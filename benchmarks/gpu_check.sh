@@ -59,9 +59,10 @@ step() {  # step NAME LOG SECONDS COMMAND...  (appends to LOG; never stops the s
   "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)" 2>&1
   command -v nvcc && nvcc --version | tail -1
 } >> "$S"
-missing=$("$PY" - <<'PYEOF'
-import importlib.util as u
-print(" ".join(m for m in ("torch", "numpy", "pytest", "pytest_timeout") if u.find_spec(m) is None))
+need="torch numpy"; want tests && need="$need pytest pytest_timeout"
+missing=$("$PY" - $need <<'PYEOF'
+import importlib.util as u, sys
+print(" ".join(m for m in sys.argv[1:] if u.find_spec(m) is None))
 PYEOF
 )
 if [ -n "$missing" ]; then
