@@ -68,32 +68,39 @@ def _asan_works(cxx, tmp_path):
     return r.returncode == 0
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
-    """(path of the emulator binary, environment to run it in), built once."""
+def _build(tmp_path_factory, source):
+    """Compile tests/cuda_emu/<source> as the tests run it: (binary, environment)."""
     cxx = shutil.which("g++")
     if cxx is None:
         pytest.skip("no g++ on PATH")
     cuda_inc = _cuda_include_dirs()
     if cuda_inc is None:
         pytest.skip("CUDA headers (cuda_runtime_api.h, cuda_fp16.h, crt/, nv/target) not found")
-    tmp_path = tmp_path_factory.mktemp("emu")
+    tmp_path = tmp_path_factory.mktemp(source.replace(".", "_"))
     # -ffp-contract=off: no fused multiply-adds beyond the kernels' own fmaf/fma
     # (g++ contracts by default where the target has FMA, e.g. -march=native or
     # aarch64): the stored digests are the bits of the written operations.
     flags = ["-std=c++20", "-O1", "-pthread", "-g1", "-ffp-contract=off"]
     env = dict(os.environ)
-    env["EMU_DIGEST"] = "1"
+    env.pop("EMU_SCHED", None)  # the default (mixed) schedules: the race checks need them
     if os.environ.get("SE_FUSED_EMU_SANITIZE", "1") != "0" and _asan_works(cxx, tmp_path):
         flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
         # Leak checking needs ptrace rights some containers lack, and finds nothing here.
         env["ASAN_OPTIONS"] = "detect_leaks=0:" + env.get("ASAN_OPTIONS", "")
-    exe = str(tmp_path / "se_block_emu")
-    # The emulator's include/ first: its cuda/se_sync.h replaces csrc/cuda/se_sync.h.
+    exe = str(tmp_path / source.split(".")[0])
+    # The emulator's include/ first: its cuda/se_sync.h wraps csrc/cuda/se_sync.h.
     incs = ["-I" + d for d in [os.path.join(EMU, "include"), os.path.join(REPO, "csrc"),
                                os.path.join(REPO, "csrc", "cuda"), EMU] + cuda_inc]
-    cc = _run([cxx, *flags, *incs, os.path.join(EMU, "main.cpp"), "-o", exe], 300)
-    assert cc.returncode == 0, f"compiling tests/cuda_emu/main.cpp failed:\n{cc.stdout[-20000:]}"
+    cc = _run([cxx, *flags, *incs, os.path.join(EMU, source), "-o", exe], 300)
+    assert cc.returncode == 0, f"compiling tests/cuda_emu/{source} failed:\n{cc.stdout[-20000:]}"
+    return exe, env
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    """(path of the emulator binary, environment to run it in), built once."""
+    exe, env = _build(tmp_path_factory, "main.cpp")
+    env["EMU_DIGEST"] = "1"
     return exe, env
 
 
@@ -225,25 +232,7 @@ SELFTEST_BAD = {
 @pytest.fixture(scope="module")
 def selftest(tmp_path_factory):
     """(path of the emulator's selftest binary, environment), built like the emulator."""
-    cxx = shutil.which("g++")
-    if cxx is None:
-        pytest.skip("no g++ on PATH")
-    cuda_inc = _cuda_include_dirs()
-    if cuda_inc is None:
-        pytest.skip("CUDA headers (cuda_runtime_api.h, cuda_fp16.h, crt/, nv/target) not found")
-    tmp_path = tmp_path_factory.mktemp("emu_selftest")
-    flags = ["-std=c++20", "-O1", "-pthread", "-g1"]
-    env = dict(os.environ)
-    env.pop("EMU_SCHED", None)  # the default (mixed) schedules: the race checks need them
-    if os.environ.get("SE_FUSED_EMU_SANITIZE", "1") != "0" and _asan_works(cxx, tmp_path):
-        flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
-        env["ASAN_OPTIONS"] = "detect_leaks=0:" + env.get("ASAN_OPTIONS", "")
-    exe = str(tmp_path / "emu_selftest")
-    incs = ["-I" + d for d in [os.path.join(EMU, "include"), os.path.join(REPO, "csrc"),
-                               os.path.join(REPO, "csrc", "cuda"), EMU] + cuda_inc]
-    cc = _run([cxx, *flags, *incs, os.path.join(EMU, "selftest.cpp"), "-o", exe], 300)
-    assert cc.returncode == 0, f"compiling tests/cuda_emu/selftest.cpp failed:\n{cc.stdout[-20000:]}"
-    return exe, env
+    return _build(tmp_path_factory, "selftest.cpp")
 
 
 def test_emulator_selftest_lists_every_check(selftest):

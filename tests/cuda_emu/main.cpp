@@ -121,16 +121,6 @@ void check(const char* what, const std::vector<T>& got, const std::vector<double
   }
 }
 
-template <typename T>
-std::string tag_of(const Case& k) {
-  return std::string(tname<T>()) + " N" + std::to_string(k.N) + " C" + std::to_string(k.C) + " " + std::to_string(k.H) + "x" +
-         std::to_string(k.W) + " h" + std::to_string(k.hidden) + (k.nhwc ? " NHWC" : " NCHW") + (k.bias ? " bias" : " nobias") +
-         (k.act == Activation::SiLU ? " silu" : k.act == Activation::HardSwish ? " hswish" : " relu") + (k.gate == Gate::HardSigmoid ? " hsig" : " sig") + " res" +
-         std::to_string(k.resident) + " u" + std::to_string(k.unit_bytes) + (k.specials ? " nan/inf" : "") +
-         (k.ex == Excitation::OneFC ? " one_fc" : is_eca(k) ? (k.ex == Excitation::ECA ? " eca" : " eca_circ") + std::to_string(k.k) : "") +
-         (k.residual ? " residual" : "");
-}
-
 // The geometry a case's forward (bwd false) or backward gets, as run_kernels sets it up.
 template <typename T>
 Geometry geometry_of(const Case& k, bool bwd, SEForwardParams* fp = nullptr) {
