@@ -57,7 +57,12 @@ MUTANTS = [
            "group_reduce: no barrier after reading red[] (write-after-read: the next reduction overwrites it)"),
     Mutant("barrier_col_reduce_round", "barrier", "se_reduce.cuh",
            "    __syncthreads();  // part is rewritten by the next round\n", "",
-           "col_reduce: no barrier at the end of a round (the next round rewrites part[] while q == 0 reads it)"),
+           "col_reduce: no barrier at the end of a round (equivalent: q == 0 reads only its own slot; a control)"),
+    Mutant("barrier_col_tree", "barrier", "se_reduce.cuh",
+           "          part[i * kThreads + threadIdx.x] += part[i * kThreads + threadIdx.x + h * CW];\n      }\n"
+           "      __syncthreads();\n",
+           "          part[i * kThreads + threadIdx.x] += part[i * kThreads + threadIdx.x + h * CW];\n      }\n",
+           "col_reduce: no barrier between the levels of the shared-memory tree (read-after-write)"),
     Mutant("barrier_fwd_means", "barrier", "se_forward.cuh",
            "    pooled[ui.c0 + r] = m;\n  }\n  __syncthreads();\n",
            "    pooled[ui.c0 + r] = m;\n  }\n",
@@ -223,8 +228,12 @@ def classify(rc, out, timed_out):
         return None
     m = re.search(r"ERROR: AddressSanitizer: ([\w-]+)", out)
     if m:
-        case = re.search(r"emu: .* in case (.*)", out)
-        return "ASan " + m.group(1) + (" in case " + case.group(1) if case else "")
+        where = ""
+        frame = re.search(r"#\d+ 0x[0-9a-f]+ in (.*) (csrc/cuda/\S+)$", out, re.M)  # the first kernel frame
+        if frame:
+            fn = re.match(r"(?:[\w:]+ )?([\w:]+)", frame.group(1))
+            where = f" in {fn.group(1).split('::')[-1] if fn else '?'} ({frame.group(2)})"
+        return "ASan " + m.group(1) + where
     m = re.search(r"^TIMEOUT (.*?): no result", out, re.M)
     if m:
         return "TIMEOUT in case " + m.group(1)
