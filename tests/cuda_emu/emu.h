@@ -632,8 +632,12 @@ inline void check_align16(const void* p, const char* what = "access") {
 inline void __syncthreads() { emu::arrive(emu::tl_slot->block_bar); }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void emu_check_align(const void* p) { emu::check_align16(p); }
-template <typename T> T __ldcg(const T* p) { if constexpr (sizeof(T) == 16) emu::check_align16(p, "load (__ldcg)"); return *p; }
-template <typename T> T __ldcs(const T* p) { if constexpr (sizeof(T) == 16) emu::check_align16(p, "load (__ldcs)"); return *p; }
+// The cache-hinted loads read where the kernel wrote them, as a GPU's
+// ld.global.cg/.cs (volatile asm) does: the empty asm keeps g++ from moving
+// the read under a later bounds check, where ASan would never see it.
+template <typename T> T emu_hinted_load(const T* p) { const T v = *p; asm volatile("" : : "m"(v)); return v; }
+template <typename T> T __ldcg(const T* p) { if constexpr (sizeof(T) == 16) emu::check_align16(p, "load (__ldcg)"); return emu_hinted_load(p); }
+template <typename T> T __ldcs(const T* p) { if constexpr (sizeof(T) == 16) emu::check_align16(p, "load (__ldcs)"); return emu_hinted_load(p); }
 template <typename T> void __stcs(T* p, T v) { if constexpr (sizeof(T) == 16) emu::check_align16(p, "store (__stcs)"); *p = v; }
 
 // __shfl_down_sync with the hardware's rules checked: width a power of two
