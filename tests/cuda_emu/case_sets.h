@@ -86,6 +86,12 @@ inline std::vector<Case> quick_cases() {
     {F16, 2, 24, 10, 10, 0, true, true, RL, SG, 4, 400, false, ECA, 3, false, true},  // P = 4 / 8
     {F64, 2, 12, 8, 8, 0, true, true, SL, SG, 4, 256, false, EX1, 0, true, true},     // P = 4 / 8
     {F32, 2, 10, 7, 9, 0, true, false, RL, HS, 3, 300, true, ECC, 3, false, true},    // C*4 not 16-byte rows
+    // hidden 1100: the hidden activations in the workspace (8.8 KB, past shared
+    // memory), one slot per unit; K >= 2 units of a sample run at once
+    {F32, 2, 37, 7, 7, 1100, true, true, SL, SG, 4, 1000},
+    // a one-pass tile of exactly 8 KB (2 planes of 32x32): the staging's room for
+    // a misaligned span is what takes the request to the next 8 KB step
+    {F32, 2, 2, 32, 32, 2, false, true, RL, SG, 2, 0},
   };
 }
 
