@@ -155,9 +155,7 @@ bool has_tangent(const OptTensor& t) { return t.has_value() && has_tangent(*t); 
 // Whether the plain computation must run instead of the fused kernels (see the top).
 bool needs_plain(const Tensor& x, const Tensor& w1, const OptTensor& b1, const OptTensor& w2,
                  const OptTensor& b2) {
-  for (int64_t d = 2; d < x.dim(); ++d) {
-    if (TORCH_GUARD_SIZE_OBLIVIOUS(x.sym_size(d).sym_eq(0))) return true;  // empty map
-  }
+  if (has_empty_map(x)) return true;
   if (has_tangent(x) || has_tangent(w1) || has_tangent(b1) || has_tangent(w2) ||
       has_tangent(b2)) {
     return true;

@@ -16,11 +16,11 @@ at::Tensor call_plain(const at::Tensor& x, const at::Tensor& w1,
                       const std::optional<at::Tensor>& b2, c10::string_view activation,
                       c10::string_view gate, c10::string_view excitation, bool residual);
 
-// x is [N, C, *spatial] with a spatial size of 0 (a concrete-size check; the
-// kernels run only on concrete sizes).
+// x is [N, C, *spatial] with a spatial size of 0 (symbolic sizes too: the
+// autograd layer asks under tracing; the kernels, on concrete sizes).
 inline bool has_empty_map(const at::Tensor& x) {
   for (int64_t d = 2; d < x.dim(); ++d)
-    if (x.size(d) == 0) return true;
+    if (TORCH_GUARD_SIZE_OBLIVIOUS(x.sym_size(d).sym_eq(0))) return true;
   return false;
 }
 

@@ -19,7 +19,6 @@ present. See tests/cuda_emu/README.md.
 Skips when g++ or the CUDA headers (cuda_fp16.h etc.; no CUDA runtime is
 needed) cannot be found. SE_FUSED_EMU_SANITIZE=0 builds without ASan.
 """
-import glob
 import os
 import shutil
 import subprocess
@@ -32,28 +31,8 @@ REPO = os.path.dirname(TESTS)
 EMU = os.path.join(TESTS, "cuda_emu")
 sys.path.insert(0, EMU)
 import compare_digests  # noqa: E402  (tests/cuda_emu/compare_digests.py)
+from emu_build import compile_command, cuda_include_dirs  # noqa: E402  (tests/cuda_emu/emu_build.py)
 sys.path.pop(0)
-NEEDED = ("cuda_runtime_api.h", "crt/host_defines.h", "vector_types.h", "cuda_fp16.h", "cuda_bf16.h")
-
-
-def _cuda_include_dirs():
-    """-I directories with the CUDA headers the emulator compiles against, or None."""
-    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        roots.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
-    roots.append("/usr/local/cuda")
-    cands = [os.path.join(r, "include") for r in roots if r]
-    for sp in sys.path:  # pip wheels (nvidia-cuda-runtime, triton) ship headers too
-        cands += sorted(glob.glob(os.path.join(sp, "nvidia", "*", "include")))
-        cands.append(os.path.join(sp, "triton", "backends", "nvidia", "include"))
-    for inc in cands:
-        if not all(os.path.exists(os.path.join(inc, h)) for h in NEEDED):
-            continue
-        for extra in ([], [os.path.join(inc, "cccl")]):  # <nv/target>: CUDA 13 keeps it under cccl/
-            if any(os.path.exists(os.path.join(d, "nv", "target")) for d in [inc] + extra):
-                return [inc] + extra
-    return None
 
 
 def _run(cmd, timeout, **kw):
@@ -73,25 +52,18 @@ def _build(tmp_path_factory, source):
     cxx = shutil.which("g++")
     if cxx is None:
         pytest.skip("no g++ on PATH")
-    cuda_inc = _cuda_include_dirs()
+    cuda_inc = cuda_include_dirs()
     if cuda_inc is None:
         pytest.skip("CUDA headers (cuda_runtime_api.h, cuda_fp16.h, crt/, nv/target) not found")
     tmp_path = tmp_path_factory.mktemp(source.replace(".", "_"))
-    # -ffp-contract=off: no fused multiply-adds beyond the kernels' own fmaf/fma
-    # (g++ contracts by default where the target has FMA, e.g. -march=native or
-    # aarch64): the stored digests are the bits of the written operations.
-    flags = ["-std=c++20", "-O1", "-pthread", "-g1", "-ffp-contract=off"]
     env = dict(os.environ)
     env.pop("EMU_SCHED", None)  # the default (mixed) schedules: the race checks need them
-    if os.environ.get("SE_FUSED_EMU_SANITIZE", "1") != "0" and _asan_works(cxx, tmp_path):
-        flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
+    asan = os.environ.get("SE_FUSED_EMU_SANITIZE", "1") != "0" and _asan_works(cxx, tmp_path)
+    if asan:
         # Leak checking needs ptrace rights some containers lack, and finds nothing here.
         env["ASAN_OPTIONS"] = "detect_leaks=0:" + env.get("ASAN_OPTIONS", "")
     exe = str(tmp_path / source.split(".")[0])
-    # The emulator's include/ first: its cuda/se_sync.h wraps csrc/cuda/se_sync.h.
-    incs = ["-I" + d for d in [os.path.join(EMU, "include"), os.path.join(REPO, "csrc"),
-                               os.path.join(REPO, "csrc", "cuda"), EMU] + cuda_inc]
-    cc = _run([cxx, *flags, *incs, os.path.join(EMU, source), "-o", exe], 300)
+    cc = _run(compile_command(cxx, REPO, source, exe, cuda_inc, asan), 300)
     assert cc.returncode == 0, f"compiling tests/cuda_emu/{source} failed:\n{cc.stdout[-20000:]}"
     return exe, env
 

@@ -41,10 +41,12 @@ import tempfile
 import threading
 from collections import namedtuple
 
+import compare_digests  # this directory's: the stored digests and the emulator's output
+from emu_build import compile_command, cuda_include_dirs  # the CI build of the emulator
+
 EMU = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.dirname(EMU)
-REPO = os.path.dirname(TESTS)
-STORED_DIGESTS = os.path.join(EMU, "digests", "quick.txt")
+REPO = os.path.dirname(os.path.dirname(EMU))
+STORED_DIGESTS = compare_digests.STORED
 
 Mutant = namedtuple("Mutant", "name cls file old new desc")
 
@@ -191,33 +193,7 @@ def say(*a):
         print(*a, flush=True)
 
 
-def cuda_include_dirs():
-    """The CUDA header directories tests/test_cuda_emulation.py compiles against."""
-    sys.path.insert(0, TESTS)
-    try:
-        from test_cuda_emulation import _cuda_include_dirs  # needs pytest importable
-        return _cuda_include_dirs()
-    except ImportError:
-        inc = "/usr/local/cuda/include"
-        return [inc] if os.path.exists(os.path.join(inc, "cuda_runtime_api.h")) else None
-    finally:
-        sys.path.pop(0)
-
-
-def read_digests(path):
-    """{case name: 16-hex digest} from `<case name> <digest>` lines."""
-    out = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            name, dig = line.rsplit(None, 1)
-            out[name.strip()] = dig.lower()
-    return out
-
-
-CASE_RE = re.compile(r"^(ok  |FAIL) (.*?)\s+K=\S+ P=\S+ \S+s(?: digest=([0-9a-f]{16}))?$")
+CASE_RE = re.compile(r"^(ok  |FAIL) (.*?)\s+K=\S+ P=\S+ \S+s(?: digest=[0-9a-f]{16})?$")
 
 
 def classify(rc, out, timed_out):
@@ -254,7 +230,7 @@ def classify(rc, out, timed_out):
 
 
 def digest_diff(out, stored):
-    got = {m.group(2): m.group(3) for m in map(CASE_RE.match, out.splitlines()) if m and m.group(3)}
+    got, _ = compare_digests.parse_emu_output(out)
     diff = [name for name, d in got.items() if name in stored and stored[name] != d]
     if not diff:
         return None
@@ -269,13 +245,7 @@ class Harness:
         self.cxx = shutil.which("g++")
 
     def build(self, root, src, exe, asan):
-        flags = ["-std=c++20", "-O1", "-pthread", "-g1"]
-        if asan:
-            flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
-        emu = os.path.join(root, "tests", "cuda_emu")
-        incs = ["-I" + d for d in [os.path.join(emu, "include"), os.path.join(root, "csrc"),
-                                   os.path.join(root, "csrc", "cuda"), emu] + self.cuda_inc]
-        cmd = ["nice", self.cxx, *flags, *incs, os.path.join(emu, src), "-o", exe]
+        cmd = ["nice", *compile_command(self.cxx, root, src, exe, self.cuda_inc, asan)]
         r = subprocess.run(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         return r.returncode == 0, r.stdout
 
@@ -407,7 +377,7 @@ def main():
     digests = None
     dpath = None if args.no_digests else (args.digests or (STORED_DIGESTS if os.path.exists(STORED_DIGESTS) else None))
     if dpath:
-        digests = read_digests(dpath)
+        digests = compare_digests.read_stored(dpath)
         print(f"digests: {len(digests)} cases from {os.path.relpath(dpath)}", flush=True)
     h = Harness(args, cuda_inc, digests)
     results = []
