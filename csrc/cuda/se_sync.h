@@ -5,8 +5,10 @@
 // the hooks below and includes this one. Nothing else in csrc/cuda/ uses __shared__, <<<...>>>,
 // a cooperative launch or a grid barrier directly.
 //
-// Progress: the only inter-block wait in csrc/cuda/ is se_grid_sync(), and it
-// is called only from kernels started by se_launch_cooperative(). A
+// Progress: the only inter-block waits in csrc/cuda/ are se_grid_sync(),
+// called only from kernels started by se_launch_cooperative(), and
+// se_cluster_sync(), called only from kernels started by se_launch_cluster()
+// (a cluster's blocks are co-scheduled by the hardware, or the launch fails). A
 // cooperative launch either makes every block of the grid co-resident (the
 // driver checks the grid against the device's occupancy and waits for the
 // room) or fails with an error and runs nothing (cudaErrorCooperativeLaunchTooLarge,
@@ -51,6 +53,54 @@ constexpr int kMaxDevices = 64;  // per-device caches below
 // block after it). Only in kernels launched with se_launch_cooperative.
 __device__ __forceinline__ void se_grid_sync() { cooperative_groups::this_grid().sync(); }
 
+// Cluster barrier (sm_90+): the blocks of the calling block's thread-block
+// cluster meet; release/acquire at cluster scope, so global and shared writes
+// before it are visible to the cluster's threads after it. Only in kernels
+// launched by se_launch_cluster (the hardware co-schedules a cluster's blocks,
+// so the wait cannot depend on a block that is not running). The host launches
+// cluster kernels only where their image is sm_90+ (se_cluster_capacity); a
+// pre-Hopper image of such a kernel traps instead of running wrongly.
+__device__ __forceinline__ void se_cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  __trap();
+#else
+  cooperative_groups::this_cluster().sync();
+#endif
+}
+
+// Asynchronous 16-byte copies global -> shared (cp.async.cg, sm_80+: L2 only,
+// no registers held, so a block keeps its whole tile in flight). A thread's
+// copies are grouped by se_cp_async_commit(); se_cp_async_wait(n) returns when
+// at most n of the thread's newest groups are still in flight (n is clamped
+// to 7: waiting for more than asked is safe). The copies are the thread's
+// own: other threads see them after its wait and a __syncthreads. dst and src
+// 16-byte aligned. The emulator defines SE_CP_ASYNC16 / SE_CP_ASYNC_COMMIT /
+// SE_CP_ASYNC_WAIT first (a copy lands at the wait, so a read before it sees
+// the unstaged 0xff bytes).
+#ifndef SE_CP_ASYNC16
+#define SE_CP_ASYNC16(dst, src)                                                        \
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(                    \
+                   static_cast<unsigned>(__cvta_generic_to_shared(dst))),              \
+               "l"(src)                                                                \
+               : "memory")
+#define SE_CP_ASYNC_COMMIT() asm volatile("cp.async.commit_group;\n" ::: "memory")
+#define SE_CP_ASYNC_WAIT(n) asm volatile("cp.async.wait_group %0;\n" ::"n"(n) : "memory")
+#endif
+__device__ __forceinline__ void se_cp_async16(void* dst, const void* src) { SE_CP_ASYNC16(dst, src); }
+__device__ __forceinline__ void se_cp_async_commit() { SE_CP_ASYNC_COMMIT(); }
+__device__ __forceinline__ void se_cp_async_wait(int n) {
+  switch (n < 0 ? 0 : n) {  // wait_group takes an immediate
+    case 0: SE_CP_ASYNC_WAIT(0); break;
+    case 1: SE_CP_ASYNC_WAIT(1); break;
+    case 2: SE_CP_ASYNC_WAIT(2); break;
+    case 3: SE_CP_ASYNC_WAIT(3); break;
+    case 4: SE_CP_ASYNC_WAIT(4); break;
+    case 5: SE_CP_ASYNC_WAIT(5); break;
+    case 6: SE_CP_ASYNC_WAIT(6); break;
+    default: SE_CP_ASYNC_WAIT(7); break;
+  }
+}
+
 // An ordinary launch on `stream`; returns the launch error, if any (an error
 // pending from earlier work is returned instead, and nothing launched).
 template <typename Args>
@@ -83,6 +133,83 @@ cudaError_t se_launch_cooperative(void (*kernel)(Args), int64_t grid, int thread
   if (pending != cudaSuccess) return pending;  // not ours: reported, not cleared
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args);
   if (err != cudaSuccess) (void)cudaGetLastError();  // our refused launch's (not sticky): cleared
+  return err;
+}
+
+// A cluster launch: grid blocks in clusters of `cluster` consecutive blocks
+// (grid a multiple of it), each cluster co-scheduled by the hardware on one
+// GPC, or an error and nothing runs (cudaErrorClusterOutOfResources when no
+// cluster of that size and shared memory fits, cudaErrorInvalidClusterSize,
+// cudaErrorNotSupported before sm_90...). Legal under stream capture (a
+// kernel node with the attribute). Clusters above 8 blocks need
+// se_cluster_capacity first (it sets the non-portable opt-in).
+template <typename Args>
+cudaError_t se_launch_cluster(void (*kernel)(Args), int64_t grid, int cluster, int threads,
+                              cudaStream_t stream, const Args& args, size_t smem) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(grid), 1, 1);
+  cfg.blockDim = dim3(static_cast<unsigned>(threads), 1, 1);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  const cudaError_t pending = cudaPeekAtLastError();
+  if (pending != cudaSuccess) return pending;  // not ours: reported, not cleared
+  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args);
+  if (err != cudaSuccess) (void)cudaGetLastError();  // our refused launch's (not sticky): cleared
+  return err;
+}
+
+// The cluster capacity of Kernel on the current device at `threads` threads
+// and `smem` bytes of dynamic shared memory (se_allow_dynamic_smem first):
+// *max_cluster: the largest cluster the device schedules
+// (cudaOccupancyMaxPotentialClusterSize, with the non-portable opt-in, so up
+// to 16 on an H100/H200); *active: how many clusters of `cluster` blocks fit
+// at once (cudaOccupancyMaxActiveClusters; 0: a launch would be refused), 0
+// when cluster is 0 or above *max_cluster. Both 0, and cudaSuccess, where the
+// device has no cluster launch or Kernel's image predates sm_90 (its body is a
+// trap there). Errors of our own calls are cleared and returned.
+template <auto Kernel>
+cudaError_t se_cluster_capacity(int cluster, int threads, size_t smem, int* max_cluster, int* active) {
+  *max_cluster = 0;
+  *active = 0;
+  const cudaError_t pending = cudaPeekAtLastError();
+  if (pending != cudaSuccess) return pending;  // not ours: reported, not cleared
+  int dev = 0, can = 0;
+  cudaFuncAttributes fa = {};
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&can, cudaDevAttrClusterLaunch, dev);
+  if (err == cudaSuccess && can) err = cudaFuncGetAttributes(&fa, Kernel);
+  if (err != cudaSuccess || !can || fa.binaryVersion < 90) {
+    if (err != cudaSuccess) (void)cudaGetLastError();  // ours
+    return err;
+  }
+  err = cudaFuncSetAttribute(Kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(cluster > 0 ? cluster : 1), 1, 1);
+  cfg.blockDim = dim3(static_cast<unsigned>(threads), 1, 1);
+  cfg.dynamicSmemBytes = smem;
+  if (err == cudaSuccess) err = cudaOccupancyMaxPotentialClusterSize(max_cluster, Kernel, &cfg);
+  if (err == cudaSuccess && cluster > 0 && cluster <= *max_cluster) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    err = cudaOccupancyMaxActiveClusters(active, Kernel, &cfg);
+  }
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // ours
+    *max_cluster = 0;
+    *active = 0;
+  }
   return err;
 }
 
