@@ -138,9 +138,9 @@ cudaError_t se_launch_cooperative(void (*kernel)(Args), int64_t grid, int thread
 
 // A cluster launch: grid blocks in clusters of `cluster` consecutive blocks
 // (grid a multiple of it), each cluster co-scheduled by the hardware on one
-// GPC, or an error and nothing runs (cudaErrorClusterOutOfResources when no
-// cluster of that size and shared memory fits, cudaErrorInvalidClusterSize,
-// cudaErrorNotSupported before sm_90...). Legal under stream capture (a
+// GPC, or an error and nothing runs (cudaErrorInvalidClusterSize, an
+// out-of-resources error when no cluster of that size and shared memory fits,
+// cudaErrorNotSupported before sm_90...: the caller falls back on any). Legal under stream capture (a
 // kernel node with the attribute). Clusters above 8 blocks need
 // se_cluster_capacity first (it sets the non-portable opt-in).
 template <typename Args>
