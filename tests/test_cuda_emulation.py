@@ -144,40 +144,76 @@ def test_cuda_sources_are_short_and_trap_free():
                 assert "__trap" not in fh.read(), f"__trap in {os.path.join(root, f)}"
 
 
-def test_cuda_waits_only_under_cooperative_launch():
-    """The only inter-block wait is se_grid_sync(), called only in the bodies of
-    kernels named *_coop_kernel, and those are started only by se_launch_cooperative
-    (se_sync.h); no spin loop on global flags (no atomics, no
-    ld.acquire / __nanosleep) anywhere in csrc/cuda/."""
+def _bodies(code, pattern):
+    """(name, start, end) of each brace-delimited body after a match of pattern (group 1: the name)."""
     import re
+    out = []
+    for m in re.finditer(pattern, code):
+        body_start = code.find("{", m.end())
+        semi = code.find(";", m.end())
+        if body_start < 0 or 0 <= semi < body_start:  # a declaration
+            continue
+        depth, i = 0, body_start
+        while True:
+            depth += {"{": 1, "}": -1}.get(code[i], 0)
+            i += 1
+            if depth == 0:
+                break
+        out.append((m.group(1), body_start, i))
+    return out
+
+
+def test_cuda_waits_only_under_cooperative_or_cluster_launch():
+    """The only inter-block waits are se_grid_sync() and se_cluster_sync() (se_sync.h).
+    se_grid_sync is called only in the bodies of kernels named *_coop_kernel and in
+    staged_sync (se_onepass.cuh); se_cluster_sync only in staged_sync; staged_sync only
+    in kernels named *_staged_kernel. A *_coop_kernel is started only by
+    se_launch_cooperative; a *_staged_kernel<..., false> (the grid barrier) only by
+    se_launch_cooperative and a *_staged_kernel<..., true> (the cluster barrier) only by
+    se_launch_cluster. No spin loop on global flags (no atomics, no ld.acquire /
+    __nanosleep) anywhere in csrc/cuda/."""
+    import re
+    kernel = r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s*)?(\w+)\s*\("
     for name, text in _cuda_sources().items():
         code = re.sub(r"//[^\n]*", "", text)
+        # (asm volatile: se_sync.h's cp.async instructions, which wait on nothing but the
+        # thread's own copies)
         for bad in ("__nanosleep", "atomicAdd", "atomicCAS", "ld.acquire", "volatile"):
-            assert bad not in code, f"csrc/cuda/{name} uses {bad}"
+            assert bad not in code.replace("asm volatile(\"cp.async.", ""), f"csrc/cuda/{name} uses {bad}"
         if name == "se_sync.h":
             continue
-        # Each kernel body that calls se_grid_sync must be a *_coop_kernel.
-        coop_bodies = []
-        for m in re.finditer(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s*)?(\w+)\s*\(", code):
-            body_start = code.index("{", m.end())
-            depth, i = 0, body_start
-            while True:
-                depth += {"{": 1, "}": -1}.get(code[i], 0)
-                i += 1
-                if depth == 0:
-                    break
-            if m.group(1).endswith("_coop_kernel"):
-                coop_bodies.append((body_start, i))
-            elif "se_grid_sync" in code[body_start:i]:
-                raise AssertionError(f"{m.group(1)} in {name} waits on the grid")
-        # Every grid barrier sits in a *_coop_kernel's own body (not in a device
-        # function that a two-pass kernel could also call).
+        kernels = _bodies(code, kernel)
+        staged_sync = _bodies(code, r"__device__\s+__forceinline__\s+void\s+(staged_sync)\s*\(")
+        for k, a, b in kernels:
+            if not k.endswith("_coop_kernel"):
+                assert "se_grid_sync" not in code[a:b], f"{k} in {name} waits on the grid"
+            if not k.endswith("_staged_kernel"):
+                assert "staged_sync" not in code[a:b], f"{k} in {name} waits in a staged round"
+        inside = lambda pos, spans: any(a <= pos < b for _, a, b in spans)  # noqa: E731
+        coop = [s for s in kernels if s[0].endswith("_coop_kernel")]
+        staged = [s for s in kernels if s[0].endswith("_staged_kernel")]
         for m in re.finditer(r"se_grid_sync\s*\(", code):
-            assert any(a <= m.start() < b for a, b in coop_bodies), (
-                f"se_grid_sync() outside a *_coop_kernel body in {name} (offset {m.start()})")
-        for m in re.finditer(r"se_launch(_cooperative)?\((\w+)", code):
+            assert inside(m.start(), coop + staged_sync), (
+                f"se_grid_sync() outside a *_coop_kernel body or staged_sync in {name} (offset {m.start()})")
+        for m in re.finditer(r"se_cluster_sync\s*\(", code):
+            assert inside(m.start(), staged_sync), f"se_cluster_sync() outside staged_sync in {name}"
+        for m in re.finditer(r"staged_sync\s*<", code):
+            assert inside(m.start(), staged), f"staged_sync outside a *_staged_kernel body in {name}"
+        for m in re.finditer(r"se_launch(_cooperative|_cluster)?\((\w+)", code):
             if m.group(2).endswith("_coop_kernel"):
-                assert m.group(1), f"{m.group(2)} launched without a cooperative launch in {name}"
+                assert m.group(1) == "_cooperative", f"{m.group(2)} launched without a cooperative launch"
+            assert not m.group(2).endswith("_staged_kernel"), f"{m.group(2)} launched by name in {name}"
+        # The staged kernels are launched through `constexpr auto kernel = ...;` in a launch
+        # function whose launch call names that kernel.
+        for fn, a, b in _bodies(code, r"\ncudaError_t\s+(\w+)\s*\("):
+            body = code[a:b]
+            for m in re.finditer(r"constexpr auto kernel = (\w+_staged_kernel)<[^;]*,\s*(true|false)>;", body):
+                launches = re.findall(r"se_launch(_cooperative|_cluster)?\(kernel\b", body)
+                want = "_cluster" if m.group(2) == "true" else "_cooperative"
+                assert launches and all(x == want for x in launches), (
+                    f"{fn} in {name}: {m.group(1)}<..., {m.group(2)}> launched by {launches}, want se_launch{want}")
+            assert not re.search(r"_staged_kernel<", body.replace("constexpr auto kernel = ", "")) or \
+                "constexpr auto kernel = " in body, f"{fn} in {name} names a staged kernel outside its declaration"
 
 
 # tests/cuda_emu/selftest.cpp: each check of the emulator on a tiny kernel that breaks
@@ -250,7 +286,8 @@ def test_compare_digests_reports_equal_differ_missing(tmp_path):
     stored.write_text("# made up\nfp32 N1 C3 case a 00000000000000aa\nfp32 case b 00000000000000bb\n"
                       "case c 00000000000000cc\n")
     gpu = tmp_path / "gpu_digests.txt"
-    paths = ["twopass:twopass/twopass", "cooperative:cooperative/cooperative", "onepass:cooperative/onepass"]
+    paths = ["twopass:twopass/twopass", "cooperative:cooperative/cooperative", "onepass:cooperative/onepass",
+             "cluster:cluster/cluster"]
     gpu.write_text("".join(f"fp32 N1 C3 case a {p} 00000000000000aa\n" for p in paths) +  # equal
                    "".join(f"fp32 case b {p} {'00000000000000bb' if i else '00000000000000b0'}\n"
                            for i, p in enumerate(paths)) +                               # differs on one path
@@ -263,7 +300,7 @@ def test_compare_digests_reports_equal_differ_missing(tmp_path):
     report = out.read_text()
     assert "equal  fp32 N1 C3 case a onepass:cooperative/onepass gpu=00000000000000aa emu=00000000000000aa" in report
     assert "DIFFER fp32 case b twopass:twopass/twopass gpu=00000000000000b0 emu=00000000000000bb" in report
-    assert "MISSING case c twopass,cooperative,onepass" in report and "EXTRA  case d" in report
+    assert "MISSING case c twopass,cooperative,onepass,cluster" in report and "EXTRA  case d" in report
     # a case on only some paths is not equal; every path equal passes
     gpu.write_text("".join(f"fp32 N1 C3 case a {p} 00000000000000aa\n" for p in paths))
     stored.write_text("fp32 N1 C3 case a 00000000000000aa\n")

@@ -31,6 +31,7 @@ struct BwdArgs {
   SEBackwardParams p;
   Geometry g;
   ExciteWs ws;  // part, hscratch, dz2, dz1, act (se_excite.cuh)
+  StagedPlan sp;  // the staged kernels' plan (OnePass, Cluster; se_heuristics.h)
 };
 
 // After the squeeze of chunk ui (sm.u.buf: its channels' sums of dy * x over
@@ -55,12 +56,13 @@ __device__ __forceinline__ void bwd_finish(const BwdArgs& a, Smem<acc_t<T>>& sm,
   __syncthreads();
 }
 
-// kOnePass: the unit's tile of dy is staged in dynamic shared memory first
-// (kept for the scale after the barrier); x, needed by the squeeze alone, is
-// read from global memory once (se_onepass.cuh; the same sums in the same
+// kStaged: the unit's tile of dy was staged in `slot` (kept for the scale
+// after the barrier; the copies waited for); x, needed by the squeeze alone,
+// is read from global memory once (se_onepass.cuh; the same sums in the same
 // orders).
-template <typename T, bool kNHWC, bool kOnePass = false>
-__device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
+template <typename T, bool kNHWC, bool kStaged = false>
+__device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
+                                           unsigned char* slot = nullptr) {
   using A = acc_t<T>;
   const SEBackwardParams& p = a.p;
   const int64_t C = p.C, HW = p.HW;
@@ -68,10 +70,9 @@ __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm,
   const int64_t len = ui.c1 - ui.c0;
   const int64_t rows = ui.n * C * HW + ui.r0 * C;  // the unit's rows (NCHW: the sample)
   const auto sums = [&](int64_t r, A v) { sm.u.buf[r] = v; };
-  if constexpr (kOnePass) {
-    SE_DYNAMIC_SHARED(dyn);
+  if constexpr (kStaged) {
     const T* xs = cin<T>(p.x) + rows;
-    const T* dtile = stage_tile<T, kNHWC>(cin<T>(p.dy) + rows, C, ui.rows, ui.c0, len, dyn);
+    const T* dtile = onepass_tile<T, kNHWC>(cin<T>(p.dy) + rows + (kNHWC ? ui.c0 : ui.c0 * HW), slot);
     if constexpr (kNHWC) {  // ColDot2 of the two-pass squeeze, with the tile's row stride
       col_reduce(ColDot2Ld<T>{dtile, onepass_ld<T>(len), xs + ui.c0, C}, ui.rows, len, a.g.CW,
                  sm.u.part, sums);
@@ -147,16 +148,17 @@ __device__ __noinline__ void bwd_phase1_loop(const BwdArgs& a, Smem<acc_t<T>>& s
 // The summing step's loop (as se_forward.cuh fwd_sum_loop).
 template <typename T>
 __device__ __noinline__ void bwd_sum_loop(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t first,
-                                          int64_t last) {
-  for (int64_t v = first + blockIdx.x; v < last; v += gridDim.x) bwd_sum<T>(a, sm, v);
+                                          int64_t last, int64_t rank, int64_t size) {
+  for (int64_t v = first + rank; v < last; v += size) bwd_sum<T>(a, sm, v);
 }
 template <typename T, bool kNHWC>
 __device__ __noinline__ void bwd_phase2_loop(const BwdArgs& a, Smem<acc_t<T>>& sm) {
   for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) bwd_phase2<T, kNHWC>(a, sm, u);
 }
+// Weight-gradient blocks rank, rank + size, ... on this block.
 template <typename T>
-__device__ __noinline__ void wgrad_loop(const BwdArgs& a, Smem<acc_t<T>>& sm) {
-  for (int64_t vb = blockIdx.x; vb < a.g.wgrad_blocks; vb += gridDim.x) wgrad_block<T>(a.p, a.g, a.ws, sm, vb);
+__device__ __noinline__ void wgrad_loop(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t rank, int64_t size) {
+  for (int64_t vb = rank; vb < a.g.wgrad_blocks; vb += size) wgrad_block<T>(a.p, a.g, a.ws, sm, vb);
 }
 template <typename T, bool kNHWC>
 __global__ void __launch_bounds__(kThreads) se_bwd_coop_kernel(const __grid_constant__ BwdArgs a) {
@@ -164,28 +166,29 @@ __global__ void __launch_bounds__(kThreads) se_bwd_coop_kernel(const __grid_cons
   bwd_phase1_loop<T, kNHWC>(a, sm);
   if (kNHWC && a.g.parts > 1) {  // grid-uniform: every block meets both barriers
     se_grid_sync();
-    bwd_sum_loop<T>(a, sm, 0, a.g.units / a.g.parts);
+    bwd_sum_loop<T>(a, sm, 0, a.g.units / a.g.parts, blockIdx.x, gridDim.x);
   }
   se_grid_sync();
   bwd_phase2_loop<T, kNHWC>(a, sm);
   se_grid_sync();
-  wgrad_loop<T>(a, sm);
+  wgrad_loop<T>(a, sm, blockIdx.x, gridDim.x);
 }
 
-// OnePass: the cooperative kernel in rounds of whole samples (as the
-// forward's) whose tile of dy stays in dynamic shared memory across each
-// round's barrier: phase 2 forms dx from it. After the last round, phase 3 as
-// the cooperative kernel.
+// The staged kernel (OnePass, Cluster; as se_forward.cuh's) on dy: each
+// round's tiles of dy stay in shared memory across the round's barrier and
+// phase 2 forms dx from them. Then phase 3: OnePass after a grid barrier, by
+// the whole grid; Cluster inside the kernel only when one cluster is the
+// whole batch (N == 1: after the cluster's barrier), else the weight-gradient
+// kernel is a launch of its own (it sums over every sample).
 template <typename T, bool kNHWC>
-__device__ __noinline__ void bwd_onepass_phase1_call(const BwdArgs& a, Smem<acc_t<T>>& sm,
-                                                     int64_t u) {
-  bwd_phase1<T, kNHWC, true>(a, sm, u);
+__device__ __noinline__ void bwd_staged_phase1_call(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
+                                                    unsigned char* slot) {
+  bwd_phase1<T, kNHWC, true>(a, sm, u, slot);
 }
 template <typename T, bool kNHWC>
-__device__ __noinline__ void bwd_onepass_phase2_call(const BwdArgs& a, Smem<acc_t<T>>& sm,
-                                                     int64_t u) {
+__device__ __noinline__ void bwd_staged_phase2_call(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
+                                                    unsigned char* slot) {
   using A = acc_t<T>;
-  SE_DYNAMIC_SHARED(dyn);
   const SEBackwardParams& p = a.p;
   const int64_t C = p.C, HW = p.HW;
   const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
@@ -194,27 +197,45 @@ __device__ __noinline__ void bwd_onepass_phase2_call(const BwdArgs& a, Smem<acc_
   excite_bwd_dp<T>(p, a.g, ui, u, a.ws, sm);
   __syncthreads();
   const int64_t first = ui.n * C * HW + tile_offset<kNHWC>(ui, C, HW);  // the unit's first element
-  onepass_scale<T, true, kNHWC>(onepass_tile<T, kNHWC>(cin<T>(p.dy) + first, dyn),
-                                out<T>(p.dx) + first, C, ui.rows, len, a.g, sm.u.buf, sm.u.buf2,
-                                p.residual);
-  __syncthreads();  // sm is reused by the next round or phase 3
+  onepass_scale<T, true, kNHWC>(onepass_tile<T, kNHWC>(cin<T>(p.dy) + first, slot), out<T>(p.dx) + first,
+                                C, ui.rows, len, a.g, sm.u.buf, sm.u.buf2, p.residual);
+  __syncthreads();  // the slot and sm are reused by the next unit, round or phase 3
 }
-template <typename T, bool kNHWC>
-__global__ void __launch_bounds__(kThreads) se_bwd_onepass_coop_kernel(const __grid_constant__ BwdArgs a) {
+template <typename T, bool kNHWC, bool kCluster>
+__global__ void __launch_bounds__(kThreads) se_bwd_staged_kernel(const __grid_constant__ BwdArgs a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  if constexpr (kCluster) return;  // no clusters before sm_90: never launched there (se_cluster_capacity)
+#endif
   SE_SHARED(Smem<acc_t<T>>, sm);
-  for (int64_t base = 0; base < a.g.units; base += gridDim.x) {  // a round (grid-uniform)
-    const int64_t u = base + blockIdx.x;
-    if (u < a.g.units) bwd_onepass_phase1_call<T, kNHWC>(a, sm, u);
-    if (kNHWC && a.g.parts > 1) {  // grid-uniform: every block meets both barriers
-      se_grid_sync();
-      const int64_t end = base + gridDim.x < a.g.units ? base + gridDim.x : a.g.units;
-      bwd_sum_loop<T>(a, sm, base / a.g.parts, end / a.g.parts);
+  SE_DYNAMIC_SHARED(dyn);
+  const StagedScope sc = staged_scope<kCluster>(a.g, a.sp);
+  const int64_t J = a.sp.slots;
+  for (int64_t base = sc.first; base < a.g.units; base += sc.stride) {  // a round
+    const int64_t end = staged_end(sc, base, a.g.units);
+#pragma unroll 1
+    for (int64_t j = 0, u = base + sc.rank; j < J; ++j, u += sc.size) {  // every slot in flight, a group each
+      if (u < end) stage_unit<T, kNHWC>(a.p.dy, a.p, a.g, u, dyn + j * a.sp.slot_bytes);
+      se_cp_async_commit();
     }
-    se_grid_sync();
-    if (u < a.g.units) bwd_onepass_phase2_call<T, kNHWC>(a, sm, u);
+#pragma unroll 1
+    for (int64_t j = 0, u = base + sc.rank; j < J; ++j, u += sc.size) {
+      se_cp_async_wait(static_cast<int>(J - 1 - j));  // slot j's group has landed
+      __syncthreads();                                // ... for every thread's copies
+      if (u < end) bwd_staged_phase1_call<T, kNHWC>(a, sm, u, dyn + j * a.sp.slot_bytes);
+    }
+    if (kNHWC && a.g.parts > 1) {  // uniform: every block of the scope meets both barriers
+      staged_sync<kCluster>();
+      bwd_sum_loop<T>(a, sm, base / a.g.parts, end / a.g.parts, sc.rank, sc.size);
+    }
+    staged_sync<kCluster>();
+#pragma unroll 1
+    for (int64_t j = 0, u = base + sc.rank; j < J && u < end; ++j, u += sc.size)
+      bwd_staged_phase2_call<T, kNHWC>(a, sm, u, dyn + j * a.sp.slot_bytes);
   }
-  se_grid_sync();
-  wgrad_loop<T>(a, sm);
+  if (!kCluster || gridDim.x == a.sp.cluster) {  // grid-uniform
+    staged_sync<kCluster>();
+    wgrad_loop<T>(a, sm, sc.rank, sc.size);
+  }
 }
 
 // ------------------------------------------------------------------ host
@@ -242,23 +263,49 @@ BwdLayout bwd_layout(const SEBackwardParams& p, const Geometry& g) {
 // The one-pass launch where onepass_applies (se_heuristics.h; the tile is
 // dy's); any error means that nothing ran (as launch_forward_onepass).
 template <typename T, bool kNHWC>
-cudaError_t launch_backward_onepass(const BwdArgs& a, cudaStream_t stream) {
+cudaError_t launch_backward_onepass(BwdArgs a, cudaStream_t stream) {
+  constexpr auto kernel = se_bwd_staged_kernel<T, kNHWC, false>;
   const int64_t smem = onepass_smem_bytes<T>(a.p, a.g);
   if (smem > kOnePassSmemBytes) return cudaErrorInvalidValue;
   int resident = 0;
-  cudaError_t err = se_allow_dynamic_smem<se_bwd_onepass_coop_kernel<T, kNHWC>>(smem);
-  if (err == cudaSuccess)
-    err = se_resident_blocks<se_bwd_onepass_coop_kernel<T, kNHWC>>(kThreads, &resident, smem);
+  cudaError_t err = se_allow_dynamic_smem<kernel>(smem);
+  if (err == cudaSuccess) err = se_resident_blocks<kernel>(kThreads, &resident, smem);
   if (err != cudaSuccess) return err;
   if (!onepass_applies(smem, a.g, resident)) return cudaErrorCooperativeLaunchTooLarge;
+  a.sp = StagedPlan{1, smem, 0};
   // Phase 3 loops over the weight-gradient blocks on whatever grid the rounds use.
-  return se_launch_cooperative(se_bwd_onepass_coop_kernel<T, kNHWC>, onepass_grid(a.p, a.g, resident),
-                               kThreads, stream, a, static_cast<size_t>(smem));
+  return se_launch_cooperative(kernel, onepass_grid(a.p, a.g, resident), kThreads, stream, a,
+                               static_cast<size_t>(smem));
+}
+
+// The cluster launch (as launch_forward_cluster), then the weight-gradient
+// kernel unless one cluster is the whole batch. An error from the first
+// launch means that nothing ran; from the second, it is the call's error.
+template <typename T, bool kNHWC>
+cudaError_t launch_backward_cluster(BwdArgs a, cudaStream_t stream, bool* launched) {
+  constexpr auto kernel = se_bwd_staged_kernel<T, kNHWC, true>;
+  *launched = false;
+  cudaError_t err = cluster_fit<kernel, T>(a.p, a.g, &a.sp);
+  if (err == cudaSuccess)
+    err = se_launch_cluster(kernel, a.p.N * a.sp.cluster, static_cast<int>(a.sp.cluster), kThreads,
+                            stream, a, static_cast<size_t>(a.sp.slots * a.sp.slot_bytes));
+  if (err != cudaSuccess) return err;
+  *launched = true;
+  return a.p.N == 1 ? cudaSuccess : se_launch(se_wgrad_kernel<T>, a.g.wgrad_blocks, kThreads, stream, a);
 }
 
 template <typename T, bool kNHWC>
 cudaError_t launch_backward_layout(const BwdArgs& a, cudaStream_t stream, SEPath* taken) {
   SEPath path = choose_path(a.p.path);
+  if (path == SEPath::Cluster) {
+    bool launched = false;
+    const cudaError_t err = launch_backward_cluster<T, kNHWC>(a, stream, &launched);
+    if (launched) {
+      if (err == cudaSuccess && taken) *taken = SEPath::Cluster;
+      return err;
+    }
+    path = SEPath::TwoPass;  // does not apply here, or refused: the three-launch path (same bits)
+  }
   if (path == SEPath::OnePass) {
     if (launch_backward_onepass<T, kNHWC>(a, stream) == cudaSuccess) {
       if (taken) *taken = SEPath::OnePass;

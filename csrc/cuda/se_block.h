@@ -36,6 +36,10 @@ enum class SEPath : int32_t {
                     // shared-memory budget and a sample's units are resident at once
                     // (se_heuristics.h onepass_applies; more samples run in rounds);
                     // else Cooperative, then TwoPass
+  Cluster = 4,      // sm_90+: one sample per thread-block cluster, its tiles staged in
+                    // the cluster's shared memory and scaled from there after the
+                    // cluster barrier: x read once, no grid-wide barrier (se_heuristics.h
+                    // cluster_plan); where it does not apply, TwoPass
 };
 
 // The forward problem. The backward (SEBackwardParams) extends it.

@@ -45,13 +45,15 @@ using cuda_kernels::SEBackwardParams;
 using cuda_kernels::SEForwardParams;
 using cuda_kernels::SEPath;
 
-// SE_FUSED_CUDA_PATH = auto (default) | twopass | cooperative | onepass, read
-// once per process. auto: se_heuristics.h choose_path (today: twopass, the
+// SE_FUSED_CUDA_PATH = auto (default) | twopass | cooperative | onepass |
+// cluster, read once per process. auto: se_heuristics.h choose_path (today: twopass, the
 // path in which no block ever waits). cooperative: one cooperative launch per
 // call, falling back to twopass if the driver refuses it. onepass: the
 // cooperative launch with each unit's tile of x (dy) kept in shared memory
 // across the grid barrier, where it applies (se_heuristics.h
-// onepass_applies); else cooperative, then twopass.
+// onepass_applies); else cooperative, then twopass. cluster (sm_90+): one
+// sample per thread-block cluster, x (dy) kept in the cluster's shared memory
+// across the cluster barrier (se_heuristics.h cluster_plan); else twopass.
 SEPath requested_path() {
   static const SEPath path = [] {
     const char* v = std::getenv("SE_FUSED_CUDA_PATH");
@@ -59,8 +61,9 @@ SEPath requested_path() {
     if (std::strcmp(v, "twopass") == 0) return SEPath::TwoPass;
     if (std::strcmp(v, "cooperative") == 0) return SEPath::Cooperative;
     if (std::strcmp(v, "onepass") == 0) return SEPath::OnePass;
+    if (std::strcmp(v, "cluster") == 0) return SEPath::Cluster;
     TORCH_WARN("se_fused: SE_FUSED_CUDA_PATH=", v,
-               " is not auto, twopass, cooperative or onepass; using auto");
+               " is not auto, twopass, cooperative, onepass or cluster; using auto");
     return SEPath::Auto;
   }();
   return path;
@@ -113,7 +116,7 @@ std::vector<int64_t> region_bytes(const cuda_kernels::SEWorkspaceRegions& r) {
 // ---------------------------------------------------------------- the device
 
 static_assert(static_cast<int>(SEPath::TwoPass) == 1 && static_cast<int>(SEPath::Cooperative) == 2 &&
-                  static_cast<int>(SEPath::OnePass) == 3,
+                  static_cast<int>(SEPath::OnePass) == 3 && static_cast<int>(SEPath::Cluster) == 4,
               "se_cuda_plan.h kCudaPathNames numbers the paths as SEPath");
 
 constexpr int kMaxDevices = 64;

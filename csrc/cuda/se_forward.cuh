@@ -32,6 +32,7 @@ struct FwdArgs {
   SEForwardParams p;  // pointers untyped (T and acc_t<T>)
   Geometry g;
   ExciteWs ws;  // part, hscratch (se_excite.cuh)
+  StagedPlan sp;  // the staged kernels' plan (OnePass, Cluster; se_heuristics.h)
 };
 
 // After the squeeze of chunk ui (sm.u.buf: its channels' sums over every
@@ -53,10 +54,11 @@ __device__ __forceinline__ void fwd_finish(const FwdArgs& a, Smem<acc_t<T>>& sm,
   __syncthreads();  // sm is reused by the next unit
 }
 
-// kOnePass: the unit's tile is staged in dynamic shared memory first and
-// squeezed from there (se_onepass.cuh; the same sums in the same orders).
-template <typename T, bool kNHWC, bool kOnePass = false>
-__device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
+// kStaged: the unit's tile was staged in `slot` (se_onepass.cuh; the copies
+// waited for) and is squeezed from there: the same sums in the same orders.
+template <typename T, bool kNHWC, bool kStaged = false>
+__device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
+                                           unsigned char* slot = nullptr) {
   using A = acc_t<T>;
   const SEForwardParams& p = a.p;
   const int64_t C = p.C, HW = p.HW;
@@ -65,10 +67,9 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
   const T* xs = cin<T>(p.x) + ui.n * C * HW + ui.r0 * C;
   A* pooled = out<A>(p.pooled) + ui.n * C;
   const auto sums = [&](int64_t r, A v) { sm.u.buf[r] = v; };
-  if constexpr (kOnePass) {
-    SE_DYNAMIC_SHARED(dyn);
+  if constexpr (kStaged) {
     const int64_t len = ui.c1 - ui.c0;
-    const T* tile = stage_tile<T, kNHWC>(xs, C, ui.rows, ui.c0, len, dyn);
+    const T* tile = onepass_tile<T, kNHWC>(xs + (kNHWC ? ui.c0 : ui.c0 * HW), slot);
     // The tile's channel r is channel c0 + r (NHWC: row stride onepass_ld).
     squeeze_chunk<T, false, kNHWC>(tile, nullptr, kNHWC ? onepass_ld<T>(len) : C, ui.rows, 0, len,
                                    a.g, sm, sums);
@@ -137,13 +138,14 @@ template <typename T, bool kNHWC>
 __device__ __noinline__ void fwd_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
   for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase1<T, kNHWC>(a, sm, u);
 }
-// The summing step's loop over chunks [first, last) of the N * K (the kernels
-// call it, with the grid barrier before it, where parts > 1); inlined into the
-// cooperative kernels' bodies (a function of its own spilled).
+// The summing step's loop over chunks [first, last) of the N * K, chunk
+// first + rank + i * size on this block (the kernels call it, with the
+// barrier before it, where parts > 1); inlined into the kernels' bodies (a
+// function of its own spilled).
 template <typename T>
 __device__ __forceinline__ void fwd_sum_loop(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t first,
-                                             int64_t last) {
-  for (int64_t v = first + blockIdx.x; v < last; v += gridDim.x) fwd_sum<T>(a, sm, v);
+                                             int64_t last, int64_t rank, int64_t size) {
+  for (int64_t v = first + rank; v < last; v += size) fwd_sum<T>(a, sm, v);
 }
 template <typename T, bool kNHWC, bool kFC2>
 __device__ __noinline__ void fwd_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
@@ -155,31 +157,30 @@ __global__ void __launch_bounds__(kThreads) se_fwd_coop_kernel(const __grid_cons
   fwd_phase1_call<T, kNHWC>(a, sm);
   if (kNHWC && a.g.parts > 1) {  // grid-uniform: every block meets both barriers
     se_grid_sync();
-    fwd_sum_loop<T>(a, sm, 0, a.g.units / a.g.parts);
+    fwd_sum_loop<T>(a, sm, 0, a.g.units / a.g.parts, blockIdx.x, gridDim.x);
   }
   se_grid_sync();
   fwd_phase2_call<T, kNHWC, kFC2>(a, sm);
 }
 
-// OnePass: the cooperative kernel in rounds of whole samples (grid = the
-// units of the samples a round holds, all co-resident; se_heuristics.h
-// onepass_applies): in each round a block stages its unit's tile of x in
-// dynamic shared memory, squeezes it, and after the round's grid barrier
-// scales it from there. Nothing a round writes is read by another round (the
-// workspace is per sample or per unit), and a block stages its next tile
-// only after all its threads are done with the previous one (the
-// __syncthreads ending phase 2), so one grid barrier per round suffices (two
-// with row parts).
+// The staged kernel (OnePass: kCluster false, a cooperative launch; Cluster:
+// kCluster true, a cluster launch): rounds (se_onepass.cuh StagedScope) in
+// which a block stages the tiles of its units (u0, u0 + step, ... below end)
+// in the slots of its dynamic shared memory, all in flight at once, squeezes
+// each as its copies land, meets the round's blocks at the barrier (grid or
+// cluster; two with row parts) and scales each from its slot. Nothing a round
+// writes is read by another round (the workspace is per sample or per unit),
+// and a block stages its next round only after all its threads are done with
+// the slots (the __syncthreads ending phase 2).
 template <typename T, bool kNHWC>
-__device__ __noinline__ void fwd_onepass_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm,
-                                                     int64_t u) {
-  fwd_phase1<T, kNHWC, true>(a, sm, u);
+__device__ __noinline__ void fwd_staged_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
+                                                    unsigned char* slot) {
+  fwd_phase1<T, kNHWC, true>(a, sm, u, slot);
 }
 template <typename T, bool kNHWC, bool kFC2>
-__device__ __noinline__ void fwd_onepass_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm,
-                                                     int64_t u) {
+__device__ __noinline__ void fwd_staged_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
+                                                    unsigned char* slot) {
   using A = acc_t<T>;
-  SE_DYNAMIC_SHARED(dyn);
   const SEForwardParams& p = a.p;
   const int64_t C = p.C, HW = p.HW;
   const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
@@ -189,24 +190,40 @@ __device__ __noinline__ void fwd_onepass_phase2_call(const FwdArgs& a, Smem<acc_
   gate_terms<A>(p.gate, sm.u.buf, sm.u.buf, len);  // s, in place
   __syncthreads();
   const int64_t first = ui.n * C * HW + tile_offset<kNHWC>(ui, C, HW);  // the unit's first element
-  onepass_scale<T, false, kNHWC>(onepass_tile<T, kNHWC>(cin<T>(p.x) + first, dyn),
-                                 out<T>(p.y) + first, C, ui.rows, len, a.g, sm.u.buf, nullptr,
-                                 p.residual);
-  __syncthreads();  // the tile and sm are reused by the next round
+  onepass_scale<T, false, kNHWC>(onepass_tile<T, kNHWC>(cin<T>(p.x) + first, slot), out<T>(p.y) + first,
+                                 C, ui.rows, len, a.g, sm.u.buf, nullptr, p.residual);
+  __syncthreads();  // the slot and sm are reused by the next unit or round
 }
-template <typename T, bool kNHWC, bool kFC2>
-__global__ void __launch_bounds__(kThreads) se_fwd_onepass_coop_kernel(const __grid_constant__ FwdArgs a) {
+template <typename T, bool kNHWC, bool kFC2, bool kCluster>
+__global__ void __launch_bounds__(kThreads) se_fwd_staged_kernel(const __grid_constant__ FwdArgs a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  if constexpr (kCluster) return;  // no clusters before sm_90: never launched there (se_cluster_capacity)
+#endif
   SE_SHARED(Smem<acc_t<T>>, sm);
-  for (int64_t base = 0; base < a.g.units; base += gridDim.x) {  // a round (grid-uniform)
-    const int64_t u = base + blockIdx.x;
-    if (u < a.g.units) fwd_onepass_phase1_call<T, kNHWC>(a, sm, u);
-    if (kNHWC && a.g.parts > 1) {  // grid-uniform: every block meets both barriers
-      se_grid_sync();
-      const int64_t end = base + gridDim.x < a.g.units ? base + gridDim.x : a.g.units;
-      fwd_sum_loop<T>(a, sm, base / a.g.parts, end / a.g.parts);
+  SE_DYNAMIC_SHARED(dyn);
+  const StagedScope sc = staged_scope<kCluster>(a.g, a.sp);
+  const int64_t J = a.sp.slots;
+  for (int64_t base = sc.first; base < a.g.units; base += sc.stride) {  // a round
+    const int64_t end = staged_end(sc, base, a.g.units);
+#pragma unroll 1
+    for (int64_t j = 0, u = base + sc.rank; j < J; ++j, u += sc.size) {  // every slot in flight, a group each
+      if (u < end) stage_unit<T, kNHWC>(a.p.x, a.p, a.g, u, dyn + j * a.sp.slot_bytes);
+      se_cp_async_commit();
     }
-    se_grid_sync();
-    if (u < a.g.units) fwd_onepass_phase2_call<T, kNHWC, kFC2>(a, sm, u);
+#pragma unroll 1
+    for (int64_t j = 0, u = base + sc.rank; j < J; ++j, u += sc.size) {
+      se_cp_async_wait(static_cast<int>(J - 1 - j));  // slot j's group has landed
+      __syncthreads();                                // ... for every thread's copies
+      if (u < end) fwd_staged_phase1_call<T, kNHWC>(a, sm, u, dyn + j * a.sp.slot_bytes);
+    }
+    if (kNHWC && a.g.parts > 1) {  // uniform: every block of the scope meets both barriers
+      staged_sync<kCluster>();
+      fwd_sum_loop<T>(a, sm, base / a.g.parts, end / a.g.parts, sc.rank, sc.size);
+    }
+    staged_sync<kCluster>();
+#pragma unroll 1
+    for (int64_t j = 0, u = base + sc.rank; j < J && u < end; ++j, u += sc.size)
+      fwd_staged_phase2_call<T, kNHWC, kFC2>(a, sm, u, dyn + j * a.sp.slot_bytes);
   }
 }
 
@@ -232,23 +249,41 @@ FwdLayout fwd_layout(const SEForwardParams& p, const Geometry& g) {
 // tile over the budget, a sample's units more than the resident blocks, the
 // shared-memory opt-in or the launch refused) means that nothing ran.
 template <typename T, bool kNHWC, bool kFC2>
-cudaError_t launch_forward_onepass(const FwdArgs& a, cudaStream_t stream) {
+cudaError_t launch_forward_onepass(FwdArgs a, cudaStream_t stream) {
+  constexpr auto kernel = se_fwd_staged_kernel<T, kNHWC, kFC2, false>;
   const int64_t smem = onepass_smem_bytes<T>(a.p, a.g);
   if (smem > kOnePassSmemBytes) return cudaErrorInvalidValue;
   int resident = 0;
-  cudaError_t err = se_allow_dynamic_smem<se_fwd_onepass_coop_kernel<T, kNHWC, kFC2>>(smem);
-  if (err == cudaSuccess)
-    err = se_resident_blocks<se_fwd_onepass_coop_kernel<T, kNHWC, kFC2>>(kThreads, &resident, smem);
+  cudaError_t err = se_allow_dynamic_smem<kernel>(smem);
+  if (err == cudaSuccess) err = se_resident_blocks<kernel>(kThreads, &resident, smem);
   if (err != cudaSuccess) return err;
   if (!onepass_applies(smem, a.g, resident)) return cudaErrorCooperativeLaunchTooLarge;
-  return se_launch_cooperative(se_fwd_onepass_coop_kernel<T, kNHWC, kFC2>,
-                               onepass_grid(a.p, a.g, resident), kThreads, stream, a,
+  a.sp = StagedPlan{1, smem, 0};
+  return se_launch_cooperative(kernel, onepass_grid(a.p, a.g, resident), kThreads, stream, a,
                                static_cast<size_t>(smem));
+}
+
+// The cluster launch (se_onepass.cuh cluster_fit; grid = N clusters); any
+// error means that nothing ran.
+template <typename T, bool kNHWC, bool kFC2>
+cudaError_t launch_forward_cluster(FwdArgs a, cudaStream_t stream) {
+  constexpr auto kernel = se_fwd_staged_kernel<T, kNHWC, kFC2, true>;
+  const cudaError_t err = cluster_fit<kernel, T>(a.p, a.g, &a.sp);
+  if (err != cudaSuccess) return err;
+  return se_launch_cluster(kernel, a.p.N * a.sp.cluster, static_cast<int>(a.sp.cluster), kThreads,
+                           stream, a, static_cast<size_t>(a.sp.slots * a.sp.slot_bytes));
 }
 
 template <typename T, bool kNHWC, bool kFC2>
 cudaError_t launch_forward_layout(const FwdArgs& a, cudaStream_t stream, SEPath* taken) {
   SEPath path = choose_path(a.p.path);
+  if (path == SEPath::Cluster) {
+    if (launch_forward_cluster<T, kNHWC, kFC2>(a, stream) == cudaSuccess) {
+      if (taken) *taken = SEPath::Cluster;
+      return cudaSuccess;
+    }
+    path = SEPath::TwoPass;  // does not apply here, or refused: the two-pass kernels (same bits)
+  }
   if (path == SEPath::OnePass) {
     if (launch_forward_onepass<T, kNHWC, kFC2>(a, stream) == cudaSuccess) {
       if (taken) *taken = SEPath::OnePass;

@@ -241,6 +241,57 @@ inline int64_t onepass_grid(const SEForwardParams& p, const Geometry& g, int64_t
   return per_round * units_per_sample(g);
 }
 
+// The staged kernels (se_onepass.cuh): OnePass and Cluster run one kernel
+// shape, rounds in which a block stages the tiles of some units in slots of
+// its dynamic shared memory, squeezes them, meets the round's other blocks at
+// a barrier, and scales from the slots. The plan says which units a block
+// takes; it moves no sum (every unit runs the per-unit code of the other
+// paths), so it may depend on the device.
+//   OnePass: slots 1, cluster 0: the barrier is grid-wide (a cooperative
+//     launch), a round is as many whole samples as the grid's blocks hold.
+//   Cluster: one sample per cluster of `cluster` blocks (its units r, r +
+//     cluster, ... on block rank r, `slots` of them at most), the barrier the
+//     cluster's: no block waits on another cluster.
+struct StagedPlan {
+  int64_t slots = 1;       // tiles a block stages per round
+  int64_t slot_bytes = 0;  // bytes per slot (16-byte multiple); the launch's dynamic smem is slots x this
+  int64_t cluster = 0;     // Cluster: blocks per cluster; 0: OnePass
+};
+
+// Cluster (SEPath::Cluster, sm_90+): a sample's units spread over a cluster
+// of min(units per sample, the device's largest cluster) blocks, 16 at most
+// (the non-portable limit of H100/H200), each staging its units' tiles at
+// once (cp.async: the block keeps them all in flight). A slot is the one-pass
+// tile rounded to 16 bytes (not to kOnePassSmemStep: the slots are packed).
+// kClusterSmemBytes: the slots of a block at most: 200 KB leaves room for the
+// 20-25 KB of static shared memory under the 227 KB per block of an H100/H200
+// (one block per SM; the cluster's blocks are resident together by
+// construction). 1x256x56x56 bf16 NCHW: 43 units of 37.6 KB, 16 blocks of 3
+// slots; 64x256x56x56 fp32: 64 units of 49 KB, 16 blocks of 4 (196 KB);
+// fp32 NHWC at 56x56 (104 units of 30 KB: 7 slots, 212 KB) and samples of
+// more than ~3.2 MB do not fit: TwoPass.
+constexpr int64_t kMaxCluster = 16;
+constexpr int64_t kClusterSmemBytes = 200 * 1024;
+
+template <typename T>
+int64_t cluster_slot_bytes(const SEForwardParams& p, const Geometry& g) {
+  constexpr int64_t V = Vec<T>::V, B = static_cast<int64_t>(sizeof(T));
+  const int64_t elems = p.channels_last ? g.part_rows * round_up(g.chunk, V) : round_up(g.chunk * p.HW + V - 1, V);
+  return elems * B;  // V * B == 16: a 16-byte multiple
+}
+// The cluster plan for clusters of at most max_cluster blocks (the device's
+// largest, kMaxCluster at most); slots 0 when a sample does not fit.
+template <typename T>
+StagedPlan cluster_plan(const SEForwardParams& p, const Geometry& g, int64_t max_cluster) {
+  StagedPlan sp;
+  const int64_t ups = units_per_sample(g);
+  sp.cluster = max64(1, min64(ups, min64(max_cluster, kMaxCluster)));
+  sp.slots = ceil_div(ups, sp.cluster);
+  sp.slot_bytes = cluster_slot_bytes<T>(p, g);
+  if (max_cluster < 1 || sp.slots * sp.slot_bytes > kClusterSmemBytes) sp.slots = 0;
+  return sp;
+}
+
 // Which path runs. Every path gives the same bits (same geometry, same
 // per-unit code), so this is a speed choice only.
 //
@@ -271,9 +322,23 @@ inline int64_t onepass_grid(const SEForwardParams& p, const Geometry& g, int64_t
 // of whole samples), if the run shows a round's grid barrier costs less than
 // re-reading the round's x; else Cooperative when the problem is launch-bound
 // (units <= resident blocks: batch 1, 7x7 tails), else TwoPass.
+//
+//   Cluster (sm_90+): the staged kernel with one sample per thread-block
+//   cluster and the cluster's barrier (above): x (dy) read once, one launch
+//   (backward: two, the weight gradients apart, but one at batch 1), and no
+//   block waits on anything but its own cluster, co-scheduled by the
+//   hardware. Chosen only on request until a GPU run shows it faster; where
+//   it does not apply (before sm_90, a sample over the cluster's shared
+//   memory, the launch refused), TwoPass.
 inline SEPath choose_path(SEPath requested) {
-  if (requested == SEPath::OnePass) return SEPath::OnePass;
-  return requested == SEPath::Cooperative ? SEPath::Cooperative : SEPath::TwoPass;
+  switch (requested) {
+    case SEPath::OnePass:
+    case SEPath::Cooperative:
+    case SEPath::Cluster:
+      return requested;
+    default:
+      return SEPath::TwoPass;
+  }
 }
 
 }  // namespace cuda_kernels

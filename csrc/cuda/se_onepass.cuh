@@ -1,9 +1,11 @@
-// The one-pass path's tile (SEPath::OnePass, se_heuristics.h onepass_applies):
-// a unit's tile of x (forward) or dy (backward) is copied from global memory
-// into the block's dynamic shared memory once, at the start of the squeeze
-// phase; the squeeze reads it there, and after the grid barrier the scale
-// reads it there again instead of from global memory (x read once: forward
-// 2N bytes instead of 3N, backward 3N instead of 4N+).
+// The staged kernels' tiles (SEPath::OnePass and SEPath::Cluster,
+// se_heuristics.h StagedPlan): a unit's tile of x (forward) or dy (backward)
+// is copied from global memory into a slot of the block's dynamic shared
+// memory once (cp.async, every slot of the round in flight at once), at the
+// start of the squeeze phase; the squeeze reads it there, and after the
+// round's barrier (grid or cluster) the scale reads it there again instead of
+// from global memory (x read once: forward 2N bytes instead of 3N, backward
+// 3N instead of 4N+).
 //
 // Same bits as the other paths: the squeeze runs se_reduce.cuh's reductions
 // with the geometry's lane groups and column widths; their orders depend on
@@ -19,7 +21,8 @@
 //     paths as the two-pass kernels).
 //   NHWC: HW rows of the chunk's len channels, row stride round_up(len, V)
 //     elements, every row 16-byte aligned.
-// Nothing here synchronises but stage_tile (one __syncthreads at its end).
+// Nothing here synchronises: the kernels (se_forward.cuh, se_backward.cuh)
+// wait for the copies and meet before reading a slot.
 #pragma once
 
 #include "se_tile.cuh"
@@ -48,10 +51,11 @@ __device__ __forceinline__ T* onepass_tile(const T* src, unsigned char* dyn) {
 }
 
 // dst[i] = src[i] for i < L (dst: src's offset modulo 16, or 0 if src is not
-// element-aligned): scalar head to the first 16-byte boundary, 16-byte body
-// with 4 loads in flight per thread (last use of src: evict-first), scalar tail.
+// element-aligned): scalar head to the first 16-byte boundary and scalar tail
+// copied at once, the 16-byte body by cp.async (in flight until the thread's
+// se_cp_async_wait).
 template <typename T>
-__device__ __forceinline__ void stage_span(const T* src, T* dst, int64_t L) {
+__device__ __forceinline__ void stage_span_async(const T* src, T* dst, int64_t L) {
   constexpr int V = Vec<T>::V;
   const int m = misalign(src);
   int64_t head = m < 0 ? L : (m == 0 ? 0 : V - m);
@@ -60,44 +64,28 @@ __device__ __forceinline__ void stage_span(const T* src, T* dst, int64_t L) {
   const int64_t nv = (L - head) / V;
   const T* vs = src + head;
   T* vd = dst + head;
-  int64_t k = threadIdx.x;
-  for (; k + 3 * kThreads < nv; k += 4 * kThreads) {
-    uint4 u[4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) u[j] = ld16_last(vs + (k + j * kThreads) * V);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) st16(vd + (k + j * kThreads) * V, u[j]);
-  }
-  for (; k < nv; k += kThreads) st16(vd + k * V, ld16_last(vs + k * V));
+  for (int64_t k = threadIdx.x; k < nv; k += kThreads) se_cp_async16(vd + k * V, vs + k * V);
   for (int64_t i = head + nv * V + threadIdx.x; i < L; i += kThreads) dst[i] = src[i];
 }
 
 // dst[r * lds + c] = src[r * ld + c] for r < rows, c < len (dst 16-byte
-// aligned, lds a multiple of V): 16-byte copies, 4 in flight per thread, when
-// every source row is aligned and len is whole packs; else element by element.
+// aligned, lds a multiple of V): cp.async 16-byte copies when every source row
+// is aligned and len is whole packs; else element by element, at once.
 template <typename T>
-__device__ __forceinline__ void stage_rows(const T* src, int64_t ld, int64_t rows, int64_t len,
-                                           T* dst, int64_t lds) {
+__device__ __forceinline__ void stage_rows_async(const T* src, int64_t ld, int64_t rows, int64_t len,
+                                                 T* dst, int64_t lds) {
   constexpr int V = Vec<T>::V;
   const bool vec = len % V == 0 && aligned16(src) &&
                    ((ld * static_cast<int64_t>(sizeof(T))) & 15) == 0;
   if (vec) {
-    // Pack e of the tile: row e / P, pack e % P (32-bit: the tile is at most
-    // kOnePassSmemBytes / 16 packs).
+    // Pack e of the tile: row e / P, pack e % P (32-bit: a slot is at most
+    // kClusterSmemBytes / 16 packs).
     const uint32_t P = static_cast<uint32_t>(len / V);
     const uint32_t total = static_cast<uint32_t>(rows) * P;
-    for (uint32_t e = threadIdx.x; e < total; e += 4 * kThreads) {
-      uint4 u[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const uint32_t f = e + j * kThreads, r = f / P;
-        if (f < total) u[j] = ld16_last(src + static_cast<int64_t>(r) * ld + (f - r * P) * V);
-      }
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const uint32_t f = e + j * kThreads, r = f / P;
-        if (f < total) st16(dst + static_cast<int64_t>(r) * lds + (f - r * P) * V, u[j]);
-      }
+    for (uint32_t e = threadIdx.x; e < total; e += kThreads) {
+      const uint32_t r = e / P;
+      se_cp_async16(dst + static_cast<int64_t>(r) * lds + (e - r * P) * V,
+                    src + static_cast<int64_t>(r) * ld + (e - r * P) * V);
     }
   } else {
     const uint32_t L = static_cast<uint32_t>(len);
@@ -110,21 +98,62 @@ __device__ __forceinline__ void stage_rows(const T* src, int64_t ld, int64_t row
   }
 }
 
-// Stages the unit's tile (channels [c0, c0 + len) of the sample at xs) and
-// returns it; the block's threads meet before it returns.
+// Issues the copies of a unit's tile (its first element at `first` in global
+// memory: NHWC `rows` rows of `len` channels at row stride C; NCHW `len`
+// planes of HW) into `slot`. Nothing waits here: the caller's
+// se_cp_async_wait and __syncthreads come before any read of the slot.
 template <typename T, bool kNHWC>
-__device__ __forceinline__ const T* stage_tile(const T* xs, int64_t C, int64_t HW, int64_t c0,
-                                               int64_t len, unsigned char* dyn) {
+__device__ __forceinline__ void stage_tile_async(const T* first, int64_t C, int64_t HW, int64_t rows,
+                                                 int64_t len, unsigned char* slot) {
   if constexpr (kNHWC) {
-    T* tile = onepass_tile<T, true>(xs + c0, dyn);
-    stage_rows(xs + c0, C, HW, len, tile, onepass_ld<T>(len));
-    __syncthreads();
-    return tile;
+    stage_rows_async(first, C, rows, len, onepass_tile<T, true>(first, slot), onepass_ld<T>(len));
   } else {
-    T* tile = onepass_tile<T, false>(xs + c0 * HW, dyn);
-    stage_span(xs + c0 * HW, tile, len * HW);
-    __syncthreads();
-    return tile;
+    stage_span_async(first, onepass_tile<T, false>(first, slot), len * HW);
+  }
+}
+
+// Issues the copies of unit u's tile of src (x or dy: a [N, C, HW] tensor in
+// the problem's layout) into slot.
+template <typename T, bool kNHWC>
+__device__ __forceinline__ void stage_unit(const void* src, const SEForwardParams& p, const Geometry& g,
+                                           int64_t u, unsigned char* slot) {
+  const int64_t C = p.C, HW = p.HW;
+  const UnitIdx ui = unit_of<kNHWC>(u, g, C, HW);
+  stage_tile_async<T, kNHWC>(static_cast<const T*>(src) + ui.n * C * HW + tile_offset<kNHWC>(ui, C, HW), C,
+                             HW, ui.rows, ui.c1 - ui.c0, slot);
+}
+
+// A staged kernel's view of its rounds (se_heuristics.h StagedPlan): in a
+// round starting at unit `base` the block of rank `rank` takes units
+// base + rank + size * j (j < slots) below min(base + span, units); the
+// rounds start at `first` and step by `stride`. OnePass: the grid (one unit
+// per block, a round is the grid's units); Cluster: the block's cluster (one
+// sample, one round). Uniform over the barrier's scope, so every block of it
+// meets every barrier.
+struct StagedScope {
+  int64_t rank, size, first, stride, span;
+};
+template <bool kCluster>
+__device__ __forceinline__ StagedScope staged_scope(const Geometry& g, const StagedPlan& sp) {
+  if constexpr (kCluster) {
+    const uint32_t cs = static_cast<uint32_t>(sp.cluster), ups = static_cast<uint32_t>(g.chunks * g.parts);
+    return StagedScope{blockIdx.x % cs, cs, static_cast<int64_t>(blockIdx.x / cs) * ups,
+                       static_cast<int64_t>(gridDim.x / cs) * ups, ups};
+  } else {
+    return StagedScope{blockIdx.x, gridDim.x, 0, gridDim.x, gridDim.x};
+  }
+}
+// The end of the round starting at base.
+__device__ __forceinline__ int64_t staged_end(const StagedScope& sc, int64_t base, int64_t units) {
+  return base + sc.span < units ? base + sc.span : units;
+}
+// The round's barrier: the cluster's (Cluster) or the grid's (OnePass).
+template <bool kCluster>
+__device__ __forceinline__ void staged_sync() {
+  if constexpr (kCluster) {
+    se_cluster_sync();
+  } else {
+    se_grid_sync();
   }
 }
 
@@ -247,6 +276,34 @@ __device__ __forceinline__ void onepass_scale(const T* tile, T* o, int64_t C, in
   } else {
     onepass_scale_as<T, kBwd, kNHWC, Epi<T, kBwd, false>>(tile, o, C, HW, len, g, s, gg);
   }
+}
+
+// Host: the cluster plan (se_heuristics.h cluster_plan) that the device
+// schedules for Kernel: at most its largest cluster at the plan's shared
+// memory, at least one such cluster resident at a time. An error (a sample
+// over the cluster's shared memory, no cluster launch on this device or a
+// pre-sm_90 image, the opt-in refused) means that nothing may run.
+template <auto Kernel, typename T>
+cudaError_t cluster_fit(const SEForwardParams& p, const Geometry& g, StagedPlan* out) {
+  int64_t max_cluster = kMaxCluster;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const StagedPlan sp = cluster_plan<T>(p, g, max_cluster);
+    if (sp.slots == 0) return cudaErrorInvalidValue;
+    const size_t smem = static_cast<size_t>(sp.slots * sp.slot_bytes);
+    int largest = 0, active = 0;
+    cudaError_t err = se_allow_dynamic_smem<Kernel>(smem);
+    if (err == cudaSuccess)
+      err = se_cluster_capacity<Kernel>(static_cast<int>(sp.cluster), kThreads, smem, &largest, &active);
+    if (err != cudaSuccess) return err;
+    if (largest < 1) return cudaErrorNotSupported;
+    if (sp.cluster <= largest) {
+      if (active < 1) return cudaErrorInvalidClusterSize;
+      *out = sp;
+      return cudaSuccess;
+    }
+    max_cluster = largest;  // the device's largest cluster is smaller: more slots per block
+  }
+  return cudaErrorInvalidClusterSize;
 }
 
 }  // namespace cuda_kernels

@@ -8,7 +8,9 @@
 // Progress: the only inter-block waits in csrc/cuda/ are se_grid_sync(),
 // called only from kernels started by se_launch_cooperative(), and
 // se_cluster_sync(), called only from kernels started by se_launch_cluster()
-// (a cluster's blocks are co-scheduled by the hardware, or the launch fails). A
+// (a cluster's blocks are co-scheduled by the hardware, or the launch fails).
+// There are no traps (a trap is a sticky error that ends the process's CUDA
+// context): what must not run on a device is never launched there. A
 // cooperative launch either makes every block of the grid co-resident (the
 // driver checks the grid against the device's occupancy and waits for the
 // room) or fails with an error and runs nothing (cudaErrorCooperativeLaunchTooLarge,
@@ -58,12 +60,11 @@ __device__ __forceinline__ void se_grid_sync() { cooperative_groups::this_grid()
 // before it are visible to the cluster's threads after it. Only in kernels
 // launched by se_launch_cluster (the hardware co-schedules a cluster's blocks,
 // so the wait cannot depend on a block that is not running). The host launches
-// cluster kernels only where their image is sm_90+ (se_cluster_capacity); a
-// pre-Hopper image of such a kernel traps instead of running wrongly.
+// cluster kernels only where their image is sm_90+ (se_cluster_capacity:
+// cudaFuncGetAttributes' binaryVersion), so the pre-sm_90 images, which have
+// no cluster barrier, never reach it (their cluster kernels are empty).
 __device__ __forceinline__ void se_cluster_sync() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-  __trap();
-#else
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
   cooperative_groups::this_cluster().sync();
 #endif
 }
@@ -174,8 +175,13 @@ cudaError_t se_launch_cluster(void (*kernel)(Args), int64_t grid, int cluster, i
 // when cluster is 0 or above *max_cluster. Both 0, and cudaSuccess, where the
 // device has no cluster launch or Kernel's image predates sm_90 (its body is a
 // trap there). Errors of our own calls are cleared and returned.
+// The last answer is cached per device (the occupancy calculator's calls
+// cost host time at batch 1): a 64-bit word of smem (32 bits), threads and
+// cluster (8 each, 0: none cached), the largest cluster (8) and the active
+// clusters (8, saturated at 255: callers only ask for at least one).
 template <auto Kernel>
 cudaError_t se_cluster_capacity(int cluster, int threads, size_t smem, int* max_cluster, int* active) {
+  static std::atomic<uint64_t> cache[kMaxDevices];
   *max_cluster = 0;
   *active = 0;
   const cudaError_t pending = cudaPeekAtLastError();
@@ -183,10 +189,28 @@ cudaError_t se_cluster_capacity(int cluster, int threads, size_t smem, int* max_
   int dev = 0, can = 0;
   cudaFuncAttributes fa = {};
   cudaError_t err = cudaGetDevice(&dev);
+  const bool cacheable = err == cudaSuccess && dev >= 0 && dev < kMaxDevices && smem < (uint64_t{1} << 32) &&
+                         threads > 0 && threads % 32 == 0 && threads / 32 < 256 && cluster >= 0 && cluster < 256;
+  const uint64_t key = cacheable ? (static_cast<uint64_t>(smem) << 32) |
+                                       (static_cast<uint64_t>(threads / 32) << 24) |
+                                       (static_cast<uint64_t>(cluster) << 16) | 0xffffu
+                                 : 0;
+  if (cacheable) {
+    const uint64_t c = cache[dev].load(std::memory_order_relaxed);
+    if ((c | 0xffffu) == key) {
+      *max_cluster = static_cast<int>((c >> 8) & 0xffu);
+      *active = static_cast<int>(c & 0xffu);
+      return cudaSuccess;
+    }
+  }
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&can, cudaDevAttrClusterLaunch, dev);
   if (err == cudaSuccess && can) err = cudaFuncGetAttributes(&fa, Kernel);
   if (err != cudaSuccess || !can || fa.binaryVersion < 90) {
-    if (err != cudaSuccess) (void)cudaGetLastError();  // ours
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();  // ours
+    } else if (cacheable) {
+      cache[dev].store(key & ~uint64_t{0xffff}, std::memory_order_relaxed);  // 0 and 0
+    }
     return err;
   }
   err = cudaFuncSetAttribute(Kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -209,6 +233,10 @@ cudaError_t se_cluster_capacity(int cluster, int threads, size_t smem, int* max_
     (void)cudaGetLastError();  // ours
     *max_cluster = 0;
     *active = 0;
+  } else if (cacheable) {
+    const uint64_t largest = static_cast<uint64_t>(*max_cluster < 255 ? *max_cluster : 255);
+    const uint64_t fit = static_cast<uint64_t>(*active < 255 ? *active : 255);
+    cache[dev].store((key & ~uint64_t{0xffff}) | (largest << 8) | fit, std::memory_order_relaxed);
   }
   return err;
 }

@@ -95,7 +95,7 @@ def parse_gpu_digests(text):
     return rows
 
 
-PATHS = ("twopass", "cooperative", "onepass")
+PATHS = ("twopass", "cooperative", "onepass", "cluster")
 
 
 def compare_gpu(stored, rows, paths=PATHS):

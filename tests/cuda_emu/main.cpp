@@ -151,6 +151,15 @@ template <typename T>
 SEPath onepass_on(const Case& k, bool bwd, int64_t slots) {
   return sample_units_of<T>(k, bwd) <= slots ? onepass_expected<T>(k, bwd) : SEPath::Cooperative;
 }
+// A cluster request on a device of `slots` block slots (one GPC): Cluster
+// where the sample's units fit a cluster of at most that many blocks
+// (se_heuristics.h cluster_plan), else the two-pass fallback.
+template <typename T>
+SEPath cluster_on(const Case& k, bool bwd, int64_t slots) {
+  SEForwardParams f;
+  const Geometry g = geometry_of<T>(k, bwd, &f);
+  return cluster_plan<T>(f, g, std::min<int64_t>(slots, kMaxCluster)).slots > 0 ? SEPath::Cluster : SEPath::TwoPass;
+}
 // One OS thread (and 256 fibers) per block of a grid here: past this many
 // units the one-pass checks run on 4 block slots (rounds, or the cooperative
 // fallback) instead of one round of all units (a 175-unit grid took 80 s
@@ -240,6 +249,10 @@ Result test(const Case& k, uint32_t seed) {
                                      onepass_on<T>(k, false, op_res), onepass_on<T>(k, true, op_res));
     masks("y", ro.y, y, "(one-pass)");
     masks("dx", ro.dx, dx, "(one-pass)");
+    const Run<T> rk = run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, 4, SEPath::Cluster, res,
+                                     cluster_on<T>(k, false, 4), cluster_on<T>(k, true, 4));
+    masks("y", rk.y, y, "(cluster)");
+    masks("dx", rk.dx, dx, "(cluster)");
     // The same bits but for NaN payloads (which g++ may give either operand's:
     // it commutes additions).
     auto same_but_nan = [](const auto& a, const auto& b) {
@@ -251,6 +264,9 @@ Result test(const Case& k, uint32_t seed) {
     if (!same_but_nan(r.y, ro.y) || !same_but_nan(r.dx, ro.dx) || !same_but_nan(r.z2, ro.z2) ||
         !same_but_nan(r.pooled, ro.pooled) || !same_but_nan(r.dw1, ro.dw1))
       res.errors.push_back("y, dx, z2, pooled or dw1 differ beyond NaN payloads on the one-pass path");
+    if (!same_but_nan(r.y, rk.y) || !same_but_nan(r.dx, rk.dx) || !same_but_nan(r.z2, rk.z2) ||
+        !same_but_nan(r.pooled, rk.pooled) || !same_but_nan(r.dw1, rk.dw1))
+      res.errors.push_back("y, dx, z2, pooled or dw1 differ beyond NaN payloads on the cluster path");
     emu::g_resident = k.resident;
     return res;
   }
@@ -307,6 +323,17 @@ Result test(const Case& k, uint32_t seed) {
     same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, (int)per_sample, SEPath::OnePass, res,
                              onepass_on<T>(k, false, per_sample), onepass_on<T>(k, true, per_sample)),
               "on the one-pass path in rounds of whole samples (" + std::to_string(per_sample) + " resident)");
+  // Cluster: one sample per cluster. 16 block slots: a cluster of up to 16
+  // blocks, a unit each where the sample has at most 16; 4 slots (x/dy
+  // misaligned by one element): clusters of at most 4 blocks, so a block
+  // stages several units in slots of its shared memory. Where a sample does
+  // not fit, the two-pass fallback.
+  same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, 16, SEPath::Cluster, res, cluster_on<T>(k, false, 16),
+                           cluster_on<T>(k, true, 16)),
+            "on the cluster path (16 resident)");
+  same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, 4, SEPath::Cluster, res, cluster_on<T>(k, false, 4),
+                           cluster_on<T>(k, true, 4)),
+            "on the cluster path (clusters of at most 4, x/dy misaligned by 1)");
   if (k.unit_bytes > 0) {  // the refused-launch fallbacks, on the multi-chunk cases
     // Fewer resident blocks than a sample has units (one fewer; 4 past
     // kEmuOnePassMaxUnits): the cooperative path (grid-stride).
@@ -373,9 +400,12 @@ struct Watchdog {
 // 2 block slots, each with more units per sample than slots: a design whose
 // blocks wait for a sample's other units (the old spin-wait) hangs here; the
 // two-pass kernels must finish with the bits of a serial run. One of the three
-// uses the cooperative path (it takes both slots at once, or waits for them);
-// a fourth sequence (2 units, the extra case) runs the one-pass path beside
-// them (all its units resident at once, its tiles in shared memory).
+// uses the cooperative path (it takes both slots at once, or waits for them),
+// one the cluster path (clusters of 2 blocks, each staging several units:
+// a cluster takes both slots at once, or waits for them, and clusters run
+// one after another); a fourth sequence (2 units, the extra case) runs the
+// one-pass path beside them (all its units resident at once, its tiles in
+// shared memory).
 template <typename T>
 Result concurrent_test(const std::vector<Case>& ks) {
   Result res;
@@ -394,8 +424,11 @@ Result concurrent_test(const std::vector<Case>& ks) {
   for (size_t i = 0; i < ks.size(); ++i)
     th.emplace_back([&, i, c] {
       emu::g_case = c;
-      const SEPath path = i == 1 ? SEPath::Cooperative : i == 3 ? SEPath::OnePass : SEPath::TwoPass;
-      conc[i] = run_kernels<T>(ks[i], ins[i].x, ins[i].dy, ins[i].w1, ins[i].b1, ins[i].w2, ins[i].b2, 0, 0, path, rs[i], path);
+      const SEPath path = i == 1 ? SEPath::Cooperative : i == 2 ? SEPath::Cluster : i == 3 ? SEPath::OnePass : SEPath::TwoPass;
+      const SEPath want_f = i == 2 ? cluster_on<T>(ks[i], false, 2) : path;
+      const SEPath want_b = i == 2 ? cluster_on<T>(ks[i], true, 2) : path;
+      conc[i] = run_kernels<T>(ks[i], ins[i].x, ins[i].dy, ins[i].w1, ins[i].b1, ins[i].w2, ins[i].b2, 0, 0, path, rs[i],
+                               want_f, want_b);
     });
   for (auto& t : th) t.join();
   for (size_t i = 0; i < ks.size(); ++i) {
