@@ -70,8 +70,8 @@ struct ClusterRun {
 [[noreturn]] inline void cluster_deadlock(const ClusterRun& c) {
   char msg[300];
   snprintf(msg, sizeof msg,
-           "cluster barrier deadlocked: in cluster %ld, %d block(s) returned while %d wait at the cluster sync (a "
-           "cluster sync not reached by every block of the cluster)",
+           "cluster barrier deadlocked: in cluster %ld, %d block(s) returned while the others wait at or come to "
+           "the cluster sync (%d waiting): a cluster sync not reached by every block of the cluster",
            (long)c.id, c.exited, c.count);
   fatal(msg);
 }
