@@ -219,7 +219,7 @@ def test_cuda_waits_only_under_cooperative_or_cluster_launch():
 # tests/cuda_emu/selftest.cpp: each check of the emulator on a tiny kernel that breaks
 # one rule (must abort or exit non-zero naming it), and the good kernels and the real
 # csrc/cuda/se_sync.h on the emulated runtime (must pass).
-SELFTEST_GOOD = ("good", "runtime", "se_sync")
+SELFTEST_GOOD = ("good", "runtime", "se_sync", "cluster", "cluster_runtime", "se_sync_cluster", "cp_async")
 SELFTEST_BAD = {
     "misaligned_global_load": "misaligned 16-byte access",
     "misaligned_shared_store": "misaligned 16-byte access",
@@ -234,6 +234,16 @@ SELFTEST_BAD = {
     "race_write_after_read": "results change with the thread schedule",
     "race_reduction_reuse": "results change with the thread schedule",
     "grid_sync_outside_cooperative": "grid sync outside a cooperative launch",
+    "cluster_sync_outside_cluster": "cluster sync outside a cluster launch",
+    "cluster_sync_block_returned": "cluster barrier deadlocked",
+    "cluster_sync_pre_hopper_image": "image predates sm_90",
+    "cp_async_read_before_wait": "saw unstaged shared memory",
+    "cp_async_read_before_barrier": "saw unstaged shared memory",
+    "cp_async_misaligned_source": "misaligned 16-byte cp.async source",
+    "cp_async_misaligned_destination": "misaligned 16-byte cp.async destination",
+    "cp_async_outside_shared": "outside the block's shared memory",
+    "cp_async_pending_at_exit": "0 not committed, 1 committed but not waited for",
+    "cp_async_wait_without_commit": "1 not committed, 0 committed but not waited for",
 }
 
 
@@ -257,7 +267,11 @@ def test_emulator_selftest_good_kernels_and_se_sync_pass(selftest, name):
     """Checked 16-byte accesses, shuffles and barriers used rightly give the same bits on
     every schedule; the emulated runtime's rules (errors, occupancy, shared-memory opt-in,
     cooperative refusals, sticky errors); the real se_sync.h's launch, occupancy cache,
-    opt-in and grid barrier on it."""
+    opt-in and grid barrier on it; cluster launches (values exchanged through global memory
+    at the cluster barrier, in waves over several GPCs, beside other host threads'
+    launches), the cluster rules and occupancy answers, se_launch_cluster and
+    se_cluster_capacity; cp.async tiles read after the wait and a barrier, wait_group's
+    count."""
     exe, env = selftest
     run = _run([exe, name], 120, env=env)
     assert run.returncode == 0 and f"ok {name}" in run.stdout, (
@@ -271,7 +285,11 @@ def test_emulator_selftest_check_fires(selftest, name):
     or names a lane that exits or waits elsewhere, lanes at different shuffles, an offset
     or width out of range, a missing barrier (read-after-write and write-after-read on
     shared memory, and a block reduction's buffer reused without one: the adversarial
-    schedules change the result), a grid barrier outside a cooperative launch."""
+    schedules change the result), a grid barrier outside a cooperative launch; a cluster
+    barrier outside a cluster launch, not reached by a block of the cluster, or in a
+    pre-sm_90 image; cp.async misaligned, outside shared memory, pending at exit (not
+    waited for, or never committed), or read before its wait or the barrier after it
+    (wrong results)."""
     exe, env = selftest
     run = _run([exe, name], 120, env=env)
     assert run.returncode != 0, f"selftest {name} passed, but its check should have fired:\n{run.stdout[-3000:]}"

@@ -18,7 +18,8 @@
 // runs its blocks as slots free up (no co-residency promised), a cooperative
 // one takes all its slots at once (waiting for them, as the driver does) or is
 // refused, and its blocks meet at the grid barrier. Memory is the host's
-// (x86: TSO).
+// (x86: TSO). Thread-block clusters (GPCs, cluster launches and barriers) and
+// cp.async copies: emu_cluster.h, included at the end.
 #pragma once
 // Lambdas in the (anonymous-namespace) launch code capture kernel argument structs.
 #pragma GCC diagnostic ignored "-Wsubobject-linkage"
@@ -98,20 +99,26 @@ inline int g_threads_per_sm = 2048;
 inline size_t g_smem_per_sm = 228 << 10;
 inline size_t g_smem_optin = kMaxDynamicSmem;
 inline bool g_no_kernel_image = false;  // the build has no kernel for this device (every kernel call fails)
+inline int g_cc = 90;                   // compute capability x 10: cluster launches need 90 (sm_90) or more
+inline int g_sms_per_gpc = 0;           // SMs per GPC (the last GPC may have fewer); 0: every SM in one GPC
+inline int g_binary_version = 90;       // the kernels' image (cudaFuncGetAttributes); < 90: a pre-Hopper image
 constexpr size_t kSmemReservedPerBlock = 1024;
 
 struct Device {
   int sms, blocks_per_sm, threads_per_sm;
   size_t smem_per_sm, smem_optin;
   bool coop, image;
+  int cc, sms_per_gpc, binary;
   bool operator==(const Device&) const = default;
   int slots() const { return sms * blocks_per_sm; }
+  int gpcs() const { return sms_per_gpc > 0 ? (sms + sms_per_gpc - 1) / sms_per_gpc : 1; }
+  int gpc_sms(int g) const { return std::min(sms_per_gpc, sms - g * sms_per_gpc); }
 };
 inline Device current_device() {
-  return g_sms > 0 ? Device{g_sms, g_blocks_per_sm, g_threads_per_sm, g_smem_per_sm, g_smem_optin, g_coop_supported,
-                            !g_no_kernel_image}
-                   : Device{g_resident, 1, g_threads_per_sm, g_smem_per_sm, g_smem_optin, g_coop_supported,
-                            !g_no_kernel_image};
+  const int sms = g_sms > 0 ? g_sms : g_resident;
+  return Device{sms, g_sms > 0 ? g_blocks_per_sm : 1, g_threads_per_sm, g_smem_per_sm, g_smem_optin,
+                g_coop_supported, !g_no_kernel_image, g_cc, g_sms_per_gpc > 0 ? std::min(g_sms_per_gpc, sms) : sms,
+                g_binary_version};
 }
 inline std::mutex g_dev_m;
 inline std::vector<Device> g_devices;
@@ -131,12 +138,13 @@ inline bool device_of(int dev, Device* out) {
 
 // What the runtime knows of a kernel (a __global__ function): its static
 // shared memory (learned when its first block runs: SE_SHARED's type) and, per
-// device, cudaFuncAttributeMaxDynamicSharedMemorySize (-1: not set).
+// device, cudaFuncAttributeMaxDynamicSharedMemorySize (-1: not set) and
+// cudaFuncAttributeNonPortableClusterSizeAllowed.
 struct KernelInfo {
   std::atomic<size_t> static_smem{0};
   std::atomic<bool> static_known{false};
   std::mutex m;
-  std::map<int, int> max_dyn;
+  std::map<int, int> max_dyn, nonportable;
   int max_dyn_attr(int dev) {
     std::lock_guard<std::mutex> g(m);
     auto it = max_dyn.find(dev);
@@ -233,8 +241,15 @@ struct Shfl {
   Bar bar;
 };
 
+struct ClusterRun;  // emu_cluster.h
+struct CpCopy {     // a cp.async copy not yet done: 16 bytes, of commit group `group` (emu_cluster.h)
+  void* dst;
+  const void* src;
+  uint64_t group;
+};
+
 // One block slot: the OS thread's fibers, their stacks, the block's barrier,
-// per-warp shuffle state, and its shared memory.
+// per-warp shuffle state, its shared memory, its cluster, per thread its cp.async copies.
 struct Slot {
   int threads;
   std::vector<ucontext_t> ctx;
@@ -245,11 +260,15 @@ struct Slot {
   std::vector<int> order;
   std::vector<char> held;  // starve: run only when no other fiber can
   ucontext_t sched;
-  Bar block_bar, grid_bar_local;
+  Bar block_bar, grid_bar_local, cluster_bar_local;
   static constexpr int kRounds = 8;  // disjoint shuffles open at once per warp
   std::vector<std::array<Shfl, kRounds>> shfl;
   std::vector<uint64_t> shfl_buf;
   std::barrier<>* grid_bar = nullptr;  // cooperative launches: one arrival per block
+  ClusterRun* cluster = nullptr;       // cluster launches: the block's cluster
+  int cluster_rank = 0;
+  std::vector<std::vector<CpCopy>> cp;  // per thread: its pending cp.async copies, in issue order
+  std::vector<uint64_t> cp_groups;      // per thread: commit groups so far
   const std::function<void()>* fn = nullptr;
   int cur = 0;
 #ifdef EMU_ASAN
@@ -266,17 +285,17 @@ struct Slot {
   alignas(128) char arena[kArenaBytes];
   explicit Slot(int n, size_t smem = 0)
       : threads(n), ctx(n), stacks(n), wait_bar(n, nullptr), wait_gen(n, 0), done(n, 0), order(n), held(n, 0),
-        shfl((n + 31) / 32), shfl_buf(n),
+        shfl((n + 31) / 32), shfl_buf(n), cp(n), cp_groups(n, 0),
         dyn(smem ? static_cast<unsigned char*>(::operator new[](smem, std::align_val_t(128))) : nullptr),
         dyn_bytes(smem) {
     for (auto& s : stacks) s.reset(new char[kStackBytes]);
-    block_bar.expected = n;
-    grid_bar_local.expected = n;
+    block_bar.expected = grid_bar_local.expected = cluster_bar_local.expected = n;
   }
   int warp_lanes(int w) const { return std::min(32, threads - 32 * w); }
 };
 inline thread_local Slot* tl_slot = nullptr;
 inline thread_local uint3 tl_tid, tl_bid;
+inline void check_exit_cp_async(Slot& s, int t);  // emu_cluster.h
 
 // The current fiber gives the OS thread back to its slot's scheduler.
 inline void yield_to_scheduler() {
@@ -334,6 +353,7 @@ inline void fiber_entry() {
   (*s->fn)();
   s->done[s->cur] = 1;
   check_exit_in_shuffle(*s, s->cur);
+  check_exit_cp_async(*s, s->cur);
 #ifdef EMU_ASAN
   __sanitizer_start_switch_fiber(nullptr, s->sched_bottom, s->sched_size);  // this fiber ends
 #endif
@@ -342,16 +362,17 @@ inline void fiber_entry() {
 
 [[noreturn]] inline void deadlock(Slot& s, int64_t id) {
   char msg[1024];
-  int at_sync = 0, at_grid = 0, exited = 0;
+  int at_sync = 0, at_grid = 0, at_cluster = 0, exited = 0;
   for (int t = 0; t < s.threads; ++t) {
     if (s.done[t]) exited++;
     else if (s.wait_bar[t] == &s.block_bar) at_sync++;
     else if (s.wait_bar[t] == &s.grid_bar_local) at_grid++;
+    else if (s.wait_bar[t] == &s.cluster_bar_local) at_cluster++;
   }
   int len = snprintf(msg, sizeof msg,
                      "block %ld deadlocked (a barrier or shuffle some threads never reach): %d threads at __syncthreads, "
-                     "%d at the grid barrier, %d returned",
-                     (long)id, at_sync, at_grid, exited);
+                     "%d at the grid barrier, %d at the cluster barrier, %d returned",
+                     (long)id, at_sync, at_grid, at_cluster, exited);
   for (size_t w = 0; w < s.shfl.size() && len < 900; ++w)
     for (const Shfl& sh : s.shfl[w])
       if (sh.open && len < 900) {
@@ -378,10 +399,12 @@ inline void run_block(Slot& s, int64_t id, int64_t grid, const std::function<voi
   if (s.dyn) std::memset(s.dyn.get(), 0xff, s.dyn_bytes);
   for (auto& w : s.shfl)
     for (Shfl& sh : w) sh.open = false;
-  s.block_bar.count = s.grid_bar_local.count = 0;
+  s.block_bar.count = s.grid_bar_local.count = s.cluster_bar_local.count = 0;
   for (int t = 0; t < s.threads; ++t) {
     s.done[t] = 0;
     s.wait_bar[t] = nullptr;
+    s.cp[t].clear();
+    s.cp_groups[t] = 0;
     getcontext(&s.ctx[t]);
     s.ctx[t].uc_stack.ss_sp = s.stacks[t].get();
     s.ctx[t].uc_stack.ss_size = kStackBytes;
@@ -433,20 +456,54 @@ inline void run_block(Slot& s, int64_t id, int64_t grid, const std::function<voi
 }
 
 // ------------------------------------------------------------- launches
+// The device's block slots in use, in all and per GPC (an SM's slots are its GPC's).
 inline std::mutex g_pool_m;
 inline std::condition_variable g_pool_cv;
 inline int g_pool_used = 0;
+inline std::vector<int> g_gpc_used;
 inline std::atomic<long> g_launches{0}, g_coop_launches{0}, g_coop_refused{0}, g_blocks{0};
 inline std::atomic<int> g_peak_slots{0};
 
-inline void acquire_slots(int k) {
+// Takes k slots at once (waiting for them), all in one GPC when one_gpc (a
+// cluster: the fullest GPC that has room), else each where most are free; k
+// above what the device (or a GPC) holds waits for an empty device. Returns the
+// slots taken per GPC, for release_slots.
+inline std::vector<int> acquire_slots(int k, bool one_gpc = false) {
   std::unique_lock<std::mutex> g(g_pool_m);
-  g_pool_cv.wait(g, [&] { return g_pool_used + k <= std::max(current_device().slots(), k); });
+  std::vector<int> take;
+  g_pool_cv.wait(g, [&] {
+    const Device d = current_device();
+    if ((int)g_gpc_used.size() < d.gpcs()) g_gpc_used.resize(d.gpcs(), 0);
+    take.assign(g_gpc_used.size(), 0);
+    auto room = [&](int i) {
+      return i < d.gpcs() ? std::max(0, d.gpc_sms(i) * d.blocks_per_sm - g_gpc_used[i] - take[i]) : 0;
+    };
+    int best = -1, total = 0;
+    for (int i = 0; i < (int)take.size(); ++i) {
+      total += room(i);
+      if (room(i) >= k && (best < 0 || room(i) < room(best))) best = i;
+    }
+    const bool too_big = k > (one_gpc ? d.sms_per_gpc * d.blocks_per_sm : d.slots());
+    if (too_big) return g_pool_used == 0 && (take[0] = k);
+    if (one_gpc) return best >= 0 && (take[best] = k);
+    if (total < k) return false;
+    for (int j = 0; j < k; ++j) {
+      int m = 0;
+      for (int i = 1; i < (int)take.size(); ++i) if (room(i) > room(m)) m = i;
+      take[m]++;
+    }
+    return true;
+  });
+  for (size_t i = 0; i < take.size(); ++i) g_gpc_used[i] += take[i];
   g_pool_used += k;
   if (g_pool_used > g_peak_slots.load()) g_peak_slots.store(g_pool_used);
+  return take;
 }
-inline void release_slots(int k) {
-  { std::lock_guard<std::mutex> g(g_pool_m); g_pool_used -= k; }
+inline void release_slots(const std::vector<int>& take) {
+  {
+    std::lock_guard<std::mutex> g(g_pool_m);
+    for (size_t i = 0; i < take.size(); ++i) g_gpc_used[i] -= take[i], g_pool_used -= take[i];
+  }
   g_pool_cv.notify_all();
 }
 
@@ -460,11 +517,16 @@ struct LaunchPlan {
   int threads;
   size_t smem;
   bool coop;
+  int cluster = 0;  // blocks per cluster in a cluster launch (emu_cluster.h), else 0
 };
+inline cudaError_t check_cluster(LaunchPlan* p, dim3 cluster);  // emu_cluster.h
+inline void run_cluster_launch(const LaunchPlan& p, const std::function<void()>& fn, uint64_t launch);
 
 // The launch checks of the runtime (cudaLaunchKernelEx, <<<>>>): an error and
-// nothing runs, or cudaSuccess and the plan.
-inline cudaError_t check_launch(const void* k, dim3 grid, dim3 block, size_t smem, bool coop, LaunchPlan* p) {
+// nothing runs, or cudaSuccess and the plan. cluster: the launch's
+// cudaLaunchAttributeClusterDimension, if it has one.
+inline cudaError_t check_launch(const void* k, dim3 grid, dim3 block, size_t smem, bool coop, LaunchPlan* p,
+                                const dim3* cluster = nullptr) {
   if (sticky()) return sticky();
   const uint64_t nthreads = (uint64_t)block.x * block.y * block.z;
   if (nthreads == 0 || nthreads > (uint64_t)kMaxThreadsPerBlock || block.x > 1024 || block.y > 1024 || block.z > 64)
@@ -487,7 +549,7 @@ inline cudaError_t check_launch(const void* k, dim3 grid, dim3 block, size_t sme
     if ((int64_t)grid.x > (int64_t)occupancy(p->d, p->ki, p->threads, smem) * p->d.sms)
       return cudaErrorCooperativeLaunchTooLarge;
   }
-  return cudaSuccess;
+  return cluster ? check_cluster(p, *cluster) : cudaSuccess;
 }
 
 inline void prepare_slot(Slot& slot, const LaunchPlan& p) {
@@ -503,10 +565,11 @@ inline void prepare_slot(Slot& slot, const LaunchPlan& p) {
 // threads), each taking a device slot for each block it runs and freeing it
 // after, so blocks of concurrent launches interleave and no launch is promised
 // co-residency; a cooperative one takes all its slots at once and its blocks
-// meet at the grid barrier.
+// meet at the grid barrier; a cluster launch: emu_cluster.h.
 inline void run_launch(const LaunchPlan& p, const std::function<void()>& fn) {
   g_launches++;
   const uint64_t launch = g_launch_counter.fetch_add(1);
+  if (p.cluster) return run_cluster_launch(p, fn, launch);
   const char* c = g_case;
   std::vector<std::thread> ts;
   if (!p.coop) {
@@ -519,10 +582,10 @@ inline void run_launch(const LaunchPlan& p, const std::function<void()>& fn) {
         Slot slot(p.threads, p.smem);
         prepare_slot(slot, p);
         for (;;) {
-          acquire_slots(1);
+          const std::vector<int> taken = acquire_slots(1);
           const int64_t id = next.fetch_add(1);
           if (id < p.grid) { g_blocks++; run_block(slot, id, p.grid, fn, launch); }
-          release_slots(1);
+          release_slots(taken);
           if (id >= p.grid) break;
         }
       });
@@ -530,7 +593,7 @@ inline void run_launch(const LaunchPlan& p, const std::function<void()>& fn) {
     return;
   }
   g_coop_launches++;
-  acquire_slots((int)p.grid);
+  const std::vector<int> taken = acquire_slots((int)p.grid);
   std::barrier<> grid_bar((std::ptrdiff_t)p.grid);
   for (int64_t b = 0; b < p.grid; ++b)
     ts.emplace_back([&, b, c] {
@@ -542,17 +605,19 @@ inline void run_launch(const LaunchPlan& p, const std::function<void()>& fn) {
       run_block(slot, b, p.grid, fn, launch);
     });
   for (auto& t : ts) t.join();
-  release_slots((int)p.grid);
+  release_slots(taken);
 }
 
 // Checks and runs a launch of kernel k (identity for the runtime's per-kernel
 // state); records an error as the runtime does.
+inline std::atomic<long> g_cluster_launches{0}, g_cluster_refused{0};
 inline cudaError_t launch_kernel(const void* k, dim3 grid, dim3 block, size_t smem, bool coop,
-                                 const std::function<void()>& fn) {
+                                 const std::function<void()>& fn, const dim3* cluster = nullptr) {
   LaunchPlan p;
-  const cudaError_t err = check_launch(k, grid, block, smem, coop, &p);
+  const cudaError_t err = check_launch(k, grid, block, smem, coop, &p, cluster);
   if (err != cudaSuccess) {
     if (coop) g_coop_refused++;
+    if (cluster) g_cluster_refused++;
     return fail(err);
   }
   run_launch(p, fn);
@@ -625,6 +690,8 @@ inline void check_align16(const void* p, const char* what = "access") {
   }
 }
 }  // namespace emu
+
+#include "emu_cluster.h"
 
 #define threadIdx (emu::tl_tid)
 #define blockIdx (emu::tl_bid)

@@ -185,6 +185,97 @@ __global__ void k_coop_dyn(Args a) {
   }
 }
 
+// ------------------------------------------------------------- clusters
+// Three rounds: every block writes a value to out[block]; after the cluster
+// barrier it adds its cluster's next block's (rank + 1); a second barrier
+// before the next round overwrites out. Then out[grid + b] = the sum,
+// out[2 grid + b] = its rank, out[3 grid + b] = the cluster's size. Thread 0
+// of each block does the global accesses, every thread meets at the barriers.
+__global__ void k_cluster(Args a) {
+  const auto cl = cooperative_groups::this_cluster();
+  const unsigned r = cl.block_rank(), c = cl.num_blocks(), b = blockIdx.x, g = gridDim.x;
+  float acc = 0.f;
+  for (int round = 0; round < 3; ++round) {
+    if (threadIdx.x == 0) a.out[b] = a.in[b] * (float)(round + 1);
+    se_cluster_sync();
+    if (threadIdx.x == 0) acc += a.out[b - r + (r + 1) % c];
+    se_cluster_sync();
+  }
+  if (threadIdx.x == 0) {
+    a.out[g + b] = acc;
+    a.out[2 * g + b] = (float)r;
+    a.out[3 * g + b] = (float)c;
+  }
+}
+// The same body, another kernel (its own attributes).
+__global__ void k_cluster2(Args a) {
+  const auto cl = cooperative_groups::this_cluster();
+  const unsigned r = cl.block_rank(), c = cl.num_blocks(), b = blockIdx.x, g = gridDim.x;
+  float acc = 0.f;
+  for (int round = 0; round < 3; ++round) {
+    if (threadIdx.x == 0) a.out[b] = a.in[b] * (float)(round + 1);
+    se_cluster_sync();
+    if (threadIdx.x == 0) acc += a.out[b - r + (r + 1) % c];
+    se_cluster_sync();
+  }
+  if (threadIdx.x == 0) {
+    a.out[g + b] = acc;
+    a.out[2 * g + b] = (float)r;
+    a.out[3 * g + b] = (float)c;
+  }
+}
+// Rank 0 returns without the cluster barrier its cluster's other blocks wait at.
+__global__ void k_cluster_exit(Args a) {
+  if (cooperative_groups::this_cluster().block_rank() == 0) return;
+  se_cluster_sync();
+  if (threadIdx.x == 0) a.out[blockIdx.x] = 1.f;
+}
+
+// ------------------------------------------------------------- cp.async
+// Each thread stages its 16 bytes (4 floats of in) of a tile in shared memory
+// with cp.async, then out[t] = the sum of its neighbour's (t + 1) 16 bytes.
+// a.n: 0 right (commit, wait, __syncthreads; dynamic shared memory), 1 its own
+// bytes read before the wait, 2 the neighbour's read after its own wait but
+// without the barrier, 3 a misaligned source, 4 a misaligned destination, 5 a
+// destination past the dynamic shared memory, 6 no wait, 7 a wait without a
+// commit, 8 right, in static shared memory (SE_SHARED).
+__global__ void k_cp_async(Args a) {
+  SE_DYNAMIC_SHARED(dyn);
+  SE_SHARED(Tile, st);
+  const int t = threadIdx.x, n = blockDim.x;
+  float* tile = a.n == 8 ? st.v : reinterpret_cast<float*>(dyn);
+  float* dst = a.n == 5 ? tile + 4 * n : tile + 4 * t + (a.n == 4 ? 2 : 0);
+  se_cp_async16(dst, a.in + 4 * t + (a.n == 3 ? 1 : 0));
+  const float early = dst[0] + dst[1] + dst[2] + dst[3];
+  if (a.n != 7) se_cp_async_commit();
+  if (a.n != 6) se_cp_async_wait(0);
+  if (a.n != 2) __syncthreads();
+  const float* nb = tile + 4 * ((t + 1) % n);
+  a.out[t] = a.n == 1 ? early : nb[0] + nb[1] + nb[2] + nb[3];
+}
+// Two tiles in two commit groups and an empty third: wait(2) lands the first
+// only; out[t] the neighbour's sums of both after wait(0) and the barrier,
+// out[n + t] 1 iff after wait(2) the thread's bytes of tile 0 were staged and
+// those of tile 1 still the 0xff of an unwritten shared memory.
+__global__ void k_cp_pipeline(Args a) {
+  SE_DYNAMIC_SHARED(dyn);
+  const int t = threadIdx.x, n = blockDim.x;
+  float* t0 = reinterpret_cast<float*>(dyn);
+  float* t1 = t0 + 4 * n;
+  se_cp_async16(t0 + 4 * t, a.in + 4 * t);
+  se_cp_async_commit();
+  se_cp_async16(t1 + 4 * t, a.in + 4 * n + 4 * t);
+  se_cp_async_commit();
+  se_cp_async_commit();
+  se_cp_async_wait(2);
+  const bool staged = std::memcmp(t0 + 4 * t, a.in + 4 * t, 16) == 0 && __float_as_uint(t1[4 * t]) == 0xffffffffu;
+  se_cp_async_wait(0);
+  __syncthreads();
+  const int u = 4 * ((t + 1) % n);
+  a.out[t] = t0[u] + t0[u + 1] + t0[u + 2] + t0[u + 3] + t1[u] + t1[u + 1] + t1[u + 2] + t1[u + 3];
+  a.out[n + t] = staged ? 1.f : 0.f;
+}
+
 // Runs kernel on one block of kN threads, `times` times, and returns whether
 // every run gave the same out (the schedule changes per launch).
 template <typename Args_>
@@ -378,6 +469,321 @@ void test_se_sync() {
   EXPECT_ERR(cudaPeekAtLastError(), cudaSuccess);
 }
 
+// A launch through cudaLaunchKernelEx: cluster x cy blocks per cluster (cluster < 0: no attribute).
+template <typename K>
+cudaError_t launch_ex(K kernel, unsigned grid, unsigned threads, Args a, size_t smem = 0, int cluster = -1,
+                      unsigned cy = 1) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(threads);
+  cfg.dynamicSmemBytes = smem;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = (unsigned)cluster;
+  attr[0].val.clusterDim.y = cy;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = cluster >= 0 ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, a);
+}
+// k_cluster's results for a grid in clusters of c: true iff all right.
+bool cluster_right(const std::vector<float>& in, const std::vector<float>& out, int grid, int c) {
+  for (int b = 0; b < grid; ++b) {
+    const int r = b % c, next = b - r + (r + 1) % c;
+    if (out[grid + b] != in[next] * 6.f || out[2 * grid + b] != (float)r || out[3 * grid + b] != (float)c) {
+      printf("FAIL cluster grid %d of %d: block %d gave %g (rank %g of %g), expected %g (rank %d)\n", grid, c, b,
+             out[grid + b], out[2 * grid + b], out[3 * grid + b], in[next] * 6.f, r);
+      return false;
+    }
+  }
+  return true;
+}
+void device_gpc(int sms, int per_sm, size_t smem_per_sm, int per_gpc) {
+  device(sms, per_sm, smem_per_sm);
+  emu::g_sms_per_gpc = per_gpc;
+}
+constexpr int kCT = 64;  // threads per block of the cluster kernels
+
+// Cluster launches that run: the exchange through global memory right on every
+// schedule (each launch another), clusters of 1 to 16 in waves over several
+// GPCs, and three host threads launching clusters, ordinary and cooperative
+// grids at once on a device of few slots.
+void test_cluster() {
+  std::vector<float> in(4096), out(4096, 0.f);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = (float)(i % 29) + 1.f;
+  Args a{out.data(), in.data(), 0};
+  device_gpc(10, 4, 100 << 10, 4);  // GPCs of 4, 4 and 2 SMs: 16, 16 and 8 blocks of k_cluster
+  emu::g_peak_slots = 0;
+  EXPECT_ERR(cudaFuncSetAttribute(k_cluster, cudaFuncAttributeNonPortableClusterSizeAllowed, 1), cudaSuccess);
+  for (int rep = 0; rep < 3; ++rep)
+    for (auto [grid, c] : {std::pair{5, 1}, {16, 2}, {80, 8}, {96, 16}, {24, 12}, {14, 7}}) {
+      std::fill(out.begin(), out.end(), -1.f);
+      EXPECT_ERR(launch_ex(k_cluster, grid, kCT, a, 0, c), cudaSuccess);
+      EXPECT(cluster_right(in, out, grid, c));
+    }
+  EXPECT(emu::g_peak_slots.load() <= 40);
+  // Dynamic shared memory: 40 KB, 2 blocks per SM: clusters of 8 fit the 4-SM GPCs only.
+  std::fill(out.begin(), out.end(), -1.f);
+  EXPECT_ERR(launch_ex(k_cluster, 64, kCT, a, 40 << 10, 8), cudaSuccess);
+  EXPECT(cluster_right(in, out, 64, 8));
+  // Several host threads at once on 4 SMs of one slot, in 2 GPCs: clusters of
+  // 2 need a whole GPC while the others' blocks come and go.
+  device_gpc(4, 1, 100 << 10, 2);
+  emu::g_peak_slots = 0;
+  std::vector<float> out2(4096), out3(4096);
+  bool ok[3] = {true, true, true};
+  std::thread t1([&] {
+    for (int r = 0; r < 6 && ok[0]; ++r) {
+      std::fill(out.begin(), out.end(), -1.f);
+      ok[0] = launch_ex(k_cluster, 12, kCT, a, 0, 2) == cudaSuccess && cluster_right(in, out, 12, 2);
+    }
+  });
+  std::thread t2([&] {
+    for (int r = 0; r < 6 && ok[1]; ++r) {
+      std::fill(out2.begin(), out2.end(), -1.f);
+      ok[1] = launch_ex(k_plain, 16, kN, Args{out2.data(), in.data(), 4096}) == cudaSuccess && out2[4095] == in[4095] + 1.f;
+    }
+  });
+  std::thread t3([&] {
+    for (int r = 0; r < 6 && ok[2]; ++r) {
+      std::fill(out3.begin(), out3.end(), 0.f);
+      ok[2] = se_launch_cooperative(k_coop, 4, kN, nullptr, Args{out3.data(), in.data(), 0}) == cudaSuccess &&
+              out3[4] == 6.f;
+    }
+  });
+  t1.join();
+  t2.join();
+  t3.join();
+  EXPECT(ok[0] && ok[1] && ok[2]);
+  EXPECT(emu::g_peak_slots.load() <= 4);
+}
+
+// The runtime's cluster rules: attributes, refusals (nothing runs), occupancy answers.
+void test_cluster_runtime() {
+  std::vector<float> in(4096, 1.f), out(4096, 0.f);
+  Args a{out.data(), in.data(), 0};
+  device_gpc(10, 4, 100 << 10, 4);  // GPCs of 4, 4 and 2 SMs
+  int dev = -1, v = -1;
+  EXPECT_ERR(cudaGetDevice(&dev), cudaSuccess);
+  EXPECT_ERR(cudaDeviceGetAttribute(&v, cudaDevAttrClusterLaunch, dev), cudaSuccess);
+  EXPECT(v == 1);
+  EXPECT_ERR(cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, dev), cudaSuccess);
+  EXPECT(v == 9);
+  cudaFuncAttributes fa;
+  EXPECT_ERR(cudaFuncGetAttributes(&fa, k_cluster2), cudaSuccess);
+  EXPECT(fa.binaryVersion == 90 && fa.nonPortableClusterSizeAllowed == 0);
+  // Occupancy: 4 blocks per SM at 0 bytes, 3 at 30 KB, 2 at 40 KB.
+  cudaLaunchConfig_t cfg = {};
+  cfg.blockDim = dim3(kCT);
+  cfg.gridDim = dim3(1);
+  auto potential = [&](size_t smem) {
+    cfg.dynamicSmemBytes = smem;
+    cfg.numAttrs = 0;
+    int n = -1;
+    EXPECT_ERR(cudaOccupancyMaxPotentialClusterSize(&n, k_cluster2, &cfg), cudaSuccess);
+    return n;
+  };
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  auto active = [&](unsigned c, size_t smem, cudaError_t want = cudaSuccess) {
+    cfg.dynamicSmemBytes = smem;
+    attr[0].val.clusterDim.x = c;
+    attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    int n = -1;
+    EXPECT_ERR(cudaOccupancyMaxActiveClusters(&n, k_cluster2, &cfg), want);
+    return n;
+  };
+  EXPECT(potential(0) == 8);
+  EXPECT(potential(40 << 10) == 8);
+  EXPECT(potential(60 << 10) == 0);  // above the kernel's dynamic limit (no opt-in)
+  EXPECT(active(8, 0) == 5);         // 2 + 2 + 1
+  EXPECT(active(4, 0) == 10);
+  EXPECT(active(8, 40 << 10) == 2);  // 8 + 8 + 4 blocks
+  EXPECT(active(6, 30 << 10) == 5);  // 12 + 12 + 6 blocks
+  active(9, 0, cudaErrorInvalidClusterSize);
+  active(0, 0, cudaErrorInvalidClusterSize);
+  cfg.numAttrs = 0;
+  int n = -1;
+  EXPECT_ERR(cudaOccupancyMaxActiveClusters(&n, k_cluster2, &cfg), cudaErrorInvalidClusterSize);
+  EXPECT_ERR(cudaFuncSetAttribute(k_cluster2, cudaFuncAttributeNonPortableClusterSizeAllowed, 1), cudaSuccess);
+  EXPECT_ERR(cudaFuncGetAttributes(&fa, k_cluster2), cudaSuccess);
+  EXPECT(fa.nonPortableClusterSizeAllowed == 1);
+  EXPECT(potential(0) == 16);
+  EXPECT(potential(30 << 10) == 12);
+  EXPECT(potential(40 << 10) == 8);
+  EXPECT(active(16, 0) == 2);  // the 2-SM GPC holds none
+  EXPECT(active(12, 30 << 10) == 2);
+  EXPECT(active(9, 0) == 2);
+  active(17, 0, cudaErrorInvalidClusterSize);
+  // Launch refusals: the error, recorded as the last error, and nothing run (or a launch that runs).
+  auto refused = [&](unsigned grid, size_t smem, int c, unsigned cy, cudaError_t want) {
+    std::fill(out.begin(), out.end(), -1.f);
+    EXPECT_ERR(launch_ex(k_cluster2, grid, kCT, a, smem, c, cy), want);
+    EXPECT_ERR(cudaGetLastError(), want);
+    if (want != cudaSuccess) EXPECT(out[0] == -1.f && out[grid] == -1.f);  // nothing ran
+  };
+  refused(12, 0, 8, 1, cudaErrorInvalidClusterSize);  // grid not a multiple
+  refused(8, 0, 2, 2, cudaErrorInvalidClusterSize);   // 2 x 2
+  refused(8, 0, 0, 1, cudaErrorInvalidClusterSize);
+  refused(17, 0, 17, 1, cudaErrorInvalidClusterSize);  // above 16
+  refused(16, 40 << 10, 16, 1, cudaErrorLaunchOutOfResources);  // a GPC holds 8 such blocks
+  refused(16, 0, 16, 2, cudaErrorInvalidClusterSize);
+  refused(16, 0, 16, 1, cudaSuccess);  // the opt-in
+  EXPECT(cluster_right(in, out, 16, 16));
+  EXPECT_ERR(cudaFuncSetAttribute(k_cluster2, cudaFuncAttributeNonPortableClusterSizeAllowed, 0), cudaSuccess);
+  refused(18, 0, 9, 1, cudaErrorInvalidClusterSize);  // 9 without the opt-in
+  EXPECT_ERR(cudaFuncSetAttribute(k_cluster2, cudaFuncAttributeNonPortableClusterSizeAllowed, 2),
+             cudaErrorInvalidValue);
+  (void)cudaGetLastError();
+  emu::chevron(k_cluster2, dim3(4), dim3(2048))(a);  // the ordinary checks first
+  EXPECT_ERR(launch_ex(k_cluster2, 4, 2048, a, 0, 2), cudaErrorInvalidConfiguration);
+  (void)cudaGetLastError();
+  // One GPC of every SM: another device; clusters of 16 up to 40 blocks at once.
+  emu::g_sms_per_gpc = 0;
+  int dev1 = -1;
+  EXPECT_ERR(cudaGetDevice(&dev1), cudaSuccess);
+  EXPECT(dev1 != dev);
+  EXPECT_ERR(cudaFuncSetAttribute(k_cluster2, cudaFuncAttributeNonPortableClusterSizeAllowed, 1), cudaSuccess);
+  EXPECT(active(16, 0) == 2 && active(8, 0) == 5 && active(16, 40 << 10) == 1);
+  refused(16, 40 << 10, 16, 1, cudaSuccess);
+  // A device before sm_90: no cluster launch.
+  emu::g_cc = 86;
+  EXPECT_ERR(cudaGetDevice(&dev1), cudaSuccess);
+  EXPECT(dev1 != dev);
+  EXPECT_ERR(cudaDeviceGetAttribute(&v, cudaDevAttrClusterLaunch, dev1), cudaSuccess);
+  EXPECT(v == 0);
+  EXPECT_ERR(cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMinor, dev1), cudaSuccess);
+  EXPECT(v == 6);
+  refused(8, 0, 2, 1, cudaErrorNotSupported);
+  EXPECT_ERR(cudaOccupancyMaxPotentialClusterSize(&n, k_cluster2, &cfg), cudaErrorNotSupported);
+  (void)cudaGetLastError();
+  emu::g_cc = 90;
+  // A pre-Hopper image: its attributes say so.
+  emu::g_binary_version = 80;
+  EXPECT_ERR(cudaFuncGetAttributes(&fa, k_cluster2), cudaSuccess);
+  EXPECT(fa.binaryVersion == 80);
+  emu::g_binary_version = 90;
+}
+
+// csrc/cuda/se_sync.h's se_cluster_capacity and se_launch_cluster on the emulated runtime.
+void test_se_sync_cluster() {
+  std::vector<float> in(4096), out(4096, 0.f);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = (float)(i % 31) - 15.f;
+  Args a{out.data(), in.data(), 0};
+  device_gpc(10, 4, 100 << 10, 4);  // GPCs of 4, 4 and 2 SMs
+  int mc = -1, act = -1;
+  // Before the capacity query (which sets the opt-in), 16 is refused.
+  EXPECT_ERR(se_launch_cluster(k_cluster, 32, 16, kCT, nullptr, a, 0), cudaErrorInvalidClusterSize);
+  EXPECT_ERR(cudaPeekAtLastError(), cudaSuccess);
+  EXPECT_ERR(se_cluster_capacity<k_cluster>(8, kCT, 0, &mc, &act), cudaSuccess);
+  EXPECT(mc == 16 && act == 5);
+  EXPECT_ERR(se_cluster_capacity<k_cluster>(16, kCT, 0, &mc, &act), cudaSuccess);
+  EXPECT(mc == 16 && act == 2);
+  EXPECT_ERR(se_cluster_capacity<k_cluster>(17, kCT, 0, &mc, &act), cudaSuccess);
+  EXPECT(mc == 16 && act == 0);
+  EXPECT_ERR(se_cluster_capacity<k_cluster>(0, kCT, 0, &mc, &act), cudaSuccess);
+  EXPECT(mc == 16 && act == 0);
+  EXPECT_ERR(se_cluster_capacity<k_cluster>(8, kCT, 40 << 10, &mc, &act), cudaSuccess);
+  EXPECT(mc == 8 && act == 2);
+  EXPECT_ERR(se_cluster_capacity<k_cluster>(8, kCT, 60 << 10, &mc, &act), cudaSuccess);  // no smem opt-in
+  EXPECT(mc == 0 && act == 0);
+  EXPECT_ERR(se_allow_dynamic_smem<k_cluster>(60 << 10), cudaSuccess);
+  EXPECT_ERR(se_cluster_capacity<k_cluster>(4, kCT, 60 << 10, &mc, &act), cudaSuccess);
+  EXPECT(mc == 4 && act == 2);  // 1 block per SM: GPCs of 4, 4 and 2 blocks
+  // Launches: run right, or the error (cleared) and nothing run.
+  for (auto [grid, c] : {std::pair{80, 8}, {64, 16}, {10, 1}}) {
+    std::fill(out.begin(), out.end(), -1.f);
+    EXPECT_ERR(se_launch_cluster(k_cluster, grid, c, kCT, nullptr, a, 0), cudaSuccess);
+    EXPECT(cluster_right(in, out, grid, c));
+  }
+  std::fill(out.begin(), out.end(), -1.f);
+  EXPECT_ERR(se_launch_cluster(k_cluster, 12, 4, kCT, nullptr, a, 60 << 10), cudaSuccess);
+  EXPECT(cluster_right(in, out, 12, 4));
+  std::fill(out.begin(), out.end(), -1.f);
+  EXPECT_ERR(se_launch_cluster(k_cluster, 12, 8, kCT, nullptr, a, 0), cudaErrorInvalidClusterSize);
+  EXPECT_ERR(se_launch_cluster(k_cluster, 16, 8, kCT, nullptr, a, 60 << 10), cudaErrorLaunchOutOfResources);
+  EXPECT(out[0] == -1.f && out[12] == -1.f);
+  EXPECT_ERR(cudaPeekAtLastError(), cudaSuccess);
+  // An error pending from earlier work: returned, left pending, nothing launched or asked.
+  const long launches = emu::g_launches.load();
+  EXPECT_ERR(cudaFuncSetAttribute(k_plain, cudaFuncAttributeMaxDynamicSharedMemorySize, 300 << 10),
+             cudaErrorInvalidValue);
+  EXPECT_ERR(se_launch_cluster(k_cluster, 16, 8, kCT, nullptr, a, 0), cudaErrorInvalidValue);
+  mc = act = -1;
+  EXPECT_ERR(se_cluster_capacity<k_cluster>(8, kCT, 0, &mc, &act), cudaErrorInvalidValue);
+  EXPECT(mc == 0 && act == 0);
+  EXPECT_ERR(cudaPeekAtLastError(), cudaErrorInvalidValue);
+  EXPECT_ERR(cudaGetLastError(), cudaErrorInvalidValue);
+  EXPECT(emu::g_launches.load() == launches && out[0] == -1.f);
+  // A pre-Hopper device or image: 0 / 0, cudaSuccess, nothing launched; a launch is refused.
+  emu::g_cc = 80;
+  mc = act = -1;
+  EXPECT_ERR(se_cluster_capacity<k_cluster>(8, kCT, 0, &mc, &act), cudaSuccess);
+  EXPECT(mc == 0 && act == 0);
+  EXPECT_ERR(se_launch_cluster(k_cluster, 16, 8, kCT, nullptr, a, 0), cudaErrorNotSupported);
+  EXPECT_ERR(cudaPeekAtLastError(), cudaSuccess);
+  emu::g_cc = 90;
+  emu::g_binary_version = 80;
+  mc = act = -1;
+  EXPECT_ERR(se_cluster_capacity<k_cluster>(8, kCT, 0, &mc, &act), cudaSuccess);
+  EXPECT(mc == 0 && act == 0);
+  emu::g_binary_version = 90;
+  EXPECT(emu::g_launches.load() == launches && out[0] == -1.f);
+  // No kernel image: the error, cleared, 0 / 0.
+  emu::g_no_kernel_image = true;
+  mc = act = -1;
+  EXPECT_ERR(se_cluster_capacity<k_cluster>(8, kCT, 0, &mc, &act), cudaErrorNoKernelImageForDevice);
+  EXPECT(mc == 0 && act == 0);
+  EXPECT_ERR(cudaPeekAtLastError(), cudaSuccess);
+  emu::g_no_kernel_image = false;
+  // GPCs of one single-slot SM (main.cpp's g_resident device, split): no cluster of 2 fits.
+  device_gpc(4, 1, 100 << 10, 1);
+  EXPECT_ERR(se_cluster_capacity<k_cluster>(2, kCT, 0, &mc, &act), cudaSuccess);
+  EXPECT(mc == 1 && act == 0);
+  EXPECT_ERR(se_launch_cluster(k_cluster, 4, 2, kCT, nullptr, a, 0), cudaErrorLaunchOutOfResources);
+  EXPECT_ERR(cudaPeekAtLastError(), cudaSuccess);
+}
+
+// cp.async used rightly: a staged tile read after the wait and a barrier, in
+// dynamic and static shared memory, on every schedule; wait(n) leaves the
+// newest n groups (an empty one counted) in flight.
+bool cp_async_right(int mode, int times, bool verbose) {
+  std::vector<float> in(8 * kN), out(2 * kN);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = (float)(i % 17) - 8.f;
+  for (int r = 0; r < times; ++r) {
+    std::fill(out.begin(), out.end(), -1.f);
+    EXPECT_ERR(launch_ex(k_cp_async, 1, kN, Args{out.data(), in.data(), mode}, 16 * kN), cudaSuccess);
+    for (int t = 0; t < kN; ++t) {
+      const int u = mode == 1 ? 4 * t : 4 * ((t + 1) % kN);
+      if (out[t] != in[u] + in[u + 1] + in[u + 2] + in[u + 3]) {
+        if (verbose) printf("FAIL cp.async mode %d launch %d: thread %d read %g\n", mode, r, t, out[t]);
+        return false;
+      }
+    }
+  }
+  return true;
+}
+void test_cp_async() {
+  EXPECT(cp_async_right(0, 8, true));
+  EXPECT(cp_async_right(8, 8, true));
+  std::vector<float> in(8 * kN), out(2 * kN);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = (float)(i % 11) - 5.f;
+  for (int r = 0; r < 8; ++r) {
+    std::fill(out.begin(), out.end(), -1.f);
+    EXPECT_ERR(launch_ex(k_cp_pipeline, 1, kN, Args{out.data(), in.data(), 0}, 32 * kN), cudaSuccess);
+    bool ok = true;
+    for (int t = 0; t < kN; ++t) {
+      const int u = 4 * ((t + 1) % kN);
+      float want = 0.f;
+      for (int j = 0; j < 4; ++j) want += in[u + j] + in[4 * kN + u + j];
+      ok = ok && out[t] == want && out[kN + t] == 1.f;
+    }
+    EXPECT(ok);
+  }
+}
+
 int run(const std::string& name) {
   std::vector<float> in(kN * 8 + 64), out(kN * 8 + 64, 0.f);
   for (size_t i = 0; i < in.size(); ++i) in[i] = (float)(i % 13) - 6.f;
@@ -432,6 +838,33 @@ int run(const std::string& name) {
     }
   } else if (name == "grid_sync_outside_cooperative") {
     (void)se_launch(k_coop, 2, kN, nullptr, a);
+  } else if (name == "cluster") {
+    test_cluster();
+  } else if (name == "cluster_runtime") {
+    test_cluster_runtime();
+  } else if (name == "se_sync_cluster") {
+    test_se_sync_cluster();
+  } else if (name == "cp_async") {
+    test_cp_async();
+  } else if (name == "cluster_sync_outside_cluster") {
+    (void)se_launch(k_cluster, 2, kCT, nullptr, a);
+  } else if (name == "cluster_sync_block_returned") {
+    (void)se_launch_cluster(k_cluster_exit, 4, 2, kCT, nullptr, a, 0);
+  } else if (name == "cluster_sync_pre_hopper_image") {
+    emu::g_binary_version = 80;
+    (void)se_launch_cluster(k_cluster, 4, 2, kCT, nullptr, a, 0);
+  } else if (name.rfind("cp_async_", 0) == 0) {
+    const char* kinds[] = {"", "cp_async_read_before_wait", "cp_async_read_before_barrier",
+                           "cp_async_misaligned_source", "cp_async_misaligned_destination",
+                           "cp_async_outside_shared", "cp_async_pending_at_exit", "cp_async_wait_without_commit"};
+    int mode = -1;
+    for (int k = 1; k < 8; ++k)
+      if (name == kinds[k]) mode = k;
+    if (mode < 0) { printf("unknown check %s\n", name.c_str()); return 64; }
+    if (!cp_async_right(mode, 8, false)) {
+      printf("cp.async: a read before the wait (or the barrier after it) saw unstaged shared memory: wrong results\n");
+      return 1;
+    }
   } else {
     printf("unknown check %s\n", name.c_str());
     return 64;
@@ -447,11 +880,16 @@ int main(int argc, char** argv) {
   if (argc < 2) { fprintf(stderr, "usage: %s list | NAME\n", argv[0]); return 64; }
   const std::string name = argv[1];
   if (name == "list") {
-    for (const char* g : {"good", "runtime", "se_sync"}) printf("good %s\n", g);
+    for (const char* g : {"good", "runtime", "se_sync", "cluster", "cluster_runtime", "se_sync_cluster", "cp_async"})
+      printf("good %s\n", g);
     for (const char* b : {"misaligned_global_load", "misaligned_shared_store", "misaligned_dynamic_load",
                           "shuffle_partial_mask", "shuffle_exited_lane", "shuffle_lane_elsewhere", "shuffle_divergent",
                           "shuffle_offset", "shuffle_width", "race_read_after_write", "race_write_after_read",
-                          "race_reduction_reuse", "grid_sync_outside_cooperative"})
+                          "race_reduction_reuse", "grid_sync_outside_cooperative", "cluster_sync_outside_cluster",
+                          "cluster_sync_block_returned", "cluster_sync_pre_hopper_image", "cp_async_read_before_wait",
+                          "cp_async_read_before_barrier", "cp_async_misaligned_source",
+                          "cp_async_misaligned_destination", "cp_async_outside_shared", "cp_async_pending_at_exit",
+                          "cp_async_wait_without_commit"})
       printf("bad %s\n", b);
     return 0;
   }

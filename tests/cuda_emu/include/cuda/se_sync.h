@@ -1,11 +1,14 @@
 // The emulator's <cuda/se_sync.h>, found first on the include path
 // (-Itests/cuda_emu/include before -Icsrc): it compiles the real
-// csrc/cuda/se_sync.h (its launches, occupancy, shared-memory opt-in and grid
-// barrier) against the emulated runtime (include/cuda_runtime.h,
-// include/cooperative_groups.h, emu.h), with two hooks defined first and the
-// two shared-memory declarations replaced after:
+// csrc/cuda/se_sync.h (its launches, occupancy, shared-memory opt-in, grid and
+// cluster barriers, cp.async) against the emulated runtime (include/cuda_runtime.h,
+// include/cooperative_groups.h, emu.h, emu_cluster.h), with hooks defined first
+// and the two shared-memory declarations replaced after:
 //   SE_LAUNCH_CHEVRON  kernel<<<grid, block, smem, stream>>> (not C++): emu::chevron
 //   SE_CHECK_ALIGNED16 (se_load.cuh ld16 / st16): every plain 16-byte access checked
+//   SE_CP_ASYNC16 / SE_CP_ASYNC_COMMIT / SE_CP_ASYNC_WAIT  cp.async (PTX asm):
+//                      emu::cp_async16 / cp_async_commit / cp_async_wait (a copy
+//                      lands at the wait that completes its group)
 //   SE_SHARED          a reference to the block slot's arena (0xff at every block start)
 //   SE_DYNAMIC_SHARED  a heap block of exactly the launch's dynamic bytes per block
 //                      slot, 0xff at every block start (ASan sees an access past it,
@@ -16,6 +19,9 @@
 
 #define SE_LAUNCH_CHEVRON(kernel, grid, block, smem, stream) ::emu::chevron(kernel, grid, block, smem, stream)
 #define SE_CHECK_ALIGNED16(p) ::emu::check_align16(p)
+#define SE_CP_ASYNC16(dst, src) ::emu::cp_async16(dst, src)
+#define SE_CP_ASYNC_COMMIT() ::emu::cp_async_commit()
+#define SE_CP_ASYNC_WAIT(n) ::emu::cp_async_wait(n)
 
 #include_next <cuda/se_sync.h>
 
