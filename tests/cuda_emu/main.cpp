@@ -348,6 +348,16 @@ Result test(const Case& k, uint32_t seed) {
     same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, op_res, SEPath::OnePass, res, SEPath::TwoPass),
               "when the one-pass and cooperative launches are refused (two-pass fallback)");
     emu::g_coop_supported = true;
+    // Before sm_90 (no cluster launch) and with a pre-sm_90 image of the
+    // kernels on an sm_90 device: the cluster request runs two-pass.
+    emu::g_cc = 80;
+    same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, 16, SEPath::Cluster, res, SEPath::TwoPass),
+              "when the device has no cluster launch (sm_80: two-pass fallback)");
+    emu::g_cc = 90;
+    emu::g_binary_version = 80;
+    same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, 16, SEPath::Cluster, res, SEPath::TwoPass),
+              "when the kernels' image predates sm_90 (two-pass fallback)");
+    emu::g_binary_version = 90;
   }
   emu::g_resident = k.resident;
   // Batch invariance: the last sample alone gives the bits it has inside the batch.
@@ -505,9 +515,9 @@ int main(int argc, char** argv) {
     const Result r = concurrent_test<float>(concurrent_cases());
     report(tag, r, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
-  printf("launches: %ld (cooperative %ld, refused %ld), blocks run: %ld, peak slots in use: %d\n",
-         emu::g_launches.load(), emu::g_coop_launches.load(), emu::g_coop_refused.load(), emu::g_blocks.load(),
-         emu::g_peak_slots.load());
+  printf("launches: %ld (cooperative %ld, refused %ld; cluster %ld, refused %ld), blocks run: %ld, peak slots in use: %d\n",
+         emu::g_launches.load(), emu::g_coop_launches.load(), emu::g_coop_refused.load(),
+         emu::g_cluster_launches.load(), emu::g_cluster_refused.load(), emu::g_blocks.load(), emu::g_peak_slots.load());
   printf("%d passed, %d failed\n", passed, failed);
   return failed || passed == 0 ? 1 : 0;
 }
