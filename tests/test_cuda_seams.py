@@ -333,6 +333,61 @@ def test_forced_path_runs_as_itself_and_is_reported(path):
     assert out.stdout.split() == [ran, ran, "1", "1", "True", "True"], out.stdout
 
 
+# CUDA graphs: forward and backward captured on a side stream (after a warm-up
+# there: the allocator's pool, the kernels' one-time attribute calls), then
+# replayed on new inputs copied into the captured ones; each replay must give
+# the bits of a plain call on those inputs, and the path a plain call takes.
+# Two shapes: 2x64x7x7 (batch 2: the cluster path's weight gradients are a
+# second launch) and 1x64x56x56 bf16 channels_last (batch 1, row parts).
+_GRAPH_SCRIPT = r"""
+import torch, se_fused
+from se_fused import _cuda
+ops = torch.ops.se_fused
+for shape, dtype, fmt in [((2, 64, 7, 7), torch.float32, torch.contiguous_format),
+                          ((1, 64, 56, 56), torch.bfloat16, torch.channels_last)]:
+    g = torch.Generator(device="cuda").manual_seed(5)
+    rnd = lambda *s: torch.randn(*s, device="cuda", generator=g).to(dtype)
+    w1, b1, w2, b2 = rnd(16, 64), rnd(16), rnd(64, 16), rnd(64)
+    def step(x, dy):
+        y, pooled, z1, z2 = ops._squeeze_excite_forward(x, w1, b1, w2, b2, "relu", "sigmoid", "two_fc", False)
+        return (y,) + tuple(ops._squeeze_excite_backward(dy, x, pooled, z1, z2, w1, w2, "relu", "sigmoid",
+                                                         True, True, "two_fc", False))
+    sx = rnd(*shape).contiguous(memory_format=fmt)
+    sdy = rnd(*shape).contiguous(memory_format=fmt)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            step(sx, sdy)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = step(sx, sdy)
+    for _ in range(2):
+        x, dy = rnd(*shape).contiguous(memory_format=fmt), rnd(*shape).contiguous(memory_format=fmt)
+        sx.copy_(x)
+        sdy.copy_(dy)
+        graph.replay()
+        want = step(x, dy)
+        torch.cuda.synchronize()
+        assert all(torch.equal(a, b) for a, b in zip(outs, want)), shape
+    print(_cuda.last_cuda_path("forward"), _cuda.last_cuda_path("backward"))
+"""
+
+
+@requires_cuda
+@pytest.mark.parametrize("path", ["twopass", "cooperative", "onepass", "cluster"])
+def test_cuda_graph_capture_and_replay_per_path(path):
+    env = dict(os.environ, SE_FUSED_CUDA_PATH=path)
+    out = subprocess.run([sys.executable, "-c", _GRAPH_SCRIPT], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ran = "twopass" if path == "cluster" and torch.cuda.get_device_capability()[0] < 9 else path
+    for line in out.stdout.split("\n"):
+        if line.strip():
+            assert line.split() == [ran, ran], out.stdout
+
+
 @requires_cuda
 def test_device_support_and_arch_error_at_the_boundary():
     for i in range(torch.cuda.device_count()):
