@@ -20,6 +20,15 @@ The run, in this order:
            to None between calls); --graphs adds CUDA-graph replays of each forward. On a
            GPU, where benchmarks/gpu_model.py exists, its predictions go beside the results.
 
+CUDA paths (--paths twopass,cluster,...): SE_FUSED_CUDA_PATH is read once per process, so
+each path's fused block is timed in a process of its own (this script again, with the path
+set): the first path's process also times eager (and the latency section), compile gets a
+process after the first two paths (its compile time would otherwise eat the fused paths'
+time budget), then the remaining paths. Each record carries the path its calls ran
+(se_fused._cuda.cuda_path_counts: a forced path that does not apply falls back and says
+so); gpu_model.py's prediction for that path goes beside it; the paths table gives per
+shape the fastest path that ran as itself and the rule Auto should adopt from them.
+
 Each measurement prints a progress line; the tables come last (latency, then the cases:
 medians, ratios to the floor and to eager); the full results (medians, p20, p80, reps, peak
 memory on a GPU, errors) go to a JSON file per device. Timing is harness.py's. It reports
@@ -28,14 +37,18 @@ and never asserts a time. Examples:
   python benchmarks/bench.py --quick --plot chart.png   # ~10 min on a shared 2-core CPU
   python benchmarks/bench.py --latency-only             # the latency section alone
   python benchmarks/bench.py --device cuda --graphs     # GPU, with CUDA-graph replays
+  python benchmarks/bench.py --quick --paths twopass,cluster   # GPU: the paths side by side
   python benchmarks/bench.py --shapes 2048x7x7 --dtypes bf16 --passes fwd --no-latency
   python benchmarks/bench.py --quick --no-latency --shapes monai3d,ecapa,ese,ecanet,ceca,resid
                                                          # the 3-D, 1-D and variant rows
 """
 import argparse
+import json
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from typing import List
@@ -52,6 +65,7 @@ from cases import DTYPES, LAYOUTS, Case, cpu_cases, cuda_cases, to_layout  # noq
 from providers import PROVIDERS, build, floor, max_rel_diff, none_grads, plain_block  # noqa: E402
 
 PASSES = ("fwd", "fwdbwd")
+CUDA_PATHS = ("auto", "twopass", "cooperative", "onepass", "cluster")  # SE_FUSED_CUDA_PATH values
 
 
 # --------------------------------------------------------------------------- one case
@@ -75,6 +89,27 @@ def pass_jobs(pass_: str, models: dict, x: torch.Tensor, dy: torch.Tensor) -> di
         for p, m in models.items():
             jobs[p] = ((lambda m=m: m(xg).backward(dy)), [xg] + list(m.parameters()))
     return jobs
+
+
+def path_counts(se_fused):
+    """se_fused._cuda.cuda_path_counts(reset=True): the calls per direction and path since the
+    last reset; None where the build cannot say (no CUDA part)."""
+    try:
+        from se_fused import _cuda
+        return _cuda.cuda_path_counts(reset=True)
+    except Exception:
+        return None
+
+
+def taken(counts) -> dict:
+    """{"forward": "cluster", "backward": "twopass"}: the paths that ran, per direction (two
+    joined by "+" when the calls differed; directions without calls left out)."""
+    out = {}
+    for direction, per in (counts or {}).items():
+        names = [p for p, n in sorted(per.items()) if n]
+        if names:
+            out[direction] = "+".join(names)
+    return out
 
 
 def first_call(fn, device) -> tuple:
@@ -133,8 +168,9 @@ def progress_line(tag: str, case: Case, pass_: str, records: List[dict]) -> str:
             line.append(f"{rec['provider']}=ERR({rec['error']})")
         else:
             diff = rec.get("max_rel_diff_vs_eager")
+            ran = "/".join(rec.get("path_taken", {}).values())
             line.append(f"{rec['provider']}={rec['median_us']:.1f}us"
-                        + (f"(d={diff:.0e})" if diff else ""))
+                        + (f"[{ran}]" if ran else "") + (f"(d={diff:.0e})" if diff else ""))
     return "  ".join(line)
 
 
@@ -155,12 +191,17 @@ def run_case(case: Case, args, device, se_fused, gpu_model, tag="") -> List[dict
             if p in errors:
                 rec["error"] = errors[p]
             else:
+                counting = p == "fused" and device.type == "cuda"
+                if counting:
+                    path_counts(se_fused)
                 try:
                     rec.update(measure(pass_, p, jobs[p], y_ref, device, args.quick))
                 except Exception as e:
                     rec["error"] = harness.short_error(e)
                     if args.verbose:
                         traceback.print_exc()
+                if counting:
+                    rec["path_taken"] = taken(path_counts(se_fused))
             done.append(rec)
         print(progress_line(tag, case, pass_, done), flush=True)
         records += done
@@ -168,14 +209,22 @@ def run_case(case: Case, args, device, se_fused, gpu_model, tag="") -> List[dict
             records += graph_records(case, jobs, names, errors, tag)
     if gpu_model is not None:
         prediction = report.predict(gpu_model, case, DTYPES[case.dtype].itemsize)
+        path = fused_path(args)
         for rec in records:
             if rec["provider"] in ("fused", "floor"):
-                pred = report.predicted_us(prediction, rec["pass"], rec["provider"])
+                pred = report.predicted_us(prediction, rec["pass"], rec["provider"], path)
                 if pred is not None:
                     rec["predicted_us"] = pred
+                    if rec["provider"] == "fused":
+                        rec["predicted_path"] = report.predicted_path(prediction, rec["pass"], path)
                 elif "error" in prediction:
                     rec["prediction_error"] = prediction["error"]
     return records
+
+
+def fused_path(args) -> str:
+    """The SE_FUSED_CUDA_PATH this process's fused block runs under."""
+    return args.child_path or os.environ.get("SE_FUSED_CUDA_PATH") or "auto"
 
 
 # --------------------------------------------------------------------------- main
@@ -207,6 +256,11 @@ def parse_args(argv=None):
                     help="JSON results file (default benchmarks/results-<device>.json)")
     ap.add_argument("--plot", default=None, metavar="FILE.png",
                     help="draw time / floor per case (needs matplotlib)")
+    ap.add_argument("--paths", default="",
+                    help="time the fused block under each of these SE_FUSED_CUDA_PATH "
+                         f"values ({','.join(CUDA_PATHS)}), each in a process of its own, e.g. "
+                         "twopass,cluster (see above)")
+    ap.add_argument("--child-path", default=None, help=argparse.SUPPRESS)  # --paths' processes
     ap.add_argument("--list", action="store_true", help="print the selected cases and exit")
     ap.add_argument("--verbose", action="store_true", help="print tracebacks of failures")
     args = ap.parse_args(argv)
@@ -226,6 +280,9 @@ def parse_args(argv=None):
     args.providers = [p for p in pick(args.providers, PROVIDERS, "providers")
                       if not (p == "compile" and args.no_compile)]
     args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    args.paths = list(dict.fromkeys(pick(args.paths, CUDA_PATHS, "paths")))
+    if args.paths and "fused" not in args.providers:
+        ap.error("--paths times the fused block: keep fused in --providers")
     return args
 
 
@@ -245,6 +302,8 @@ def main(argv=None) -> int:
         print("--device cuda: no GPU is visible to torch", file=sys.stderr)
         return 2
     device = torch.device(args.device)
+    if args.paths and not args.child_path:
+        return run_paths(args, device)
     if args.threads:
         torch.set_num_threads(args.threads)
     cases = select_cases(args, device)
@@ -283,6 +342,11 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # a `timeout` still gets the tables
 
     def save():
+        if args.child_path:  # the fused block as run under this process's path
+            for rec in lat_records + records:
+                if rec["provider"] == "fused":
+                    rec["provider"] = f"fused:{args.child_path}"
+                    rec["cuda_path"] = args.child_path
         harness.write_json(out, meta, wall_s=time.perf_counter() - t_start,
                            latency=lat_records, results=records)
     try:
@@ -296,6 +360,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: reporting what was measured so far")
     save()
+    if args.child_path:  # run_paths prints the tables of all the processes
+        return 0
     print(f"\nwall time {time.perf_counter() - t_start:.0f}s; results: {out}")
     if args.plot:
         from plot import plot
@@ -311,6 +377,99 @@ def main(argv=None) -> int:
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+# --------------------------------------------------------------------------- --paths
+def path_jobs(args) -> List[tuple]:
+    """(SE_FUSED_CUDA_PATH, providers) of each process, in the order they run: the first path
+    with the other non-compile providers, the second path, compile, the remaining paths."""
+    first = ["fused"] + [p for p in args.providers if p not in ("fused", "compile")]
+    jobs = [(args.paths[0], first)] + [(p, ["fused"]) for p in args.paths[1:2]]
+    if "compile" in args.providers:
+        jobs.append((args.paths[0], ["compile"]))
+    return jobs + [(p, ["fused"]) for p in args.paths[2:]]
+
+
+def child_argv(args, path: str, providers, out: str) -> List[str]:
+    argv = ["--device", args.device, "--dtypes", ",".join(args.dtypes), "--layouts", ",".join(args.layouts),
+            "--passes", ",".join(args.passes), "--providers", ",".join(providers), "--out", out,
+            "--child-path", path]
+    argv += ["--shapes", ",".join(args.shapes)] if args.shapes else []
+    argv += ["--threads", str(args.threads)] if args.threads else []
+    argv += ["--no-latency"] if args.no_latency else ["--latency-only"] if args.latency_only else []
+    return argv + [f for f, on in (("--quick", args.quick), ("--graphs", args.graphs),
+                                   ("--verbose", args.verbose)) if on]
+
+
+def run_paths(args, device) -> int:
+    """--paths: one process per path_jobs entry (SE_FUSED_CUDA_PATH set), their JSON results
+    merged; then the tables, with the paths side by side and the rule for Auto. An
+    interruption (Ctrl-C, or a `timeout` around this script) stops the current process,
+    starts no other, and reports what was measured."""
+    info = harness.describe(device)
+    out = args.out or harness.results_path("results", device)
+    jobs = path_jobs(args)
+    print(harness.device_line(info) + f"  paths {','.join(args.paths)}: "
+          + "; ".join(f"{','.join(p)} under {path}" for path, p in jobs), flush=True)
+    if device.type != "cuda":
+        print("(the CPU ignores SE_FUSED_CUDA_PATH: every process times the same CPU kernels)")
+    signal.signal(signal.SIGTERM, _interrupt)
+    t_start = time.perf_counter()
+    meta = {**info, "argv": sys.argv[1:], "quick": args.quick, "paths": args.paths,
+            "timing": harness.kernel_timer_name(device), "processes": []}
+    lat_records: List[dict] = []
+    records: List[dict] = []
+    tmp = tempfile.mkdtemp(prefix="se_fused_bench_")
+    try:
+        for i, (path, providers) in enumerate(jobs):
+            part = os.path.join(tmp, f"{i}.json")
+            cmd = [sys.executable, os.path.abspath(__file__)] + child_argv(args, path, providers, part)
+            print(f"\n--- SE_FUSED_CUDA_PATH={path}: {','.join(providers)} "
+                  f"[{time.perf_counter() - t_start:.0f}s]", flush=True)
+            proc = subprocess.Popen(cmd, env=dict(os.environ, SE_FUSED_CUDA_PATH=path))
+            try:
+                rc = proc.wait()
+            except KeyboardInterrupt:
+                print("\ninterrupted: reporting what was measured so far", flush=True)
+                try:  # the process saves its results on SIGTERM / Ctrl-C, as this one does
+                    proc.wait(timeout=3)
+                except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                    proc.kill()
+                _merge(part, path, providers, meta, lat_records, records, "interrupted")
+                break
+            _merge(part, path, providers, meta, lat_records, records, rc)
+    finally:
+        harness.write_json(out, meta, wall_s=time.perf_counter() - t_start, latency=lat_records,
+                           results=records)
+        for name in os.listdir(tmp):
+            os.remove(os.path.join(tmp, name))
+        os.rmdir(tmp)
+    print(f"\nwall time {time.perf_counter() - t_start:.0f}s; results: {out}")
+    labels = [f"fused:{p}" for p in args.paths] + [p for p in args.providers if p != "fused"]
+    if args.plot:
+        from plot import plot
+        plot(records, labels, args.plot, f"se_fused bench: {info['device_name']}, torch {info['torch']}")
+    report.print_predictions(records)
+    latency.print_table(lat_records, labels)
+    if records:
+        report.print_table(records, labels)
+        report.print_paths(records, args.paths)
+    return 0
+
+
+def _merge(part, path, providers, meta, lat_records, records, rc) -> None:
+    """One process's JSON results into the run's (what it saved, if anything)."""
+    entry = {"cuda_path": path, "providers": providers, "rc": rc}
+    try:
+        with open(part) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        entry["error"] = f"no results ({type(e).__name__})"
+        data = {}
+    meta["processes"].append(entry)
+    meta.setdefault("se_fused", data.get("se_fused"))
+    lat_records += data.get("latency", [])
+    records += data.get("results", [])
 
 
 if __name__ == "__main__":

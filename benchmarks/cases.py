@@ -172,11 +172,13 @@ def cpu_cases(quick: bool) -> List[Case]:
 
 
 def cuda_cases(quick: bool) -> List[Case]:
-    # PERF.md's rows, 7x7 maps first; --quick is exactly those, and 1x256x56x56 bf16
-    # channels_last (issue 13: NHWC units split into row parts, 4 chunks x 13 parts).
+    # PERF.md's rows, 7x7 maps first; --quick is exactly those, 1x256x56x56 bf16
+    # channels_last (issue 13: NHWC units split into row parts, 4 chunks x 13 parts) and
+    # 64x256x56x56 fp32 (issue 22's bar: its backward fits a cluster, its forward not).
     perf = _small_maps_first(
         [Case(SE_RESNET50[0], 256, "bf16", "nchw"), Case(SE_RESNET50[0], 256, "bf16", "cl"),
-         Case(SE_RESNET50[0], 256, "fp32", "nchw"), Case(SE_RESNET50[0], 1, "bf16", "cl")]
+         Case(SE_RESNET50[0], 256, "fp32", "nchw"), Case(SE_RESNET50[0], 1, "bf16", "cl"),
+         Case(SE_RESNET50[0], 64, "fp32", "nchw")]
         + [Case(b, n, "bf16", "nchw") for b, n in ((PERF_ROWS[0], 64), (SE_RESNET50[0], 64),
                                                    (SE_RESNET50[3], 64), (PERF_ROWS[1], 64),
                                                    (SE_RESNET50[0], 1), (SE_RESNET50[3], 1))])

@@ -5,15 +5,29 @@
 # source, same arithmetic, --fmad=false), the sanitizer script on each forced
 # path with the path every call took asserted, compute-sanitizer memcheck,
 # racecheck and synccheck on each path (after a quick probe), then the CUDA
-# tests and the benchmark while time is left. At most 8 files come back in $OUT:
+# tests and the benchmark while time is left. The paths: twopass, cooperative,
+# onepass, and cluster where the build records it (se_fused._cuda.cuda_path_counts
+# names it; GPU_CHECK_PATHS overrides the list). Each path runs in a process of
+# its own (the path is read once per process), the paths of one step at once
+# (GPU_CHECK_PARALLEL=0: one after another), so a step costs about one path's
+# time. At most 8 files come back in $OUT:
 #   summary.txt     env, GPU, each step's rc and seconds, the one-line verdicts
 #   build.log       pip/nvcc output with ptxas registers and spills per kernel
 #   selfcheck.log   python -m se_fused
 #   digest.log      GPU vs emulator digests, case by case (tests/cuda_emu/gpu_digest.sh)
-#   sanitize.log    tests/cuda_sanitize.py --large on twopass, cooperative, onepass
+#   sanitize.log    tests/cuda_sanitize.py --large on each path
 #   sanitizers.log  compute-sanitizer: probe, then memcheck, racecheck, synccheck per path
 #   tests.log       pytest of the CUDA tests
-#   bench.log       benchmarks/bench.py --quick --no-compile
+#   bench.log       benchmarks/bench.py --quick --paths twopass,cluster,onepass: fused per
+#                   path, eager and compile, each in a process of its own, the model's
+#                   prediction beside each time, the rule Auto should adopt
+#
+# Time: one device call may run 10 minutes and a session has about 15 in all
+# (the machine's start included), so the whole script stops at GPU_CHECK_SECONDS
+# (570): every step's limit is cut to what is left, and a step with under 10 s
+# left is skipped ("skipped (time)" in summary.txt). The limits below add up to
+# more than that on purpose; the order is the priority. For the cluster path
+# alone: GPU_CHECK_STEPS="build sanitize sanitizers bench".
 #
 # Usage on the device machine, from the repository root:
 #   OUT=/some/dir bash benchmarks/gpu_check.sh
@@ -39,6 +53,7 @@ fi
 S="$OUT/summary.txt"
 : > "$S"
 T0=$(date +%s)
+PARALLEL="${GPU_CHECK_PARALLEL:-1}"
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 step() {  # step NAME LOG SECONDS COMMAND...  (appends to LOG; never stops the script)
@@ -52,6 +67,40 @@ step() {  # step NAME LOG SECONDS COMMAND...  (appends to LOG; never stops the s
   local rc=$?
   echo "$name: rc=$rc $(( $(date +%s) - t0 ))s (t=$(( $(date +%s) - T0 ))s)" | tee -a "$S"
   return $rc
+}
+# pstep NAME LOG SECONDS COMMAND...: COMMAND once per path of $PATHS with
+# SE_FUSED_CUDA_PATH set (@P@ in COMMAND becomes the path), all at once under one
+# limit, a summary line per path, the logs appended in path order; with
+# PARALLEL=0 one after another (step NAME_path each). Returns how many failed.
+pstep() {
+  local name=$1 log=$2 limit=$3; shift 3
+  local p bad=0
+  if [ "$PARALLEL" = 0 ]; then
+    for p in $PATHS; do
+      step "${name}_$p" "$log" "$limit" env SE_FUSED_CUDA_PATH="$p" "${@//@P@/$p}" || bad=$((bad + 1))
+    done
+    return $bad
+  fi
+  local room=$(( $(left) - 5 ))
+  [ "$limit" -gt "$room" ] && limit=$room
+  if [ "$limit" -lt 10 ]; then echo "$name: skipped (time)" | tee -a "$S"; return 124; fi
+  local t0=$(date +%s) pids=() rc
+  for p in $PATHS; do
+    { echo "=== ${name}_$p: SE_FUSED_CUDA_PATH=$p ${*//@P@/$p}"
+      timeout -k 5 "$limit" env SE_FUSED_CUDA_PATH="$p" OMP_NUM_THREADS=4 "${@//@P@/$p}"; } \
+      > "$OUT/.p_$p.log" 2>&1 &
+    pids+=($!)
+  done
+  set -- $PATHS
+  for pid in "${pids[@]}"; do
+    wait "$pid"; rc=$?
+    echo "${name}_$1: rc=$rc" | tee -a "$S"
+    [ "$rc" = 0 ] || bad=$((bad + 1))
+    shift
+  done
+  for p in $PATHS; do cat "$OUT/.p_$p.log" >> "$log"; rm -f "$OUT/.p_$p.log"; done
+  echo "$name: $bad failed, $(( $(date +%s) - t0 ))s (t=$(( $(date +%s) - T0 ))s)" | tee -a "$S"
+  return $bad
 }
 {
   echo "date: $(date -u)"; echo "git: $(git rev-parse HEAD 2>/dev/null)"
@@ -87,9 +136,28 @@ if want build; then
   grep -E "spill stores" "$OUT/build.log" | sort | uniq -c >> "$S"
 fi
 
-# 2. What a user runs first: versions, devices, Auto's picks, the self-check per path.
+# The CUDA paths this build records (cluster only once its kernels are in).
+PATHS="${GPU_CHECK_PATHS:-}"
+if [ -z "$PATHS" ]; then
+  PATHS="twopass cooperative onepass"
+  known=$("$PY" -c "import se_fused._cuda as c; print(' '.join(c.cuda_path_counts()['forward']))" 2>/dev/null)
+  if [[ " $known " == *" cluster "* ]]; then
+    PATHS="$PATHS cluster"
+  else
+    echo "cluster: this build records no cluster path (paths: ${known:-unknown}); its steps are left out" | tee -a "$S"
+  fi
+fi
+echo "paths: $PATHS" >> "$S"
+
+# 2. What a user runs first: versions, devices, Auto's picks, the self-check per path
+#    (python -m se_fused checks the paths it lists; a path it does not list yet, here).
 if want selfcheck; then
   step selfcheck "$OUT/selfcheck.log" 90 "$PY" -m se_fused
+  listed=$("$PY" -c "from se_fused import _diagnose as d; print(' '.join(d.CUDA_PATHS))" 2>/dev/null)
+  for path in $PATHS; do
+    [[ " $listed " == *" $path "* ]] || step "selfcheck_$path" "$OUT/selfcheck.log" 60 \
+      env SE_FUSED_CUDA_PATH=$path "$PY" -m se_fused --check cuda
+  done
   grep -E "^(FAIL|self-check:)|NOT SUPPORTED" "$OUT/selfcheck.log" | head -20 >> "$S"
 fi
 
@@ -106,12 +174,15 @@ fi
 # 4. The sanitizer script's large set on each forced path, asserting the path
 #    each call took; the paths' per-case digests must agree (same bits).
 if want sanitize; then
-  for path in twopass cooperative onepass; do
-    step "sanitize_$path" "$OUT/sanitize.log" 60 env SE_FUSED_CUDA_PATH=$path \
-      "$PY" tests/cuda_sanitize.py --large --expect-path $path --digest "$OUT/.d_$path"
-    grep -E "^paths:" "$OUT/sanitize.log" | tail -1 | sed "s/^/$path: /" >> "$S"
+  pstep sanitize "$OUT/sanitize.log" 90 "$PY" tests/cuda_sanitize.py --large --expect-path @P@ \
+    --digest "$OUT/.d_@P@"
+  for path in $PATHS; do
+    grep -E "^(paths:|=== sanitize_)" "$OUT/sanitize.log" | grep -A1 "=== sanitize_$path:" | \
+      grep "^paths:" | sed "s/^/$path: /" >> "$S"
     [ $path = twopass ] && continue
-    if cmp -s "$OUT/.d_twopass" "$OUT/.d_$path"; then
+    if [ ! -s "$OUT/.d_twopass" ] && [ ! -s "$OUT/.d_$path" ]; then
+      echo "paths: no digests of twopass and $path (no GPU, or both runs failed)" | tee -a "$S"
+    elif cmp -s "$OUT/.d_twopass" "$OUT/.d_$path"; then
       echo "paths: twopass and $path digests agree ($(wc -l < "$OUT/.d_twopass") cases)" | tee -a "$S"
     else
       echo "paths: twopass and $path DIGESTS DIFFER (or a run failed)" | tee -a "$S"
@@ -126,22 +197,30 @@ fi
 #    racecheck and synccheck on four cases.
 if want sanitizers; then
   L="$OUT/sanitizers.log"
+  san_par=skip
   if ! command -v compute-sanitizer >/dev/null 2>&1; then
     echo "sanitizers: no compute-sanitizer on PATH" | tee -a "$S"
-  elif step probe "$L" 30 compute-sanitizer --tool memcheck --error-exitcode 1 \
-         "$PY" -c "import torch; torch.ones(4, device='cuda').sum().item()"; then
-    for path in twopass cooperative onepass; do
-      step "memcheck_$path" "$L" 60 env SE_FUSED_CUDA_PATH=$path PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
-        SE_FUSED_CUDA_SEPARATE_WORKSPACE=1 compute-sanitizer --tool memcheck --error-exitcode 1 \
-        "$PY" tests/cuda_sanitize.py --few --expect-path $path
-    done
-    for tool in racecheck synccheck; do
-      for path in twopass cooperative onepass; do
-        step "${tool}_$path" "$L" 45 env SE_FUSED_CUDA_PATH=$path compute-sanitizer --tool $tool \
-          --error-exitcode 1 "$PY" tests/cuda_sanitize.py --few --expect-path $path
-      done
-    done
   else
+    # Two probes at once: whether the sanitizer runs beside itself (else one path at a time).
+    probe='compute-sanitizer --tool memcheck --error-exitcode 1 "$0" -c "import torch; torch.ones(4, device=\"cuda\").sum().item()"'
+    san_par=0
+    if [ "$PARALLEL" != 0 ] && step probe "$L" 45 bash -c "$probe & p=\$!; $probe; r=\$?; wait \$p || r=1; exit \$r" "$PY"; then
+      san_par=1
+    elif step probe_one "$L" 30 bash -c "$probe" "$PY"; then
+      echo "sanitizers: one path at a time" | tee -a "$S"
+    else
+      san_par=skip
+    fi
+  fi
+  if [ "$san_par" != skip ]; then
+    PARALLEL=$san_par pstep memcheck "$L" 75 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
+      SE_FUSED_CUDA_SEPARATE_WORKSPACE=1 compute-sanitizer --tool memcheck --error-exitcode 1 \
+      "$PY" tests/cuda_sanitize.py --few --expect-path @P@
+    for tool in racecheck synccheck; do
+      PARALLEL=$san_par pstep $tool "$L" 60 compute-sanitizer --tool $tool --error-exitcode 1 \
+        "$PY" tests/cuda_sanitize.py --few --expect-path @P@
+    done
+  elif command -v compute-sanitizer >/dev/null 2>&1; then
     echo "sanitizers: skipped (the probe failed: see sanitizers.log)" | tee -a "$S"
   fi
 fi
@@ -153,8 +232,13 @@ if want tests; then
   tail -1 "$OUT/tests.log" >> "$S"
 fi
 
-# 7. The benchmark (batch-1 and 7x7 rows first is bench.py's business).
+# 7. The benchmark: each path's fused block in a process of its own beside eager and
+#    compile (bench.py --paths: twopass with eager, cluster, compile, onepass, in that
+#    order; the batch-1 and 7x7 rows first), the model's prediction beside each time,
+#    the paths side by side and the rule Auto should adopt; a cut run still prints them.
 if want bench; then
-  step bench "$OUT/bench.log" 150 "$PY" benchmarks/bench.py --quick --no-compile
+  bpaths=twopass
+  for path in cluster onepass; do [[ " $PATHS " == *" $path "* ]] && bpaths="$bpaths,$path"; done
+  step bench "$OUT/bench.log" 240 "$PY" benchmarks/bench.py --quick --paths "$bpaths"
 fi
 echo "total: $(( $(date +%s) - T0 ))s" | tee -a "$S"

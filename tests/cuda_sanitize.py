@@ -18,8 +18,9 @@ Every call's CUDA path (se_fused._cuda.last_cuda_path) is printed with its
 case. --expect-path P (the path SE_FUSED_CUDA_PATH forces) fails the run when a
 call ran another path: twopass and cooperative must run as themselves in every
 call; onepass falls back by design where a tile does not fit its shared-memory
-budget, so it must run in at least one forward and one backward call, and each
-fallback is listed.
+budget, and cluster (sm_90+) where a sample's units do not fit a cluster's
+shared memory, so each of those must run in at least one forward and one
+backward call, and each fallback is listed.
 
 Besides the float64 comparison it checks, bit for bit: a second call gives the
 same results (determinism), a sample alone gives the same y, pooled and dx as
@@ -132,13 +133,13 @@ def check_paths(expect):
     if expect is None:
         return True
     others = [(t, d, p) for t, d, p in paths if p != expect]
-    if expect == "onepass":
+    if expect in ("onepass", "cluster"):
         for t, d, p in others:
-            print(f"note {t}: {d} ran as {p} (one-pass does not apply there)", flush=True)
+            print(f"note {t}: {d} ran as {p} ({expect} does not apply there)", flush=True)
         ran = {d for _, d, p in paths if p == expect}
         for d in ("forward", "backward"):
             if d not in ran:
-                fail("paths", f"no {d} call ran the one-pass path")
+                fail("paths", f"no {d} call ran the {expect} path")
         return {"forward", "backward"} <= ran
     for t, d, p in others:
         fail(t, f"{d} ran as {p or 'none'}, not the forced {expect}")
@@ -279,8 +280,8 @@ def main():
                              "SE_FUSED_CUDA_PATH=twopass against cooperative: the paths must agree bit for bit)")
     parser.add_argument("--few", action="store_true",
                         help="four cases only, no streams (for racecheck and synccheck)")
-    parser.add_argument("--expect-path", choices=("twopass", "cooperative", "onepass"),
-                        help="fail when a call did not run this path (onepass: see above)")
+    parser.add_argument("--expect-path", choices=("twopass", "cooperative", "onepass", "cluster"),
+                        help="fail when a call did not run this path (onepass, cluster: see above)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no GPU")
