@@ -201,6 +201,15 @@ __device__ __noinline__ void bwd_staged_phase2_call(const BwdArgs& a, Smem<acc_t
                                 C, ui.rows, len, a.g, sm.u.buf, sm.u.buf2, p.residual);
   __syncthreads();  // the slot and sm are reused by the next unit, round or phase 3
 }
+// A unit past the staged ones (as se_forward.cuh's): the two-pass phases.
+template <typename T, bool kNHWC>
+__device__ __noinline__ void bwd_direct_phase1_call(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
+  bwd_phase1<T, kNHWC>(a, sm, u);
+}
+template <typename T, bool kNHWC>
+__device__ __noinline__ void bwd_direct_phase2_call(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
+  bwd_phase2<T, kNHWC>(a, sm, u);
+}
 template <typename T, bool kNHWC, bool kCluster>
 __global__ void __launch_bounds__(kThreads) se_bwd_staged_kernel(const __grid_constant__ BwdArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
@@ -209,19 +218,23 @@ __global__ void __launch_bounds__(kThreads) se_bwd_staged_kernel(const __grid_co
   SE_SHARED(Smem<acc_t<T>>, sm);
   SE_DYNAMIC_SHARED(dyn);
   const StagedScope sc = staged_scope<kCluster>(a.g, a.sp);
-  const int64_t J = a.sp.slots;
+  const int64_t J = a.sp.slots, S = a.sp.staged;  // units j < S staged, the rest direct
   for (int64_t base = sc.first; base < a.g.units; base += sc.stride) {  // a round
     const int64_t end = staged_end(sc, base, a.g.units);
 #pragma unroll 1
-    for (int64_t j = 0, u = base + sc.rank; j < J; ++j, u += sc.size) {  // every slot in flight, a group each
+    for (int64_t j = 0, u = base + sc.rank; j < S; ++j, u += sc.size) {  // every slot in flight, a group each
       if (u < end) stage_unit<T, kNHWC>(a.p.dy, a.p, a.g, u, dyn + j * a.sp.slot_bytes);
       se_cp_async_commit();
     }
 #pragma unroll 1
-    for (int64_t j = 0, u = base + sc.rank; j < J; ++j, u += sc.size) {
-      se_cp_async_wait(static_cast<int>(J - 1 - j));  // slot j's group has landed
-      __syncthreads();                                // ... for every thread's copies
-      if (u < end) bwd_staged_phase1_call<T, kNHWC>(a, sm, u, dyn + j * a.sp.slot_bytes);
+    for (int64_t j = 0, u = base + sc.rank; j < J && u < end; ++j, u += sc.size) {
+      if (j < S) {
+        se_cp_async_wait(static_cast<int>(S - 1 - j));  // slot j's group has landed
+        __syncthreads();                                // ... for every thread's copies
+        bwd_staged_phase1_call<T, kNHWC>(a, sm, u, dyn + j * a.sp.slot_bytes);
+      } else {
+        bwd_direct_phase1_call<T, kNHWC>(a, sm, u);
+      }
     }
     if (kNHWC && a.g.parts > 1) {  // uniform: every block of the scope meets both barriers
       staged_sync<kCluster>();
@@ -229,8 +242,13 @@ __global__ void __launch_bounds__(kThreads) se_bwd_staged_kernel(const __grid_co
     }
     staged_sync<kCluster>();
 #pragma unroll 1
-    for (int64_t j = 0, u = base + sc.rank; j < J && u < end; ++j, u += sc.size)
-      bwd_staged_phase2_call<T, kNHWC>(a, sm, u, dyn + j * a.sp.slot_bytes);
+    for (int64_t j = 0, u = base + sc.rank; j < J && u < end; ++j, u += sc.size) {
+      if (j < S) {
+        bwd_staged_phase2_call<T, kNHWC>(a, sm, u, dyn + j * a.sp.slot_bytes);
+      } else {
+        bwd_direct_phase2_call<T, kNHWC>(a, sm, u);
+      }
+    }
   }
   if (!kCluster || gridDim.x == a.sp.cluster) {  // grid-uniform
     staged_sync<kCluster>();
@@ -272,7 +290,7 @@ cudaError_t launch_backward_onepass(BwdArgs a, cudaStream_t stream) {
   if (err == cudaSuccess) err = se_resident_blocks<kernel>(kThreads, &resident, smem);
   if (err != cudaSuccess) return err;
   if (!onepass_applies(smem, a.g, resident)) return cudaErrorCooperativeLaunchTooLarge;
-  a.sp = StagedPlan{1, smem, 0};
+  a.sp = StagedPlan{1, 1, smem, 0};
   // Phase 3 loops over the weight-gradient blocks on whatever grid the rounds use.
   return se_launch_cooperative(kernel, onepass_grid(a.p, a.g, resident), kThreads, stream, a,
                                static_cast<size_t>(smem));
@@ -288,7 +306,7 @@ cudaError_t launch_backward_cluster(BwdArgs a, cudaStream_t stream, bool* launch
   cudaError_t err = cluster_fit<kernel, T>(a.p, a.g, &a.sp);
   if (err == cudaSuccess)
     err = se_launch_cluster(kernel, a.p.N * a.sp.cluster, static_cast<int>(a.sp.cluster), kThreads,
-                            stream, a, static_cast<size_t>(a.sp.slots * a.sp.slot_bytes));
+                            stream, a, static_cast<size_t>(a.sp.smem()));
   if (err != cudaSuccess) return err;
   *launched = true;
   return a.p.N == 1 ? cudaSuccess : se_launch(se_wgrad_kernel<T>, a.g.wgrad_blocks, kThreads, stream, a);

@@ -72,6 +72,11 @@ struct SEForwardParams {
   // values (which also drop the NHWC kMinRowBytes floor) to get many chunks
   // per sample on small shapes; the results depend on it as on the shape.
   int64_t unit_bytes = 0;
+  // Tests: the cluster path reads this many of each block's units from global
+  // memory instead of staging them, where a block has more units than that
+  // (se_heuristics.h cluster_plan); 0: only what the shared-memory budget does
+  // not hold. Never changes the bits.
+  int64_t cluster_unstaged = 0;
   void* workspace = nullptr;     // se_*_workspace_bytes bytes, 256-byte aligned
   size_t workspace_bytes = 0;
   // When set, region i of the workspace (se_*_workspace_regions) is

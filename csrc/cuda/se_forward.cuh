@@ -194,6 +194,16 @@ __device__ __noinline__ void fwd_staged_phase2_call(const FwdArgs& a, Smem<acc_t
                                  C, ui.rows, len, a.g, sm.u.buf, nullptr, p.residual);
   __syncthreads();  // the slot and sm are reused by the next unit or round
 }
+// A unit past the staged ones (Cluster, where a block's tiles pass the
+// budget by one): the two-pass phases, x read from global memory twice.
+template <typename T, bool kNHWC>
+__device__ __noinline__ void fwd_direct_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
+  fwd_phase1<T, kNHWC>(a, sm, u);
+}
+template <typename T, bool kNHWC, bool kFC2>
+__device__ __noinline__ void fwd_direct_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
+  fwd_phase2<T, kNHWC, kFC2>(a, sm, u);
+}
 template <typename T, bool kNHWC, bool kFC2, bool kCluster>
 __global__ void __launch_bounds__(kThreads) se_fwd_staged_kernel(const __grid_constant__ FwdArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
@@ -202,19 +212,23 @@ __global__ void __launch_bounds__(kThreads) se_fwd_staged_kernel(const __grid_co
   SE_SHARED(Smem<acc_t<T>>, sm);
   SE_DYNAMIC_SHARED(dyn);
   const StagedScope sc = staged_scope<kCluster>(a.g, a.sp);
-  const int64_t J = a.sp.slots;
+  const int64_t J = a.sp.slots, S = a.sp.staged;  // units j < S staged, the rest direct
   for (int64_t base = sc.first; base < a.g.units; base += sc.stride) {  // a round
     const int64_t end = staged_end(sc, base, a.g.units);
 #pragma unroll 1
-    for (int64_t j = 0, u = base + sc.rank; j < J; ++j, u += sc.size) {  // every slot in flight, a group each
+    for (int64_t j = 0, u = base + sc.rank; j < S; ++j, u += sc.size) {  // every slot in flight, a group each
       if (u < end) stage_unit<T, kNHWC>(a.p.x, a.p, a.g, u, dyn + j * a.sp.slot_bytes);
       se_cp_async_commit();
     }
 #pragma unroll 1
-    for (int64_t j = 0, u = base + sc.rank; j < J; ++j, u += sc.size) {
-      se_cp_async_wait(static_cast<int>(J - 1 - j));  // slot j's group has landed
-      __syncthreads();                                // ... for every thread's copies
-      if (u < end) fwd_staged_phase1_call<T, kNHWC>(a, sm, u, dyn + j * a.sp.slot_bytes);
+    for (int64_t j = 0, u = base + sc.rank; j < J && u < end; ++j, u += sc.size) {
+      if (j < S) {
+        se_cp_async_wait(static_cast<int>(S - 1 - j));  // slot j's group has landed
+        __syncthreads();                                // ... for every thread's copies
+        fwd_staged_phase1_call<T, kNHWC>(a, sm, u, dyn + j * a.sp.slot_bytes);
+      } else {
+        fwd_direct_phase1_call<T, kNHWC>(a, sm, u);
+      }
     }
     if (kNHWC && a.g.parts > 1) {  // uniform: every block of the scope meets both barriers
       staged_sync<kCluster>();
@@ -222,8 +236,13 @@ __global__ void __launch_bounds__(kThreads) se_fwd_staged_kernel(const __grid_co
     }
     staged_sync<kCluster>();
 #pragma unroll 1
-    for (int64_t j = 0, u = base + sc.rank; j < J && u < end; ++j, u += sc.size)
-      fwd_staged_phase2_call<T, kNHWC, kFC2>(a, sm, u, dyn + j * a.sp.slot_bytes);
+    for (int64_t j = 0, u = base + sc.rank; j < J && u < end; ++j, u += sc.size) {
+      if (j < S) {
+        fwd_staged_phase2_call<T, kNHWC, kFC2>(a, sm, u, dyn + j * a.sp.slot_bytes);
+      } else {
+        fwd_direct_phase2_call<T, kNHWC, kFC2>(a, sm, u);
+      }
+    }
   }
 }
 
@@ -258,7 +277,7 @@ cudaError_t launch_forward_onepass(FwdArgs a, cudaStream_t stream) {
   if (err == cudaSuccess) err = se_resident_blocks<kernel>(kThreads, &resident, smem);
   if (err != cudaSuccess) return err;
   if (!onepass_applies(smem, a.g, resident)) return cudaErrorCooperativeLaunchTooLarge;
-  a.sp = StagedPlan{1, smem, 0};
+  a.sp = StagedPlan{1, 1, smem, 0};
   return se_launch_cooperative(kernel, onepass_grid(a.p, a.g, resident), kThreads, stream, a,
                                static_cast<size_t>(smem));
 }
@@ -271,7 +290,7 @@ cudaError_t launch_forward_cluster(FwdArgs a, cudaStream_t stream) {
   const cudaError_t err = cluster_fit<kernel, T>(a.p, a.g, &a.sp);
   if (err != cudaSuccess) return err;
   return se_launch_cluster(kernel, a.p.N * a.sp.cluster, static_cast<int>(a.sp.cluster), kThreads,
-                           stream, a, static_cast<size_t>(a.sp.slots * a.sp.slot_bytes));
+                           stream, a, static_cast<size_t>(a.sp.smem()));
 }
 
 template <typename T, bool kNHWC, bool kFC2>

@@ -253,9 +253,11 @@ inline int64_t onepass_grid(const SEForwardParams& p, const Geometry& g, int64_t
 //     cluster, ... on block rank r, `slots` of them at most), the barrier the
 //     cluster's: no block waits on another cluster.
 struct StagedPlan {
-  int64_t slots = 1;       // tiles a block stages per round
-  int64_t slot_bytes = 0;  // bytes per slot (16-byte multiple); the launch's dynamic smem is slots x this
+  int64_t slots = 1;       // units a block takes per round
+  int64_t staged = 1;      // of which the first `staged` are staged (the rest: squeezed and scaled from global memory)
+  int64_t slot_bytes = 0;  // bytes per staged slot (16-byte multiple); the launch's dynamic smem is staged x this
   int64_t cluster = 0;     // Cluster: blocks per cluster; 0: OnePass
+  int64_t smem() const { return staged * slot_bytes; }
 };
 
 // Cluster (SEPath::Cluster, sm_90+): a sample's units spread over a cluster
@@ -266,10 +268,14 @@ struct StagedPlan {
 // kClusterSmemBytes: the slots of a block at most: 200 KB leaves room for the
 // 20-25 KB of static shared memory under the 227 KB per block of an H100/H200
 // (one block per SM; the cluster's blocks are resident together by
-// construction). 1x256x56x56 bf16 NCHW: 43 units of 37.6 KB, 16 blocks of 3
-// slots; 64x256x56x56 fp32: 64 units of 49 KB, 16 blocks of 4 (196 KB);
-// fp32 NHWC at 56x56 (104 units of 30 KB: 7 slots, 212 KB) and samples of
-// more than ~3.2 MB do not fit: TwoPass.
+// construction). A block whose units' tiles pass the budget by one unit
+// stages the others and runs that one from global memory as the two-pass
+// kernels do (its x read twice, the second time mostly from L2); past one
+// unit per block, TwoPass. 1x256x56x56 bf16 NCHW: 43 units of 37.6 KB, 16
+// blocks of 3 slots; 64x256x56x56 fp32 NCHW: 86 units of 37.6 KB, 16 blocks
+// of 6, 5 staged (184 KB: x read 1.07 times); fp32 NHWC 56x56: 104 units of
+// 30 KB, 7 a block, 6 staged; 96x112x112 fp32 (96 units of 49 KB, 6 a block,
+// 4 fit): TwoPass.
 constexpr int64_t kMaxCluster = 16;
 constexpr int64_t kClusterSmemBytes = 200 * 1024;
 
@@ -288,7 +294,9 @@ StagedPlan cluster_plan(const SEForwardParams& p, const Geometry& g, int64_t max
   sp.cluster = max64(1, min64(ups, min64(max_cluster, kMaxCluster)));
   sp.slots = ceil_div(ups, sp.cluster);
   sp.slot_bytes = cluster_slot_bytes<T>(p, g);
-  if (max_cluster < 1 || sp.slots * sp.slot_bytes > kClusterSmemBytes) sp.slots = 0;
+  const int64_t unstaged = sp.slots > p.cluster_unstaged ? p.cluster_unstaged : 0;  // tests
+  sp.staged = min64(sp.slots - unstaged, kClusterSmemBytes / sp.slot_bytes);
+  if (max_cluster < 1 || sp.staged < max64(1, sp.slots - 1)) sp.slots = sp.staged = 0;
   return sp;
 }
 

@@ -289,7 +289,7 @@ cudaError_t cluster_fit(const SEForwardParams& p, const Geometry& g, StagedPlan*
   for (int attempt = 0; attempt < 2; ++attempt) {
     const StagedPlan sp = cluster_plan<T>(p, g, max_cluster);
     if (sp.slots == 0) return cudaErrorInvalidValue;
-    const size_t smem = static_cast<size_t>(sp.slots * sp.slot_bytes);
+    const size_t smem = static_cast<size_t>(sp.smem());
     int largest = 0, active = 0;
     cudaError_t err = se_allow_dynamic_smem<Kernel>(smem);
     if (err == cudaSuccess)

@@ -53,6 +53,11 @@ struct Result {
 };
 
 // x, dy in logical [n][c][hw] order; stored per layout, x and dy offset by `off` elements.
+// The cluster path's units per block read from global memory instead of
+// staged (SEForwardParams::cluster_unstaged; 0: only what the budget does
+// not hold), for the runs that set it.
+int64_t g_cluster_unstaged = 0;
+
 template <typename T>
 Run<T> run_kernels(const Case& k, const std::vector<T>& xl, const std::vector<T>& dyl, const std::vector<T>& w1,
                    const std::vector<T>& b1, const std::vector<T>& w2, const std::vector<T>& b2, int off, int resident,
@@ -69,6 +74,7 @@ Run<T> run_kernels(const Case& k, const std::vector<T>& xl, const std::vector<T>
   SEPath taken_f = SEPath::Auto, taken_b = SEPath::Auto;
   const bool fc2 = k.ex == Excitation::TwoFC;
   SEForwardParams f = case_params(k, path);
+  f.cluster_unstaged = g_cluster_unstaged;
   f.x = x; f.w1 = w1.data(); f.b1 = k.bias ? b1.data() : nullptr;
   f.w2 = fc2 ? w2.data() : nullptr; f.b2 = fc2 && k.bias ? b2.data() : nullptr;
   f.y = ybuf.data(); f.pooled = r.pooled.data(); f.z1 = r.z1.data(); f.z2 = r.z2.data(); f.path_taken = &taken_f;
@@ -78,6 +84,7 @@ Run<T> run_kernels(const Case& k, const std::vector<T>& xl, const std::vector<T>
   if (launch_se_forward<T>(f, nullptr) != cudaSuccess) res.errors.push_back("launch_se_forward failed");
   SEBackwardParams b;
   static_cast<SEForwardParams&>(b) = case_params(k, path);
+  b.cluster_unstaged = g_cluster_unstaged;
   b.dy = dy; b.x = x; b.pooled = r.pooled.data(); b.z1 = r.z1.data(); b.z2 = r.z2.data(); b.w1 = w1.data();
   b.dx = dxbuf.data(); b.dw1 = r.dw1.data(); b.db1 = r.db1.data(); b.path_taken = &taken_b;
   if (fc2) { b.w2 = w2.data(); b.dw2 = r.dw2.data(); b.db2 = r.db2.data(); }
@@ -158,6 +165,7 @@ template <typename T>
 SEPath cluster_on(const Case& k, bool bwd, int64_t slots) {
   SEForwardParams f;
   const Geometry g = geometry_of<T>(k, bwd, &f);
+  f.cluster_unstaged = g_cluster_unstaged;
   return cluster_plan<T>(f, g, std::min<int64_t>(slots, kMaxCluster)).slots > 0 ? SEPath::Cluster : SEPath::TwoPass;
 }
 // One OS thread (and 256 fibers) per block of a grid here: past this many
@@ -334,6 +342,14 @@ Result test(const Case& k, uint32_t seed) {
   same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, 4, SEPath::Cluster, res, cluster_on<T>(k, false, 4),
                            cluster_on<T>(k, true, 4)),
             "on the cluster path (clusters of at most 4, x/dy misaligned by 1)");
+  // ... and with one unit per block read from global memory where a block
+  // has 2 or more (as when its tiles pass the shared-memory budget by one),
+  // the others staged.
+  g_cluster_unstaged = 1;
+  same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, 4, SEPath::Cluster, res, cluster_on<T>(k, false, 4),
+                           cluster_on<T>(k, true, 4)),
+            "on the cluster path (clusters of at most 4, one unit per block unstaged)");
+  g_cluster_unstaged = 0;
   if (k.unit_bytes > 0) {  // the refused-launch fallbacks, on the multi-chunk cases
     // Fewer resident blocks than a sample has units (one fewer; 4 past
     // kEmuOnePassMaxUnits): the cooperative path (grid-stride).
