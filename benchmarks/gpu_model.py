@@ -153,13 +153,18 @@ def cluster_fit(c, hw, hidden, dtype_bytes, channels_last, backward=False, clust
     cs = min(units, cluster_max)
     j = math.ceil(units / cs)
     slot = slot_bytes(c, hw, chunk, rows, dtype_bytes, channels_last)
-    staged = j * slot
+    # se_heuristics.h cluster_plan: the units whose slots fit the budget are staged; a block
+    # may run one more from global memory (its x read twice, the second time from L2).
+    staged_units = min(j, CLUSTER_SMEM_BUDGET // slot)
+    staged = staged_units * slot
+    unstaged = max(0, units - cs * staged_units)  # units of a sample run from global memory
     per_block = staged + STATIC_SMEM[dtype_bytes] + SMEM_RESERVED
     per_sm = min(SM_SMEM // per_block, SM_REGS // (CLUSTER_REGS * THREADS))
     active = sum(g * per_sm // cs for g in GPC_SMS)
     return dict(chunk=chunk, parts=parts, rows=rows, units=units, cs=cs, j=j, slot=slot,
-                staged=staged, blocks_per_sm=per_sm, active=active,
-                applies=staged <= CLUSTER_SMEM_BUDGET and active >= 1)
+                staged=staged, staged_units=staged_units, direct=j - staged_units,
+                unstaged_share=unstaged / units, blocks_per_sm=per_sm, active=active,
+                applies=staged_units >= max(1, j - 1) and active >= 1)
 
 
 def _cluster_us(n, fit, hbm, l2, flops, acc_flops, x_block, w_block, sm_inflight, barrier_us,
@@ -173,12 +178,16 @@ def _cluster_us(n, fit, hbm, l2, flops, acc_flops, x_block, w_block, sm_inflight
     (backward: x); w_block: weight bytes a block reads per sample; tail_us: work after the
     scale inside the launch (batch 1's weight gradients)."""
     lat = HBM_LATENCY_US
-    staged = fit["j"] * fit["slot"]
+    staged = fit["staged"]
     block_inflight = sm_inflight / fit["blocks_per_sm"]
     t_in = lat * max(1.0, staged / block_inflight)
     if x_block:
         t_in = max(t_in, lat * max(1.0, x_block / X_INFLIGHT))
     t_out = lat * staged / block_inflight
+    # A block's unit past its staged slots: read with plain loads, read again and written.
+    direct = fit["direct"] * fit["slot"]
+    t_in += lat * direct / X_INFLIGHT
+    t_out += lat * 2 * direct / X_INFLIGHT
     split = 1 if fit["parts"] > 1 else 0
     t_w = L2_RT_US * max(1.0, w_block / WEIGHT_INFLIGHT) if w_block else 0.0
     serial = PHASE_FIXED_US + (1 + split) * (barrier_us + L2_RT_US) + t_w + tail_us
@@ -278,8 +287,8 @@ def predict(n, c, h, w, hidden, dtype_bytes, channels_last, sm_inflight=SM_INFLI
     cl_fwd = cl_bwd = None
     if cf["applies"]:
         w_block = cf["j"] * cf["chunk"] * hidden * dtype_bytes * 2 if weights_from_l2 else 0
-        cf.update(_cluster_us(n, cf, 2 * x, wl2 + state, mlp_flops, acc_flops, 0, w_block,
-                              sm_inflight, barrier_us))
+        cf.update(_cluster_us(n, cf, 2 * x, wl2 + state + cf["unstaged_share"] * x, mlp_flops, acc_flops,
+                              0, w_block, sm_inflight, barrier_us))
         cl_fwd = cf["us"]
     if cb["applies"]:
         w_block = cb["j"] * cb["chunk"] * hidden * dtype_bytes * 2 if weights_from_l2 else 0
@@ -288,8 +297,8 @@ def predict(n, c, h, w, hidden, dtype_bytes, channels_last, sm_inflight=SM_INFLI
         if n == 1:  # dW written by the cluster's blocks at the per-SM write rate, after a barrier
             wgrad_in = barrier_us + PHASE_FIXED_US + HBM_LATENCY_US * weights / (
                 cb["cs"] * sm_inflight / cb["blocks_per_sm"])
-        cb.update(_cluster_us(n, cb, 3 * x, wl2 + state, mlp_flops, acc_flops, x_block, w_block,
-                              sm_inflight, barrier_us, wgrad_in))
+        cb.update(_cluster_us(n, cb, 3 * x, wl2 + state + cb["unstaged_share"] * x, mlp_flops, acc_flops,
+                              x_block, w_block, sm_inflight, barrier_us, wgrad_in))
         cl_bwd = cb["us"] + (NEXT_LAUNCH_US + b3 if n > 1 else 0.0)
     return dict(fwd_us=fwd, bwd_us=bwd, clone_us=clone, add_us=add,
                 coop_fwd_us=coop_fwd, coop_bwd_us=coop_bwd,
@@ -364,10 +373,11 @@ def bar_rows(shapes=BENCH_SHAPES, **kw):
 
         def why(fit, taken):
             if taken == "cluster":
-                return f"{fit['bound']}-bound (cs {fit['cs']} x j {fit['j']}, {fit['active']} clusters at once)"
-            if fit["staged"] > CLUSTER_SMEM_BUDGET:
-                return (f"does not fit: j {fit['j']} x {fit['slot'] / 1024:.1f} KB = "
-                        f"{fit['staged'] / 1024:.0f} KB > {CLUSTER_SMEM_BUDGET // 1024} KB: two-pass")
+                return (f"{fit['bound']}-bound (cs {fit['cs']} x j {fit['j']}"
+                        f"{', 1 unstaged' if fit['direct'] else ''}, {fit['active']} clusters at once)")
+            if fit["staged_units"] < max(1, fit["j"] - 1):
+                return (f"does not fit: j {fit['j']} x {fit['slot'] / 1024:.1f} KB, "
+                        f"{fit['staged_units']} fit {CLUSTER_SMEM_BUDGET // 1024} KB: two-pass")
             return "no cluster fits at once: two-pass"
         if label in BAR_BIG:
             q = f / r["clone_us"]

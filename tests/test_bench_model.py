@@ -36,13 +36,18 @@ def test_cluster_does_not_apply_past_the_budget():
     assert r["cluster_fwd_us"] is None and r["cluster_bwd_us"] is None
     assert r["cluster_fwd_launches"] is None
     assert gpu_model.path_us(r, "cluster", "fwd") == (r["fwd_us"], "twopass")
-    # 256x256x56x56 fp32 NHWC: 104 units of 30976 B -> 7 per block = 212 KB: two-pass.
+    # 256x256x56x56 fp32 NHWC: 104 units of 30976 B -> 7 per block = 212 KB: 6 staged, the
+    # seventh from global memory (se_heuristics.h cluster_plan: one unit per block past the budget).
     f = gpu_model.predict(256, 256, 56, 56, 16, 4, True)["cluster_fwd"]
-    assert (f["units"], f["j"], f["slot"], f["applies"]) == (104, 7, 30976, False)
-    # fp32 NCHW 56x56: 86 units of 3 channels -> 6 x 37648 B = 221 KB forward (does not fit),
-    # 128 units of 2 channels -> 8 x 25104 B = 196 KB backward (fits the 200 KB budget).
+    assert (f["units"], f["j"], f["slot"], f["staged_units"], f["applies"]) == (104, 7, 30976, 6, True)
+    # Its backward: 200 units of 16128 B -> 13 per block, 12 fit: applies too.
+    assert gpu_model.predict(256, 256, 56, 56, 16, 4, True)["cluster_bwd"]["applies"]
+    # fp32 NCHW 56x56: 86 units of 3 channels -> 6 x 37648 B = 221 KB forward: 5 staged (6 blocks
+    # run a sixth unit from global memory); 128 units of 2 channels -> 8 x 25104 B = 196 KB backward.
     r = gpu_model.predict(64, 256, 56, 56, 16, 4, False)
-    assert r["cluster_fwd_us"] is None and r["cluster_bwd_us"] is not None
+    assert r["cluster_fwd_us"] is not None and r["cluster_bwd_us"] is not None
+    assert (r["cluster_fwd"]["staged_units"], r["cluster_fwd"]["direct"]) == (5, 1)
+    assert r["cluster_fwd"]["unstaged_share"] == pytest.approx(6 / 86)
     assert r["cluster_bwd"]["staged"] == 8 * 25104
 
 
@@ -85,9 +90,9 @@ def test_report_predicts_per_path():
     assert report.predicted_us(p, "fwd", "fused") == pytest.approx(r["fwd_us"])  # auto: two-pass
     assert report.predicted_us(p, "fwdbwd", "fused:twopass") == pytest.approx(r["fwd_us"] + r["bwd_us"])
     assert report.predicted_path(p, "fwdbwd", "cluster") == "cluster"
-    # A forced path that does not apply is predicted as its fallback (fp32 56x56: forward).
-    q = report.predict(gpu_model, _case(64, 256, 56, 16), 4)
-    assert report.predicted_path(q, "fwdbwd", "cluster") == "twopass/cluster"
+    # A forced path that does not apply is predicted as its fallback (96x112x112 fp32).
+    q = report.predict(gpu_model, _case(64, 96, 112, 4), 4)
+    assert report.predicted_path(q, "fwdbwd", "cluster") == "twopass"
 
 
 def _rec(shape, pass_, provider, us, fwd=None, bwd=None, dtype="bf16", layout="nchw"):
