@@ -65,7 +65,7 @@ from cases import DTYPES, LAYOUTS, Case, cpu_cases, cuda_cases, to_layout  # noq
 from providers import PROVIDERS, build, floor, max_rel_diff, none_grads, plain_block  # noqa: E402
 
 PASSES = ("fwd", "fwdbwd")
-CUDA_PATHS = ("auto", "twopass", "cooperative", "onepass", "cluster")  # SE_FUSED_CUDA_PATH values
+CUDA_PATHS = ("auto", "twopass", "onepass", "cluster")  # SE_FUSED_CUDA_PATH values
 
 
 # --------------------------------------------------------------------------- one case

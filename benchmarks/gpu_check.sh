@@ -5,8 +5,8 @@
 # source, same arithmetic, --fmad=false), the sanitizer script on each forced
 # path with the path every call took asserted, compute-sanitizer memcheck,
 # racecheck and synccheck on each path (after a quick probe), then the CUDA
-# tests and the benchmark while time is left. The paths: twopass, cooperative,
-# onepass, and cluster where the build records it (se_fused._cuda.cuda_path_counts
+# tests and the benchmark while time is left. The paths: twopass, onepass,
+# and cluster where the build records it (se_fused._cuda.cuda_path_counts
 # names it; GPU_CHECK_PATHS overrides the list). Each path runs in a process of
 # its own (the path is read once per process), the paths of one step at once
 # (GPU_CHECK_PARALLEL=0: one after another), so a step costs about one path's
@@ -139,7 +139,7 @@ fi
 # The CUDA paths this build records (cluster only once its kernels are in).
 PATHS="${GPU_CHECK_PATHS:-}"
 if [ -z "$PATHS" ]; then
-  PATHS="twopass cooperative onepass"
+  PATHS="twopass onepass"
   known=$("$PY" -c "import se_fused._cuda as c; print(' '.join(c.cuda_path_counts()['forward']))" 2>/dev/null)
   if [[ " $known " == *" cluster "* ]]; then
     PATHS="$PATHS cluster"

@@ -12,9 +12,7 @@ fwd_us / bwd_us model the default path (SE_FUSED_CUDA_PATH=twopass): forward
 not apply: a tile over 80 KB or more units per sample than one wave) model
 SE_FUSED_CUDA_PATH=onepass: one launch in rounds of whole samples, x (and
 dy) read once, so the forward moves 2N bytes instead of 3N and the backward
-3N instead of 4N+, at a grid barrier per round. coop_fwd_us / coop_bwd_us model
-SE_FUSED_CUDA_PATH=cooperative (the two-pass phases in one launch, grid barriers
-between them, occupancy x SMs blocks looping over the units). cluster_fwd_us /
+3N instead of 4N+, at a grid barrier per round. cluster_fwd_us /
 cluster_bwd_us (None where it does not apply: a block's j slots over
 CLUSTER_SMEM_BUDGET, or no cluster fits at once) model issue 22's
 SE_FUSED_CUDA_PATH=cluster: one sample per thread-block cluster of up to 16
@@ -56,7 +54,6 @@ BLOCKS_PER_SM = 4         # 256 threads, <= 64 registers, 24.6 KB static smem (p
 ONEPASS_SMEM = 80 * 1024  # se_heuristics.h kOnePassSmemBytes: a unit's staged tile at most
 ONEPASS_BLOCKS_PER_SM = 2  # one-pass kernels: up to 128 registers (ptxas), <= 80 KB + 24.6 KB smem
 GRID_SYNC_US = 1.0        # one grid barrier (assumed)
-COOP_BLOCKS_PER_SM = 2    # cooperative kernels: 76-128 registers (ptxas), grid = occupancy x SMs
 
 # --- the cluster path (SE_FUSED_CUDA_PATH=cluster, issue 22's design; its kernels are not in
 # this tree, so every figure below is an assumption to be checked by one GPU run).
@@ -264,19 +261,6 @@ def predict(n, c, h, w, hidden, dtype_bytes, channels_last, sm_inflight=SM_INFLI
     if tile(bchunk, brows) <= ONEPASS_SMEM and bk * bparts <= one_wave:
         op_bwd, op_brounds = onepass(3 * x, bk * bparts, 3 * bunit_bytes // 2, 2 if bparts > 1 else 1)
         op_bwd += GRID_SYNC_US + b3
-    # Cooperative: the two-pass phases in one launch, grid barriers between them, the grid
-    # occupancy x SMs (COOP_BLOCKS_PER_SM) looping over the units; the weight gradients too.
-    coop = SMS * COOP_BLOCKS_PER_SM
-    c1 = _phase_us(x, w_l2 / 2 + state, mlp_flops / 2, units, unit_bytes, acc_flops, coop)
-    c2 = _phase_us((0 if reread_from_l2 else x) + x, (x if reread_from_l2 else 0) + w_l2 / 2 + state,
-                   mlp_flops / 2, units, 2 * unit_bytes, acc_flops, coop)
-    csum = GRID_SYNC_US + PHASE_FIXED_US + ps / L2_BPS * 1e6 if parts > 1 else 0.0
-    coop_fwd = LAUNCH_US + c1 + csum + GRID_SYNC_US + c2
-    cb1 = _phase_us(2 * x, w_l2 / 2 + state, mlp_flops / 2, bunits, bunit_bytes, acc_flops, coop)
-    cb2 = _phase_us((0 if b_reread else x) + x, (x if b_reread else 0) + w_l2 / 2 + state, mlp_flops / 2,
-                    bunits, bunit_bytes, acc_flops, coop)
-    cbsum = GRID_SYNC_US + PHASE_FIXED_US + n * bparts * c * acc / L2_BPS * 1e6 if bparts > 1 else 0.0
-    coop_bwd = LAUNCH_US + cb1 + cbsum + GRID_SYNC_US + cb2 + GRID_SYNC_US + b3
     # Cluster (issue 22): one sample per cluster of cs blocks, j units per block staged in
     # shared memory; x (dy) read once from HBM, one launch; the backward's weight gradients
     # inside it at batch 1 (a cluster barrier, then the cluster's blocks write dW), else the
@@ -301,7 +285,6 @@ def predict(n, c, h, w, hidden, dtype_bytes, channels_last, sm_inflight=SM_INFLI
                               x_block, w_block, sm_inflight, barrier_us, wgrad_in))
         cl_bwd = cb["us"] + (NEXT_LAUNCH_US + b3 if n > 1 else 0.0)
     return dict(fwd_us=fwd, bwd_us=bwd, clone_us=clone, add_us=add,
-                coop_fwd_us=coop_fwd, coop_bwd_us=coop_bwd,
                 cluster_fwd_us=cl_fwd, cluster_bwd_us=cl_bwd,
                 cluster_fwd_launches=1 if cl_fwd is not None else None,
                 cluster_bwd_launches=(1 if n == 1 else 2) if cl_bwd is not None else None,
@@ -317,14 +300,11 @@ def predict(n, c, h, w, hidden, dtype_bytes, channels_last, sm_inflight=SM_INFLI
 def path_us(r, path, direction):
     """(microseconds, path that runs) of a forced SE_FUSED_CUDA_PATH in one direction
     ("fwd" or "bwd"), with the fallbacks the launcher takes: cluster -> twopass where it
-    does not apply; onepass -> cooperative (-> twopass when refused, not modelled); auto
-    is twopass today."""
+    does not apply; onepass -> twopass likewise; auto is twopass today."""
     if path == "cluster" and r[f"cluster_{direction}_us"] is not None:
         return r[f"cluster_{direction}_us"], "cluster"
     if path == "onepass" and r[f"onepass_{direction}_us"] is not None:
         return r[f"onepass_{direction}_us"], "onepass"
-    if path in ("onepass", "cooperative"):
-        return r[f"coop_{direction}_us"], "cooperative"
     return r[f"{direction}_us"], "twopass"
 
 
@@ -411,8 +391,8 @@ def main():
               f"{_opt(r['onepass_fwd_us'])} | {_opt(r['onepass_bwd_us'])} |")
     print()
     print("| shape | fwd cs x j | slot KB | staged KB | blocks/SM | clusters at once | cluster fwd us | "
-          "fwd/clone | bwd cs x j | cluster bwd us | launches | (fwd+bwd)/(clone+add) | coop fwd us | coop bwd us |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "fwd/clone | bwd cs x j | cluster bwd us | launches | (fwd+bwd)/(clone+add) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, *args in BENCH_SHAPES:
         r = predict(*args)
         cf, cb = r["cluster_fwd"], r["cluster_bwd"]
@@ -423,7 +403,7 @@ def main():
               f"{cf['blocks_per_sm']} | {cf['active']} | {_opt(r['cluster_fwd_us'])} | "
               f"{_opt(r['cluster_fwd_us'] and r['cluster_fwd_us'] / r['clone_us'], '{:.2f}')} | "
               f"{cb['cs']} x {cb['j']} | {_opt(r['cluster_bwd_us'])} | {launches} | "
-              f"{(f + b) / (r['clone_us'] + r['add_us']):.2f}{mark} | {r['coop_fwd_us']:.1f} | {r['coop_bwd_us']:.1f} |")
+              f"{(f + b) / (r['clone_us'] + r['add_us']):.2f}{mark} |")
     print("\n(*: a direction falls back to two-pass, whose time the ratio counts)\n")
     print("Issue 22's bar, as predicted with SE_FUSED_CUDA_PATH=cluster (two-pass where it does not apply):\n")
     print("| shape | bar | predicted | met | why |")

@@ -68,7 +68,7 @@ def load_gpu_model():
     return gpu_model if hasattr(gpu_model, "predict") else None
 
 
-MODEL_PATHS = ("twopass", "cooperative", "onepass", "cluster")
+MODEL_PATHS = ("twopass", "onepass", "cluster")
 
 
 def predict(model, case, bytes_per_element: int) -> dict:

@@ -69,11 +69,9 @@ std::atomic<int64_t> g_counts[2][kCudaPaths];
 constexpr const char* kLaunchEvents[2] = {"se_fused::cuda_forward", "se_fused::cuda_backward"};
 constexpr const char* kPathEvents[2][kCudaPaths] = {
     {"se_fused::cuda_forward.none", "se_fused::cuda_forward.twopass",
-     "se_fused::cuda_forward.cooperative", "se_fused::cuda_forward.onepass",
-     "se_fused::cuda_forward.cluster"},
+     "se_fused::cuda_forward.onepass", "se_fused::cuda_forward.cluster"},
     {"se_fused::cuda_backward.none", "se_fused::cuda_backward.twopass",
-     "se_fused::cuda_backward.cooperative", "se_fused::cuda_backward.onepass",
-     "se_fused::cuda_backward.cluster"}};
+     "se_fused::cuda_backward.onepass", "se_fused::cuda_backward.cluster"}};
 int valid_path(int path) { return path > 0 && path < kCudaPaths ? path : 0; }
 }  // namespace
 

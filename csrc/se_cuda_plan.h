@@ -54,17 +54,17 @@ bool separate_workspace();
 // ------------------------------------------------------------ path record
 
 enum class Direction : int { Forward = 0, Backward = 1 };
-// The paths as cuda_kernels::SEPath numbers them (1..4; 0: none).
-constexpr int kCudaPaths = 5;
-constexpr const char* kCudaPathNames[kCudaPaths] = {"", "twopass", "cooperative", "onepass", "cluster"};
+// The paths as cuda_kernels::SEPath numbers them (1..3; 0: none).
+constexpr int kCudaPaths = 4;
+constexpr const char* kCudaPathNames[kCudaPaths] = {"", "twopass", "onepass", "cluster"};
 // The profiler's names: the launch ("se_fused::cuda_forward") and, inside it,
-// a marker for the path that ran ("se_fused::cuda_forward.cooperative").
+// a marker for the path that ran ("se_fused::cuda_forward.cluster").
 const char* cuda_launch_event(Direction d);
 const char* cuda_path_event(Direction d, int path);
 
-void record_cuda_path(Direction d, int path);  // path 1..4
+void record_cuda_path(Direction d, int path);  // path 1..3
 int last_cuda_path(Direction d);               // this thread's last, 0 if none
-// counts[d][path] for path 1..4 (index 0 unused); reset: zero them after reading.
+// counts[d][path] for path 1..3 (index 0 unused); reset: zero them after reading.
 void cuda_path_counts(int64_t counts[2][kCudaPaths], bool reset);
 
 // ------------------------------------------------------------ CUDA hooks

@@ -32,7 +32,7 @@ def cuda_device_support(index: int) -> "tuple[bool, str]":
 
 def last_cuda_path(direction: str) -> str:
     """The path the last CUDA call on this thread took in `direction`
-    ("forward" or "backward"): "twopass", "cooperative", "onepass" or "cluster"; "" when
+    ("forward" or "backward"): "twopass", "onepass" or "cluster"; "" when
     this thread has made none. A forced path that fell back reports the path
     that ran (SE_FUSED_CUDA_PATH, docs/cuda.md)."""
     return _C.last_cuda_path(direction)
@@ -40,15 +40,15 @@ def last_cuda_path(direction: str) -> str:
 
 def cuda_path_counts(reset: bool = False) -> dict:
     """CUDA calls per direction and path since the process started (or the last
-    reset), all threads: {"forward": {"twopass": n, "cooperative": n,
-    "onepass": n, "cluster": n}, "backward": {...}}. reset: zero them after reading."""
+    reset), all threads: {"forward": {"twopass": n, "onepass": n,
+    "cluster": n}, "backward": {...}}. reset: zero them after reading."""
     return _C.cuda_path_counts(bool(reset))
 
 
 def cuda_auto_path(direction: str, N: int, C: int, HW: int, hidden: int, dtype: torch.dtype,
                    channels_last: bool) -> str:
     """The path SE_FUSED_CUDA_PATH=auto takes for this problem (se_heuristics.h
-    choose_path), without launching: "twopass", "cooperative", "onepass" or "cluster".
+    choose_path), without launching: "twopass", "onepass" or "cluster".
     hidden: w1's rows for the two-FC excitation, else 0. Raises RuntimeError in
     a CPU-only build."""
     if dtype not in _DTYPES:

@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-CUDA_PATHS = ("twopass", "cooperative", "onepass", "cluster")
+CUDA_PATHS = ("twopass", "onepass", "cluster")
 
 # Forward: y within 1 ULP of the float64 block (float64 x: within 1e-13 of it,
 # relative to max |y|, since the reference rounds as often as the kernel). Gradients: max |got - ref| over

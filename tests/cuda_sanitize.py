@@ -16,7 +16,7 @@ workspace's regions.) Also a quick check on its own: python tests/cuda_sanitize.
 
 Every call's CUDA path (se_fused._cuda.last_cuda_path) is printed with its
 case. --expect-path P (the path SE_FUSED_CUDA_PATH forces) fails the run when a
-call ran another path: twopass and cooperative must run as themselves in every
+call ran another path: twopass must run as itself in every
 call; onepass falls back by design where a tile does not fit its shared-memory
 budget, and cluster (sm_90+) where a sample's units do not fit a cluster's
 shared memory, so each of those must run in at least one forward and one
@@ -277,10 +277,10 @@ def main():
     parser.add_argument("--large", action="store_true", help="also run the larger shapes")
     parser.add_argument("--digest", metavar="FILE",
                         help="write one line per case: its tag and the sha256 of its outputs (compare "
-                             "SE_FUSED_CUDA_PATH=twopass against cooperative: the paths must agree bit for bit)")
+                             "SE_FUSED_CUDA_PATH=twopass against onepass or cluster: the paths must agree bit for bit)")
     parser.add_argument("--few", action="store_true",
                         help="four cases only, no streams (for racecheck and synccheck)")
-    parser.add_argument("--expect-path", choices=("twopass", "cooperative", "onepass", "cluster"),
+    parser.add_argument("--expect-path", choices=("twopass", "onepass", "cluster"),
                         help="fail when a call did not run this path (onepass, cluster: see above)")
     args = parser.parse_args()
     if not torch.cuda.is_available():

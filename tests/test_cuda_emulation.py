@@ -304,8 +304,7 @@ def test_compare_digests_reports_equal_differ_missing(tmp_path):
     stored.write_text("# made up\nfp32 N1 C3 case a 00000000000000aa\nfp32 case b 00000000000000bb\n"
                       "case c 00000000000000cc\n")
     gpu = tmp_path / "gpu_digests.txt"
-    paths = ["twopass:twopass/twopass", "cooperative:cooperative/cooperative", "onepass:cooperative/onepass",
-             "cluster:cluster/cluster"]
+    paths = ["twopass:twopass/twopass", "onepass:twopass/onepass", "cluster:cluster/cluster"]
     gpu.write_text("".join(f"fp32 N1 C3 case a {p} 00000000000000aa\n" for p in paths) +  # equal
                    "".join(f"fp32 case b {p} {'00000000000000bb' if i else '00000000000000b0'}\n"
                            for i, p in enumerate(paths)) +                               # differs on one path
@@ -316,9 +315,9 @@ def test_compare_digests_reports_equal_differ_missing(tmp_path):
     assert run.returncode == 1, run.stdout
     assert run.stdout.strip().splitlines()[-1] == "gpu vs emulator: 1 equal, 3 differ (of 4)", run.stdout
     report = out.read_text()
-    assert "equal  fp32 N1 C3 case a onepass:cooperative/onepass gpu=00000000000000aa emu=00000000000000aa" in report
+    assert "equal  fp32 N1 C3 case a onepass:twopass/onepass gpu=00000000000000aa emu=00000000000000aa" in report
     assert "DIFFER fp32 case b twopass:twopass/twopass gpu=00000000000000b0 emu=00000000000000bb" in report
-    assert "MISSING case c twopass,cooperative,onepass,cluster" in report and "EXTRA  case d" in report
+    assert "MISSING case c twopass,onepass,cluster" in report and "EXTRA  case d" in report
     # a case on only some paths is not equal; every path equal passes
     gpu.write_text("".join(f"fp32 N1 C3 case a {p} 00000000000000aa\n" for p in paths))
     stored.write_text("fp32 N1 C3 case a 00000000000000aa\n")

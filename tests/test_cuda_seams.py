@@ -189,7 +189,7 @@ def test_path_record_is_empty_without_cuda_calls():
     counts = _cuda.cuda_path_counts()
     assert set(counts) == {"forward", "backward"}
     for d in counts.values():
-        assert set(d) == {"twopass", "cooperative", "onepass", "cluster"}
+        assert set(d) == {"twopass", "onepass", "cluster"}
         assert all(isinstance(v, int) and v >= 0 for v in d.values())
     if not torch.cuda.is_available():
         assert all(v == 0 for d in counts.values() for v in d.values())
@@ -254,6 +254,8 @@ def _function_body(src, name):
 
 @pytest.mark.parametrize("fn,launch", [("se_launch", "SE_LAUNCH_CHEVRON("),
                                        ("se_launch_cooperative", "cudaLaunchKernelEx("),
+                                       ("se_launch_cluster", "cudaLaunchKernelEx("),
+                                       ("se_cluster_capacity", "cudaDeviceGetAttribute("),
                                        ("se_allow_dynamic_smem", "cudaFuncSetAttribute("),
                                        ("se_resident_blocks", "cudaOccupancyMaxActiveBlocksPerMultiprocessor(")])
 def test_sync_fallbacks_peek_before_they_act(fn, launch):
@@ -322,7 +324,7 @@ print(f, b, c["forward"][f], c["backward"][b],
 
 
 @requires_cuda
-@pytest.mark.parametrize("path", ["twopass", "cooperative", "onepass", "cluster"])
+@pytest.mark.parametrize("path", ["twopass", "onepass", "cluster"])
 def test_forced_path_runs_as_itself_and_is_reported(path):
     env = dict(os.environ, SE_FUSED_CUDA_PATH=path)
     out = subprocess.run([sys.executable, "-c", _PATH_SCRIPT], env=env, cwd=ROOT,
@@ -376,7 +378,7 @@ for shape, dtype, fmt in [((2, 64, 7, 7), torch.float32, torch.contiguous_format
 
 
 @requires_cuda
-@pytest.mark.parametrize("path", ["twopass", "cooperative", "onepass", "cluster"])
+@pytest.mark.parametrize("path", ["twopass", "onepass", "cluster"])
 def test_cuda_graph_capture_and_replay_per_path(path):
     env = dict(os.environ, SE_FUSED_CUDA_PATH=path)
     out = subprocess.run([sys.executable, "-c", _GRAPH_SCRIPT], env=env, cwd=ROOT,

@@ -17,8 +17,8 @@
 //   and db1 one block each, in a fixed order over (n, c).
 // Invariant: each phase starts after the previous one finished for every unit
 // it reads (dz2 of the other units in phase 2 for one FC and ECA; stream
-// order in TwoPass: three launches; se_grid_sync() in the cooperative
-// kernel). Cross-block data is read with ld.global.cg.
+// order in TwoPass: three launches; the round's barrier in the staged kernel
+// of OnePass and Cluster). Cross-block data is read with ld.global.cg.
 #pragma once
 
 #include "se_excite.cuh"
@@ -139,39 +139,16 @@ __global__ void __launch_bounds__(kThreads) se_wgrad_kernel(const __grid_constan
   SE_SHARED(Smem<acc_t<T>>, sm);
   wgrad_block<T>(a.p, a.g, a.ws, sm, blockIdx.x);  // one virtual block per block (grid = wgrad_blocks)
 }
-// Cooperative: the three phases, grid barriers between them; each phase's
-// loop its own function (no spills: see se_forward.cuh).
-template <typename T, bool kNHWC>
-__device__ __noinline__ void bwd_phase1_loop(const BwdArgs& a, Smem<acc_t<T>>& sm) {
-  for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) bwd_phase1<T, kNHWC>(a, sm, u);
-}
 // The summing step's loop (as se_forward.cuh fwd_sum_loop).
 template <typename T>
 __device__ __noinline__ void bwd_sum_loop(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t first,
                                           int64_t last, int64_t rank, int64_t size) {
   for (int64_t v = first + rank; v < last; v += size) bwd_sum<T>(a, sm, v);
 }
-template <typename T, bool kNHWC>
-__device__ __noinline__ void bwd_phase2_loop(const BwdArgs& a, Smem<acc_t<T>>& sm) {
-  for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) bwd_phase2<T, kNHWC>(a, sm, u);
-}
 // Weight-gradient blocks rank, rank + size, ... on this block.
 template <typename T>
 __device__ __noinline__ void wgrad_loop(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t rank, int64_t size) {
   for (int64_t vb = rank; vb < a.g.wgrad_blocks; vb += size) wgrad_block<T>(a.p, a.g, a.ws, sm, vb);
-}
-template <typename T, bool kNHWC>
-__global__ void __launch_bounds__(kThreads) se_bwd_coop_kernel(const __grid_constant__ BwdArgs a) {
-  SE_SHARED(Smem<acc_t<T>>, sm);
-  bwd_phase1_loop<T, kNHWC>(a, sm);
-  if (kNHWC && a.g.parts > 1) {  // grid-uniform: every block meets both barriers
-    se_grid_sync();
-    bwd_sum_loop<T>(a, sm, 0, a.g.units / a.g.parts, blockIdx.x, gridDim.x);
-  }
-  se_grid_sync();
-  bwd_phase2_loop<T, kNHWC>(a, sm);
-  se_grid_sync();
-  wgrad_loop<T>(a, sm, blockIdx.x, gridDim.x);
 }
 
 // The staged kernel (OnePass, Cluster; as se_forward.cuh's) on dy: each
@@ -322,29 +299,16 @@ cudaError_t launch_backward_layout(const BwdArgs& a, cudaStream_t stream, SEPath
       if (err == cudaSuccess && taken) *taken = SEPath::Cluster;
       return err;
     }
-    path = SEPath::TwoPass;  // does not apply here, or refused: the three-launch path (same bits)
+    path = SEPath::TwoPass;  // does not apply here, or refused: as below
   }
   if (path == SEPath::OnePass) {
     if (launch_backward_onepass<T, kNHWC>(a, stream) == cudaSuccess) {
       if (taken) *taken = SEPath::OnePass;
       return cudaSuccess;
     }
-    path = SEPath::Cooperative;  // does not apply here: as the cooperative path, same bits
-  }
-  if (path == SEPath::Cooperative) {
-    int resident = 0;
-    cudaError_t err = se_resident_blocks<se_bwd_coop_kernel<T, kNHWC>>(kThreads, &resident);
-    if (err == cudaSuccess && resident > 0) {
-      const int64_t want = max64(a.g.units, a.g.wgrad_blocks);
-      err = se_launch_cooperative(se_bwd_coop_kernel<T, kNHWC>, min64(want, resident), kThreads,
-                                  stream, a);
-      if (err == cudaSuccess) {
-        if (taken) *taken = SEPath::Cooperative;
-        return cudaSuccess;
-      }
-    }
-    // refused (se_sync.h cleared its own error; one pending from earlier
-    // work stays, and the first launch reports it): the three-launch path (same bits)
+    // Does not apply here, or refused (se_sync.h cleared its own error; one
+    // pending from earlier work stays, and the first launch reports it): the
+    // three-launch path (same bits).
   }
   const int64_t grid = a.g.units;
   cudaError_t err = se_launch(se_bwd_phase1_kernel<T, kNHWC>, grid, kThreads, stream, a);

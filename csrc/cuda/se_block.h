@@ -28,15 +28,13 @@ namespace cuda_kernels {
 enum class SEPath : int32_t {
   Auto = 0,         // se_heuristics.h choose_path: today always TwoPass
   TwoPass = 1,      // no block ever waits on another: forward 2 launches, backward 3
-  Cooperative = 2,  // one cooperative launch with grid barriers (forward 1, backward 1);
-                    // if the launch is refused, TwoPass runs instead
-  OnePass = 3,      // Cooperative with one unit per block whose tile of x (backward: dy)
-                    // is staged in shared memory by the squeeze and scaled from there
+  OnePass = 2,      // one cooperative launch, one unit per block whose tile of x (backward:
+                    // dy) is staged in shared memory by the squeeze and scaled from there
                     // after the grid barrier: x read once. Only when the tile fits the
                     // shared-memory budget and a sample's units are resident at once
                     // (se_heuristics.h onepass_applies; more samples run in rounds);
-                    // else Cooperative, then TwoPass
-  Cluster = 4,      // sm_90+: one sample per thread-block cluster, its tiles staged in
+                    // else TwoPass
+  Cluster = 3,      // sm_90+: one sample per thread-block cluster, its tiles staged in
                     // the cluster's shared memory and scaled from there after the
                     // cluster barrier: x read once, no grid-wide barrier (se_heuristics.h
                     // cluster_plan); where it does not apply, TwoPass
@@ -149,13 +147,13 @@ cudaError_t se_kernel_image_status();
 template <typename T>
 SEPath se_auto_path(const SEForwardParams& p, bool backward);
 
-// Forward: two launches (TwoPass) or one (Cooperative, OnePass). Stream-ordered, no
+// Forward: two launches (TwoPass) or one (OnePass, Cluster). Stream-ordered, no
 // host synchronisation, no memset.
 template <typename T>
 cudaError_t launch_se_forward(const SEForwardParams& p, cudaStream_t stream);
 
 // Backward: three launches (TwoPass: squeeze + partial da; gate backward +
-// dx; weight gradients) or one (Cooperative, OnePass).
+// dx; weight gradients) or one (OnePass; Cluster: two, one at batch 1).
 template <typename T>
 cudaError_t launch_se_backward(const SEBackwardParams& p, cudaStream_t stream);
 

@@ -45,13 +45,12 @@ using cuda_kernels::SEBackwardParams;
 using cuda_kernels::SEForwardParams;
 using cuda_kernels::SEPath;
 
-// SE_FUSED_CUDA_PATH = auto (default) | twopass | cooperative | onepass |
-// cluster, read once per process. auto: se_heuristics.h choose_path (today: twopass, the
-// path in which no block ever waits). cooperative: one cooperative launch per
-// call, falling back to twopass if the driver refuses it. onepass: the
-// cooperative launch with each unit's tile of x (dy) kept in shared memory
-// across the grid barrier, where it applies (se_heuristics.h
-// onepass_applies); else cooperative, then twopass. cluster (sm_90+): one
+// SE_FUSED_CUDA_PATH = auto (default) | twopass | onepass | cluster, read
+// once per process. auto: se_heuristics.h choose_path (today: twopass, the
+// path in which no block ever waits). onepass: one cooperative launch per
+// call with each unit's tile of x (dy) kept in shared memory across the grid
+// barrier, where it applies (se_heuristics.h onepass_applies); else twopass.
+// cluster (sm_90+): one
 // sample per thread-block cluster, x (dy) kept in the cluster's shared memory
 // across the cluster barrier (se_heuristics.h cluster_plan); else twopass.
 SEPath requested_path() {
@@ -59,11 +58,10 @@ SEPath requested_path() {
     const char* v = std::getenv("SE_FUSED_CUDA_PATH");
     if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) return SEPath::Auto;
     if (std::strcmp(v, "twopass") == 0) return SEPath::TwoPass;
-    if (std::strcmp(v, "cooperative") == 0) return SEPath::Cooperative;
     if (std::strcmp(v, "onepass") == 0) return SEPath::OnePass;
     if (std::strcmp(v, "cluster") == 0) return SEPath::Cluster;
     TORCH_WARN("se_fused: SE_FUSED_CUDA_PATH=", v,
-               " is not auto, twopass, cooperative, onepass or cluster; using auto");
+               " is not auto, twopass, onepass or cluster; using auto");
     return SEPath::Auto;
   }();
   return path;
@@ -115,8 +113,8 @@ std::vector<int64_t> region_bytes(const cuda_kernels::SEWorkspaceRegions& r) {
 
 // ---------------------------------------------------------------- the device
 
-static_assert(static_cast<int>(SEPath::TwoPass) == 1 && static_cast<int>(SEPath::Cooperative) == 2 &&
-                  static_cast<int>(SEPath::OnePass) == 3 && static_cast<int>(SEPath::Cluster) == 4,
+static_assert(static_cast<int>(SEPath::TwoPass) == 1 && static_cast<int>(SEPath::OnePass) == 2 &&
+                  static_cast<int>(SEPath::Cluster) == 3,
               "se_cuda_plan.h kCudaPathNames numbers the paths as SEPath");
 
 constexpr int kMaxDevices = 64;

@@ -119,7 +119,7 @@ __device__ __forceinline__ void excite_fwd_direct(const SEForwardParams& p, cons
 
 // With double accumulation a function of its own (inlined, it spilled in the
 // NHWC two-pass kernel on sm_80); with float accumulation the inlined form is
-// the one without spills (as se_forward.cuh's cooperative kernel).
+// the one without spills (as se_forward.cuh's staged kernel).
 template <typename T>
 __device__ __noinline__ void excite_fwd_direct_call(const SEForwardParams& p, const Geometry& g,
                                                     int64_t n, int64_t c0, int64_t c1, bool store,

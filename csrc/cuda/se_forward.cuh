@@ -13,11 +13,12 @@
 //   s = gate(z2), y[n, c, :] = x[n, c, :] * s (+ x for the residual gate)
 // Invariant: phase 2 of sample n starts after phase 1 of every unit of n has
 // written its part and pooled means. TwoPass: two launches in stream order.
-// Cooperative: one launch, se_grid_sync() between the phases (se_sync.h:
-// co-residency guaranteed by the cooperative launch). Phase 2 reads what
+// OnePass and Cluster (the staged kernel below): one launch, the round's
+// barrier between the phases (se_grid_sync under a cooperative launch,
+// se_cluster_sync under a cluster launch; se_sync.h). Phase 2 reads what
 // other blocks wrote (partials, pooled) with ld.global.cg (no stale L1 line
-// in the cooperative kernel). Every sum's order depends on the shape alone,
-// so both paths, any N and any grid give the same bits; a sample's result
+// in the one-launch kernels). Every sum's order depends on the shape alone,
+// so every path, any N and any grid give the same bits; a sample's result
 // does not depend on the others.
 #pragma once
 
@@ -130,14 +131,6 @@ __global__ void __launch_bounds__(kThreads) se_fwd_phase2_kernel(const __grid_co
   SE_SHARED(Smem<acc_t<T>>, sm);
   fwd_phase2<T, kNHWC, kFC2>(a, sm, blockIdx.x);  // one unit per block (grid = units)
 }
-// Cooperative: both phases, a grid barrier between them. Each phase's loop is
-// a function of its own (ptxas allocates registers per phase: inlined together
-// they spilled, on sm_80 with double accumulation and, once the residual
-// gate's scale loop was added, on sm_90 for half NHWC).
-template <typename T, bool kNHWC>
-__device__ __noinline__ void fwd_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
-  for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase1<T, kNHWC>(a, sm, u);
-}
 // The summing step's loop over chunks [first, last) of the N * K, chunk
 // first + rank + i * size on this block (the kernels call it, with the
 // barrier before it, where parts > 1); inlined into the kernels' bodies (a
@@ -146,21 +139,6 @@ template <typename T>
 __device__ __forceinline__ void fwd_sum_loop(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t first,
                                              int64_t last, int64_t rank, int64_t size) {
   for (int64_t v = first + rank; v < last; v += size) fwd_sum<T>(a, sm, v);
-}
-template <typename T, bool kNHWC, bool kFC2>
-__device__ __noinline__ void fwd_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm) {
-  for (int64_t u = blockIdx.x; u < a.g.units; u += gridDim.x) fwd_phase2<T, kNHWC, kFC2>(a, sm, u);
-}
-template <typename T, bool kNHWC, bool kFC2>
-__global__ void __launch_bounds__(kThreads) se_fwd_coop_kernel(const __grid_constant__ FwdArgs a) {
-  SE_SHARED(Smem<acc_t<T>>, sm);
-  fwd_phase1_call<T, kNHWC>(a, sm);
-  if (kNHWC && a.g.parts > 1) {  // grid-uniform: every block meets both barriers
-    se_grid_sync();
-    fwd_sum_loop<T>(a, sm, 0, a.g.units / a.g.parts, blockIdx.x, gridDim.x);
-  }
-  se_grid_sync();
-  fwd_phase2_call<T, kNHWC, kFC2>(a, sm);
 }
 
 // The staged kernel (OnePass: kCluster false, a cooperative launch; Cluster:
@@ -301,28 +279,16 @@ cudaError_t launch_forward_layout(const FwdArgs& a, cudaStream_t stream, SEPath*
       if (taken) *taken = SEPath::Cluster;
       return cudaSuccess;
     }
-    path = SEPath::TwoPass;  // does not apply here, or refused: the two-pass kernels (same bits)
+    path = SEPath::TwoPass;  // does not apply here, or refused: as below
   }
   if (path == SEPath::OnePass) {
     if (launch_forward_onepass<T, kNHWC, kFC2>(a, stream) == cudaSuccess) {
       if (taken) *taken = SEPath::OnePass;
       return cudaSuccess;
     }
-    path = SEPath::Cooperative;  // does not apply here: as the cooperative path, same bits
-  }
-  if (path == SEPath::Cooperative) {
-    int resident = 0;
-    cudaError_t err = se_resident_blocks<se_fwd_coop_kernel<T, kNHWC, kFC2>>(kThreads, &resident);
-    if (err == cudaSuccess && resident > 0) {
-      err = se_launch_cooperative(se_fwd_coop_kernel<T, kNHWC, kFC2>, min64(a.g.units, resident), kThreads,
-                                  stream, a);
-      if (err == cudaSuccess) {
-        if (taken) *taken = SEPath::Cooperative;
-        return cudaSuccess;
-      }
-    }
-    // refused (se_sync.h cleared its own error; one pending from earlier
-    // work stays, and the first two-pass launch reports it): the two-pass kernels (same bits)
+    // Does not apply here, or refused (se_sync.h cleared its own error; one
+    // pending from earlier work stays, and the first two-pass launch reports
+    // it): the two-pass kernels (same bits).
   }
   const int64_t grid = a.g.units;
   cudaError_t err = se_launch(se_fwd_phase1_kernel<T, kNHWC>, grid, kThreads, stream, a);

@@ -52,8 +52,8 @@ constexpr int kTile = 64;
 constexpr int kTileN = 16;
 // Work units (N * K * P) and weight-gradient blocks per call: the two-pass
 // kernels run one per block (grid = units, gridDim.x <= 2^31 - 1) and index
-// them in 32 bits (se_tile.cuh unit_of); the cooperative kernels loop
-// (grid-stride). Past this (terabytes of x) the launch functions return
+// them in 32 bits (se_tile.cuh unit_of); the staged kernels loop over
+// rounds. Past this (terabytes of x) the launch functions return
 // cudaErrorInvalidValue.
 constexpr int64_t kMaxUnits = (int64_t{1} << 31) - 1;
 
@@ -209,7 +209,7 @@ __host__ __device__ __forceinline__ float geo_inv_hw<float>(const Geometry& g) {
 //     the cooperative launch. A call of more samples than that runs in rounds
 //     of whole samples, one grid barrier each (two with row parts): x is
 //     still read once;
-// else the Cooperative path runs (then TwoPass if that is refused too). The
+// else the two-pass kernels run. The
 // tile's bytes depend on the shape alone; which path runs may depend on the
 // device, and every path gives the same bits.
 constexpr int64_t kOnePassSmemBytes = 80 * 1024;
@@ -308,28 +308,16 @@ StagedPlan cluster_plan(const SEForwardParams& p, const Geometry& g, int64_t max
 //   order, finishes the MLP rows of its own channels and scales. Where NHWC
 //   rows are split (parts > 1), launch 1 writes each part's sums and a
 //   summing launch between them adds them in part order and forms the
-//   partials (the cooperative kernels: one more grid barrier). No block
+//   partials (the staged kernels: one more barrier). No block
 //   waits on another, on any GPU, under MPS, beside NCCL or other streams.
 //   x (dy) is read twice; the second read hits L2 when the batch fits (about
 //   half of the 60 MB L2 of an H200, the rest being y's write-back).
 //
-//   Cooperative: the same work in one launch with grid barriers between the
-//   phases; saves one launch (~3 us at batch 1). Chosen only on request
-//   until a GPU run shows it is faster; if the launch is refused, TwoPass.
-//
-//   OnePass: Cooperative with x (dy) kept in shared memory across the
-//   barrier (above): the forward moves 2N bytes instead of 3N (x read once,
-//   y written), the backward 3N instead of 4N+ (x and dy read once, dx
-//   written). Chosen only on request; where it does not apply, Cooperative,
-//   then TwoPass.
-//
-// Auto stays TwoPass until a GPU run (benchmarks/gpu_check.sh) confirms that
-// a waiting path is correct and faster there (none has run on a GPU yet). The
-// heuristic to adopt then (docs/cuda.md): OnePass when onepass_applies (its
-// tiles fit and a sample's units are resident at once: x read once, in rounds
-// of whole samples), if the run shows a round's grid barrier costs less than
-// re-reading the round's x; else Cooperative when the problem is launch-bound
-// (units <= resident blocks: batch 1, 7x7 tails), else TwoPass.
+//   OnePass: the staged kernel under a cooperative launch, x (dy) kept in
+//   shared memory across the grid barrier (above): the forward moves 2N bytes
+//   instead of 3N (x read once, y written), the backward 3N instead of 4N+
+//   (x and dy read once, dx written). Chosen only on request; where it does
+//   not apply, TwoPass.
 //
 //   Cluster (sm_90+): the staged kernel with one sample per thread-block
 //   cluster and the cluster's barrier (above): x (dy) read once, one launch
@@ -338,10 +326,20 @@ StagedPlan cluster_plan(const SEForwardParams& p, const Geometry& g, int64_t max
 //   hardware. Chosen only on request until a GPU run shows it faster; where
 //   it does not apply (before sm_90, a sample over the cluster's shared
 //   memory, the launch refused), TwoPass.
+//
+// (A cooperative path, the two-pass phases in one launch with grid barriers,
+// was removed: by benchmarks/gpu_model.py no shape needs it once the cluster
+// and one-pass paths exist; docs/cuda.md.)
+//
+// Auto stays TwoPass until a GPU run (benchmarks/gpu_check.sh) confirms that
+// a waiting path is correct and faster there (none has run on a GPU yet). The
+// rule the model predicts (docs/cuda.md): Cluster where it applies (sm_90+,
+// large maps: x read once with no grid barrier), OnePass before sm_90 at
+// batch 1 (one launch), TwoPass otherwise (7x7 maps, where both read the
+// weights once per sample and two-pass is no slower).
 inline SEPath choose_path(SEPath requested) {
   switch (requested) {
     case SEPath::OnePass:
-    case SEPath::Cooperative:
     case SEPath::Cluster:
       return requested;
     default:

@@ -73,7 +73,7 @@ inline std::vector<Case> quick_cases() {
     {F64, 4, 24, 5, 5, 0, true, false, RL, SG, 3, 600, true, ECC, 3, true},
     // The one-pass budget (80 KB of staged tile): a 140x140 fp32 plane fits
     // exactly; a 150x150 plane does not (the one-pass request takes the
-    // cooperative path). NHWC 32 channels x 30x30 (115 KB) is split into row
+    // two-pass path). NHWC 32 channels x 30x30 (115 KB) is split into row
     // parts of 29 KB (forward; 15 KB backward), which fit.
     {F32, 1, 2, 140, 140, 2, false, true, RL, SG, 2, 0, false, EX2, 0, true},
     {F32, 2, 3, 150, 150, 2, false, true, SL, HS, 3, 0},
@@ -141,7 +141,7 @@ inline std::vector<Case> concurrent_cases() {
   using namespace shorthands;
   return {
       {F32, 3, 37, 17, 13, 4, false, true, RL, SG, 2, 1500}, // K = 3 NCHW
-      {F32, 2, 24, 8, 8, 3, true, true, SL, HS, 2, 200},     // K = 6 NHWC, rows split in 6 parts (cooperative)
+      {F32, 2, 24, 8, 8, 3, true, true, SL, HS, 2, 200},     // K = 6 NHWC, rows split in 6 parts (cluster)
       {F32, 2, 40, 16, 16, 5, false, false, SL, SG, 2, 600}, // K = 3
       {F32, 1, 24, 5, 5, 3, true, true, SL, HS, 2, 2000},    // K = 2 NHWC (one-pass, both slots)
   };

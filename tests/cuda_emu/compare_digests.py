@@ -11,7 +11,7 @@ extra; --update rewrites the stored file from OUTPUT instead (refused unless
 the run passed). gpu: writes one line per case and path to --out (equal or
 DIFFER with both digests and the path; MISSING, EXTRA), prints
 "gpu vs emulator: N equal, M differ (of K)" (a case is equal when the GPU gave
-it on each path, two-pass, cooperative and one-pass, every digest the stored
+it on each path, two-pass, one-pass and cluster, every digest the stored
 one) and exits 0 iff M == 0. Python 3 standard library only (no torch).
 """
 import argparse
@@ -95,7 +95,7 @@ def parse_gpu_digests(text):
     return rows
 
 
-PATHS = ("twopass", "cooperative", "onepass", "cluster")
+PATHS = ("twopass", "onepass", "cluster")
 
 
 def compare_gpu(stored, rows, paths=PATHS):

@@ -1,6 +1,6 @@
 // The emulator's cases on a real GPU: for each case of a set (cases.h, the
 // same inputs as tests/cuda_emu/main.cpp) and each path (two-pass,
-// cooperative, one-pass, cluster: SEForwardParams::path, as main.cpp forces it), one
+// one-pass, cluster: SEForwardParams::path, as main.cpp forces it), one
 // forward + backward through the real launch functions of csrc/cuda/ (built
 // by nvcc with --fmad=false, as setup.py builds them, against the real
 // csrc/cuda/se_sync.h), the outputs copied back and hashed on the host with
@@ -32,7 +32,6 @@ namespace {
 const char* path_name(SEPath p) {
   switch (p) {
     case SEPath::TwoPass: return "twopass";
-    case SEPath::Cooperative: return "cooperative";
     case SEPath::OnePass: return "onepass";
     case SEPath::Cluster: return "cluster";
     default: return "auto";
@@ -134,7 +133,7 @@ bool digest_gpu(const std::vector<Case>& ks, const std::vector<Inputs<T>>& ins, 
 template <typename T>
 bool one_case(const std::string& name, const std::vector<Case>& ks, const std::vector<Inputs<T>>& ins) {
   bool ok = true;
-  for (SEPath path : {SEPath::TwoPass, SEPath::Cooperative, SEPath::OnePass, SEPath::Cluster}) {
+  for (SEPath path : {SEPath::TwoPass, SEPath::OnePass, SEPath::Cluster}) {
     uint64_t h = 0;
     std::string taken, err;
     if (digest_gpu<T>(ks, ins, path, h, taken, err)) {

@@ -1,13 +1,12 @@
 // Runs the CUDA kernels of csrc/cuda/ on the CPU (emu.h, through
 // include/cuda/se_sync.h which the include path puts before the real one),
 // forward and backward, against a float64 reference, and checks bit for bit
-// that the results do not depend on the path (TwoPass, Cooperative, OnePass,
-// a refused cooperative launch, a one-pass request that falls back), the
-// number of resident blocks, the alignment of x and dy (offset by one
-// element), or the other samples of the batch; then that three concurrent
-// launch sequences, each with more units per sample than the device has block
-// slots, and a one-pass launch beside them complete with the bits of a serial
-// run.
+// that the results do not depend on the path (TwoPass, OnePass, Cluster,
+// refused launches, requests that fall back), the number of resident blocks,
+// the alignment of x and dy (offset by one element), or the other samples of
+// the batch; then that three concurrent launch sequences, each with more
+// units per sample than the device has block slots, and a one-pass launch
+// beside them complete with the bits of a serial run.
 //
 //   main [quick|full|big] [SUBSTRING]   (default: quick; SUBSTRING filters cases by name)
 //
@@ -139,12 +138,12 @@ Geometry geometry_of(const Case& k, bool bwd, SEForwardParams* fp = nullptr) {
   return make_geometry<T>(f, bwd);
 }
 // A one-pass request with every unit resident: OnePass where the tile fits
-// the shared-memory budget, else the cooperative fallback.
+// the shared-memory budget, else the two-pass fallback.
 template <typename T>
 SEPath onepass_expected(const Case& k, bool bwd) {
   SEForwardParams f;
   const Geometry g = geometry_of<T>(k, bwd, &f);
-  return onepass_smem_bytes<T>(f, g) <= kOnePassSmemBytes ? SEPath::OnePass : SEPath::Cooperative;
+  return onepass_smem_bytes<T>(f, g) <= kOnePassSmemBytes ? SEPath::OnePass : SEPath::TwoPass;
 }
 template <typename T>
 int64_t units_of(const Case& k, bool bwd) { return geometry_of<T>(k, bwd).units; }
@@ -153,10 +152,10 @@ template <typename T>
 int64_t sample_units_of(const Case& k, bool bwd) { return units_per_sample(geometry_of<T>(k, bwd)); }
 // One-pass on `slots` resident blocks: OnePass where a sample's units fit the
 // slots (rounds of whole samples when the call's do not) and the tile fits
-// the shared-memory budget, else the cooperative fallback.
+// the shared-memory budget, else the two-pass fallback.
 template <typename T>
 SEPath onepass_on(const Case& k, bool bwd, int64_t slots) {
-  return sample_units_of<T>(k, bwd) <= slots ? onepass_expected<T>(k, bwd) : SEPath::Cooperative;
+  return sample_units_of<T>(k, bwd) <= slots ? onepass_expected<T>(k, bwd) : SEPath::TwoPass;
 }
 // A cluster request on a device of `slots` block slots (one GPC): Cluster
 // where the sample's units fit a cluster of at most that many blocks
@@ -169,7 +168,7 @@ SEPath cluster_on(const Case& k, bool bwd, int64_t slots) {
   return cluster_plan<T>(f, g, std::min<int64_t>(slots, kMaxCluster)).slots > 0 ? SEPath::Cluster : SEPath::TwoPass;
 }
 // One OS thread (and 256 fibers) per block of a grid here: past this many
-// units the one-pass checks run on 4 block slots (rounds, or the cooperative
+// units the one-pass checks run on 4 block slots (rounds, or the two-pass
 // fallback) instead of one round of all units (a 175-unit grid took 80 s
 // under ASan on 2 cores).
 constexpr int64_t kEmuOnePassMaxUnits = 72;
@@ -248,9 +247,6 @@ Result test(const Case& k, uint32_t seed) {
     };
     masks("y", r.y, y, "(two-pass)");
     masks("dx", r.dx, dx, "(two-pass)");
-    const Run<T> rc = run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, 4, SEPath::Cooperative, res, SEPath::Cooperative);
-    masks("y", rc.y, y, "(cooperative)");
-    masks("dx", rc.dx, dx, "(cooperative)");
     const int64_t uf = units_of<T>(k, false), ub = units_of<T>(k, true);
     const int op_res = (int)(std::max(uf, ub) <= kEmuOnePassMaxUnits ? std::max(uf, ub) : 4);
     const Run<T> ro = run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, op_res, SEPath::OnePass, res,
@@ -296,8 +292,7 @@ Result test(const Case& k, uint32_t seed) {
   check("dw1", r.dw1, dw1, tw, res); check("db1", r.db1, db1, tw, res);
   check("dw2", r.dw2, dw2, tw, res); check("db2", r.db2, db2, tw, res);
   // Determinism: the same bits on every path, with x and dy misaligned by one
-  // element, with another number of resident blocks (grid-stride loops in the
-  // cooperative kernel when it is smaller than the units).
+  // element, with another number of resident blocks.
   const char* names[] = {"y", "pooled", "z1", "z2", "dx", "dw1", "db1", "dw2", "db2"};
   auto same_as_r = [&](const Run<T>& r2, const std::string& how) {
     const bool eq[] = {same_bits(r.y, r2.y), same_bits(r.pooled, r2.pooled), same_bits(r.z1, r2.z1), same_bits(r.z2, r2.z2),
@@ -306,15 +301,13 @@ Result test(const Case& k, uint32_t seed) {
     for (int i = 0; i < 9; ++i)
       if (!eq[i]) res.errors.push_back(std::string(names[i]) + " bits differ " + how);
   };
-  // (The cooperative grid is min(units, resident): 4 keeps the emulator's
-  // thread count small and still loops when there are more units.)
-  same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, 4, SEPath::Cooperative, res, SEPath::Cooperative),
-            "on the cooperative path (x/dy misaligned by 1, 4 resident)");
+  same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, 4, SEPath::TwoPass, res, SEPath::TwoPass),
+            "on the two-pass path (x/dy misaligned by 1, 4 resident)");
   // OnePass: one block per unit, every unit resident (one round: the tile
   // stays in the block's shared memory across the barrier), x/dy aligned and misaligned
   // by one element (NCHW: the staged span keeps the misalignment; NHWC: the
   // scalar staging and scale). Where the tile exceeds the budget, the
-  // cooperative fallback.
+  // two-pass fallback.
   const int64_t uf = units_of<T>(k, false), ub = units_of<T>(k, true);
   const int64_t sf = sample_units_of<T>(k, false), sb = sample_units_of<T>(k, true);
   const int op_res = (int)(std::max(uf, ub) <= kEmuOnePassMaxUnits ? std::max(uf, ub) : 4);
@@ -352,17 +345,15 @@ Result test(const Case& k, uint32_t seed) {
   g_cluster_unstaged = 0;
   if (k.unit_bytes > 0) {  // the refused-launch fallbacks, on the multi-chunk cases
     // Fewer resident blocks than a sample has units (one fewer; 4 past
-    // kEmuOnePassMaxUnits): the cooperative path (grid-stride).
+    // kEmuOnePassMaxUnits): the two-pass fallback.
     const int64_t fewer = std::min(sf, sb) - 1;
     if (fewer >= 1)
       same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, (int)(fewer <= kEmuOnePassMaxUnits ? fewer : 4),
-                               SEPath::OnePass, res, SEPath::Cooperative),
-                "when one-pass has more units per sample than resident blocks (cooperative fallback)");
+                               SEPath::OnePass, res, SEPath::TwoPass),
+                "when one-pass has more units per sample than resident blocks (two-pass fallback)");
     emu::g_coop_supported = false;
-    same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, 1, SEPath::Cooperative, res, SEPath::TwoPass),
-              "when the cooperative launch is refused (two-pass fallback, 1 resident)");
     same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 1, op_res, SEPath::OnePass, res, SEPath::TwoPass),
-              "when the one-pass and cooperative launches are refused (two-pass fallback)");
+              "when the cooperative launch is refused (two-pass fallback)");
     emu::g_coop_supported = true;
     // Before sm_90 (no cluster launch) and with a pre-sm_90 image of the
     // kernels on an sm_90 device: the cluster request runs two-pass.
@@ -426,8 +417,7 @@ struct Watchdog {
 // 2 block slots, each with more units per sample than slots: a design whose
 // blocks wait for a sample's other units (the old spin-wait) hangs here; the
 // two-pass kernels must finish with the bits of a serial run. One of the three
-// uses the cooperative path (it takes both slots at once, or waits for them),
-// one the cluster path (clusters of 2 blocks, each staging several units:
+// uses the cluster path (clusters of 2 blocks, each staging several units:
 // a cluster takes both slots at once, or waits for them, and clusters run
 // one after another); a fourth sequence (2 units, the extra case) runs the
 // one-pass path beside them (all its units resident at once, its tiles in
@@ -450,7 +440,7 @@ Result concurrent_test(const std::vector<Case>& ks) {
   for (size_t i = 0; i < ks.size(); ++i)
     th.emplace_back([&, i, c] {
       emu::g_case = c;
-      const SEPath path = i == 1 ? SEPath::Cooperative : i == 2 ? SEPath::Cluster : i == 3 ? SEPath::OnePass : SEPath::TwoPass;
+      const SEPath path = i == 2 ? SEPath::Cluster : i == 3 ? SEPath::OnePass : SEPath::TwoPass;
       const SEPath want_f = i == 2 ? cluster_on<T>(ks[i], false, 2) : path;
       const SEPath want_b = i == 2 ? cluster_on<T>(ks[i], true, 2) : path;
       conc[i] = run_kernels<T>(ks[i], ins[i].x, ins[i].dy, ins[i].w1, ins[i].b1, ins[i].w2, ins[i].b2, 0, 0, path, rs[i],

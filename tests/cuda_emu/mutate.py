@@ -70,18 +70,14 @@ MUTANTS = [
            "    pooled[ui.c0 + r] = m;\n  }\n",
            "fwd_finish: no barrier between writing the means to sm.u.buf and the MLP partial reading them (RAW)"),
     Mutant("barrier_staged_slot", "barrier", "se_forward.cuh",
-           "      __syncthreads();                                // ... for every thread's copies\n"
-           "      if (u < end) fwd_staged_phase1_call",
-           "      if (u < end) fwd_staged_phase1_call",
+           "        __syncthreads();                                // ... for every thread's copies\n"
+           "        fwd_staged_phase1_call",
+           "        fwd_staged_phase1_call",
            "se_fwd_staged_kernel: no barrier between the copies' wait and the squeeze of the slot "
            "(other threads' copies not yet landed: RAW)"),
     Mutant("async_wait_one_short", "barrier", "se_backward.cuh",
-           "se_cp_async_wait(static_cast<int>(J - 1 - j));", "se_cp_async_wait(static_cast<int>(J - j));",
+           "se_cp_async_wait(static_cast<int>(S - 1 - j));", "se_cp_async_wait(static_cast<int>(S - j));",
            "se_bwd_staged_kernel: waits for one group too few (slot j's copies may be in flight; J >= 2)"),
-    Mutant("barrier_cluster_round", "barrier", "se_forward.cuh",
-           "    staged_sync<kCluster>();\n#pragma unroll 1\n    for (int64_t j = 0, u = base + sc.rank; j < J && u < end;",
-           "#pragma unroll 1\n    for (int64_t j = 0, u = base + sc.rank; j < J && u < end;",
-           "se_fwd_staged_kernel: no round barrier (cluster or grid) before the MLP rows read the partials"),
     # ------------------------------------------------ shuffles
     Mutant("shuffle_half_mask", "shuffle", "se_reduce.cuh",
            "__shfl_down_sync(0xffffffffu, v, off, width)", "__shfl_down_sync(0x0000ffffu, v, off, width)",
@@ -152,14 +148,14 @@ MUTANTS = [
            "        sm.w.sy[nn][ii] = (nr < N && k0 + ii < Kc) ? yv : A(0);",
            "wgrad_block: the tile load hoisted above its bounds check (value discarded when out of range)"),
     # ------------------------------------------------ grid barriers
-    Mutant("gridsync_fwd_coop", "grid-sync", "se_forward.cuh",
-           "  se_grid_sync();\n  fwd_phase2_call<T, kNHWC, kFC2>(a, sm);",
-           "  fwd_phase2_call<T, kNHWC, kFC2>(a, sm);",
-           "se_fwd_coop_kernel: no grid barrier between phase 1 and phase 2"),
+    Mutant("gridsync_fwd_round", "grid-sync", "se_forward.cuh",
+           "    staged_sync<kCluster>();\n#pragma unroll 1\n    for (int64_t j = 0, u = base + sc.rank; j < J && u < end;",
+           "#pragma unroll 1\n    for (int64_t j = 0, u = base + sc.rank; j < J && u < end;",
+           "se_fwd_staged_kernel: no round barrier (cluster or grid) before the MLP rows read the partials"),
     Mutant("gridsync_bwd_wgrad", "grid-sync", "se_backward.cuh",
-           "  bwd_phase2_loop<T, kNHWC>(a, sm);\n  se_grid_sync();\n",
-           "  bwd_phase2_loop<T, kNHWC>(a, sm);\n",
-           "se_bwd_coop_kernel: no grid barrier before the weight gradients (dz1, act, dz2 of other blocks)"),
+           "  if (!kCluster || gridDim.x == a.sp.cluster) {  // grid-uniform\n    staged_sync<kCluster>();\n",
+           "  if (!kCluster || gridDim.x == a.sp.cluster) {  // grid-uniform\n",
+           "se_bwd_staged_kernel: no barrier before the weight gradients (dz1, act, dz2 of other blocks)"),
     # ------------------------------------------------ misaligned 16-byte accesses
     Mutant("misaligned_tile_offset", "misaligned", "se_onepass.cuh",
            "return base + (m > 0 ? m : 0);", "return base + (m > 0 ? Vec<T>::V - m : 0);",
@@ -191,12 +187,12 @@ MUTANTS = [
            "return a.p.N == 1 ? cudaSuccess : se_launch(se_wgrad_kernel<T>",
            "return a.p.N <= 2 ? cudaSuccess : se_launch(se_wgrad_kernel<T>",
            "launch_backward_cluster: no weight-gradient launch for N = 2 (only N = 1 has them in the kernel)"),
-    Mutant("launch_coop_no_fallback", "launch", "se_forward.cuh",
-           "      if (err == cudaSuccess) {\n        if (taken) *taken = SEPath::Cooperative;\n"
-           "        return cudaSuccess;\n      }\n    }\n    // refused (se_sync.h cleared its own error; one pending",
-           "      if (err != cudaSuccess) return err;\n      if (taken) *taken = SEPath::Cooperative;\n"
-           "      return cudaSuccess;\n    }\n    // refused (se_sync.h cleared its own error; one pending",
-           "launch_forward_layout: a refused cooperative launch returned as an error, no two-pass fallback"),
+    Mutant("launch_onepass_no_fallback", "launch", "se_forward.cuh",
+           "    if (launch_forward_onepass<T, kNHWC, kFC2>(a, stream) == cudaSuccess) {\n"
+           "      if (taken) *taken = SEPath::OnePass;\n      return cudaSuccess;\n    }\n",
+           "    const cudaError_t refused = launch_forward_onepass<T, kNHWC, kFC2>(a, stream);\n"
+           "    if (taken) *taken = SEPath::OnePass;\n    return refused;\n",
+           "launch_forward_layout: a one-pass request that does not apply returned as is, no two-pass fallback"),
     # ------------------------------------------------ se_sync.h
     Mutant("sync_occupancy_cache_device", "se_sync", "se_sync.h",
            "? static_cast<size_t>(dev) * kSteps + smem / kStep", "? smem / kStep",
