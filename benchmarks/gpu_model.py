@@ -66,7 +66,8 @@ SM_SMEM = 228 * 1024      # shared memory per SM (H100/H200), 1 KB of it reserve
 SMEM_RESERVED = 1024
 STATIC_SMEM = {2: 20512, 4: 24640, 8: 24640}  # static smem per block by dtype bytes: the ptxas
                           # figures of today's kernels (docs/cuda.md), assumed for the cluster ones
-CLUSTER_REGS = 128        # registers per thread, assumed (the one-pass kernels: 104-128 on sm_90):
+CLUSTER_REGS = 128        # registers per thread (ptxas, sm_90: the staged kernels 118-128, 169 for
+                          # fp32 NHWC two-FC forward, which holds 1 block per SM; not modelled):
 SM_REGS = 65536           # -> 2 blocks of 256 threads per SM by registers
 GPC_SMS = (18, 18, 16, 16, 16, 16, 16, 16)  # ASSUMED: an H200/H100 SXM's 132 SMs (66 of 72 TPCs)
                           # in 8 GPCs; the harvest differs chip to chip. A cluster's blocks share

@@ -164,13 +164,11 @@ def _bodies(code, pattern):
 
 
 def test_cuda_waits_only_under_cooperative_or_cluster_launch():
-    """The only inter-block waits are se_grid_sync() and se_cluster_sync() (se_sync.h).
-    se_grid_sync is called only in the bodies of kernels named *_coop_kernel and in
-    staged_sync (se_onepass.cuh); se_cluster_sync only in staged_sync; staged_sync only
-    in kernels named *_staged_kernel. A *_coop_kernel is started only by
-    se_launch_cooperative; a *_staged_kernel<..., false> (the grid barrier) only by
-    se_launch_cooperative and a *_staged_kernel<..., true> (the cluster barrier) only by
-    se_launch_cluster. No spin loop on global flags (no atomics, no ld.acquire /
+    """The only inter-block waits are se_grid_sync() and se_cluster_sync() (se_sync.h),
+    each called only in staged_sync (se_onepass.cuh), which is called only in kernels
+    named *_staged_kernel. A *_staged_kernel<..., false> (the grid barrier) is started
+    only by se_launch_cooperative and a *_staged_kernel<..., true> (the cluster barrier)
+    only by se_launch_cluster. No spin loop on global flags (no atomics, no ld.acquire /
     __nanosleep) anywhere in csrc/cuda/."""
     import re
     kernel = r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s*)?(\w+)\s*\("
@@ -185,23 +183,18 @@ def test_cuda_waits_only_under_cooperative_or_cluster_launch():
         kernels = _bodies(code, kernel)
         staged_sync = _bodies(code, r"__device__\s+__forceinline__\s+void\s+(staged_sync)\s*\(")
         for k, a, b in kernels:
-            if not k.endswith("_coop_kernel"):
-                assert "se_grid_sync" not in code[a:b], f"{k} in {name} waits on the grid"
+            assert "se_grid_sync" not in code[a:b], f"{k} in {name} waits on the grid outside staged_sync"
             if not k.endswith("_staged_kernel"):
                 assert "staged_sync" not in code[a:b], f"{k} in {name} waits in a staged round"
         inside = lambda pos, spans: any(a <= pos < b for _, a, b in spans)  # noqa: E731
-        coop = [s for s in kernels if s[0].endswith("_coop_kernel")]
         staged = [s for s in kernels if s[0].endswith("_staged_kernel")]
         for m in re.finditer(r"se_grid_sync\s*\(", code):
-            assert inside(m.start(), coop + staged_sync), (
-                f"se_grid_sync() outside a *_coop_kernel body or staged_sync in {name} (offset {m.start()})")
+            assert inside(m.start(), staged_sync), f"se_grid_sync() outside staged_sync in {name} (offset {m.start()})"
         for m in re.finditer(r"se_cluster_sync\s*\(", code):
             assert inside(m.start(), staged_sync), f"se_cluster_sync() outside staged_sync in {name}"
         for m in re.finditer(r"staged_sync\s*<", code):
             assert inside(m.start(), staged), f"staged_sync outside a *_staged_kernel body in {name}"
         for m in re.finditer(r"se_launch(_cooperative|_cluster)?\((\w+)", code):
-            if m.group(2).endswith("_coop_kernel"):
-                assert m.group(1) == "_cooperative", f"{m.group(2)} launched without a cooperative launch"
             assert not m.group(2).endswith("_staged_kernel"), f"{m.group(2)} launched by name in {name}"
         # The staged kernels are launched through `constexpr auto kernel = ...;` in a launch
         # function whose launch call names that kernel.

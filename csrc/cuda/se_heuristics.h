@@ -198,8 +198,8 @@ __host__ __device__ __forceinline__ float geo_inv_hw<float>(const Geometry& g) {
 // scaled from there after the grid barrier. It applies when
 //   - the tile fits kOnePassSmemBytes: 80 KB is the largest tile with which
 //     two blocks still fit an H100/H200 SM (228 KB: 2 x (80 KB + 24.6 KB
-//     static + 1 KB reserved) = 211 KB), and the one-pass kernels' 64-128
-//     registers allow 2-4 blocks per SM anyway; an A100 (164 KB) holds one.
+//     static + 1 KB reserved) = 211 KB), where the staged kernels' 118-169
+//     registers allow 1-2 blocks per SM anyway; an A100 (164 KB) holds one.
 //     With kUnitBytes units (NHWC rows split into parts of about that) the
 //     tile is mostly 8-40 KB; the budget only turns away NCHW planes over
 //     80 KB (e.g. 150x150 fp32), which are never split;
@@ -333,10 +333,11 @@ StagedPlan cluster_plan(const SEForwardParams& p, const Geometry& g, int64_t max
 //
 // Auto stays TwoPass until a GPU run (benchmarks/gpu_check.sh) confirms that
 // a waiting path is correct and faster there (none has run on a GPU yet). The
-// rule the model predicts (docs/cuda.md): Cluster where it applies (sm_90+,
-// large maps: x read once with no grid barrier), OnePass before sm_90 at
-// batch 1 (one launch), TwoPass otherwise (7x7 maps, where both read the
-// weights once per sample and two-pass is no slower).
+// rule the model predicts (docs/cuda.md): Cluster where it applies at large
+// batches (sm_90+: x read once with no grid barrier); OnePass at batch 1 (one
+// launch, one unit per block: more SMs at work than a cluster's 16; the only
+// one-launch path before sm_90); TwoPass otherwise (7x7 maps, where the
+// staged paths read the weights once per sample too and are no faster).
 inline SEPath choose_path(SEPath requested) {
   switch (requested) {
     case SEPath::OnePass:

@@ -173,8 +173,8 @@ cudaError_t se_launch_cluster(void (*kernel)(Args), int64_t grid, int cluster, i
 // to 16 on an H100/H200); *active: how many clusters of `cluster` blocks fit
 // at once (cudaOccupancyMaxActiveClusters; 0: a launch would be refused), 0
 // when cluster is 0 or above *max_cluster. Both 0, and cudaSuccess, where the
-// device has no cluster launch or Kernel's image predates sm_90 (its body is a
-// trap there). Errors of our own calls are cleared and returned.
+// device has no cluster launch or Kernel's image predates sm_90 (its body is
+// empty there). Errors of our own calls are cleared and returned.
 // The last answer is cached per device (the occupancy calculator's calls
 // cost host time at batch 1): a 64-bit word of smem (32 bits), threads and
 // cluster (8 each, 0: none cached), the largest cluster (8) and the active

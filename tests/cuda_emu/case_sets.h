@@ -141,8 +141,8 @@ inline std::vector<Case> concurrent_cases() {
   using namespace shorthands;
   return {
       {F32, 3, 37, 17, 13, 4, false, true, RL, SG, 2, 1500}, // K = 3 NCHW
-      {F32, 2, 24, 8, 8, 3, true, true, SL, HS, 2, 200},     // K = 6 NHWC, rows split in 6 parts (cluster)
-      {F32, 2, 40, 16, 16, 5, false, false, SL, SG, 2, 600}, // K = 3
+      {F32, 2, 24, 8, 8, 3, true, true, SL, HS, 2, 200},     // K = 6 NHWC, rows split in 6 parts
+      {F32, 2, 40, 16, 16, 5, false, false, SL, SG, 2, 600}, // K = 3 (cluster, clusters of 2)
       {F32, 1, 24, 5, 5, 3, true, true, SL, HS, 2, 2000},    // K = 2 NHWC (one-pass, both slots)
   };
 }

@@ -83,7 +83,7 @@ inline void cluster_sync() {
   Slot* s = tl_slot;
   if (!s->cluster) fatal("cluster sync outside a cluster launch (cudaLaunchAttributeClusterDimension)");
   if (s->cluster->plan->d.binary < 90)
-    fatal("cluster sync in a kernel whose image predates sm_90: se_cluster_sync traps there");
+    fatal("cluster sync in a kernel whose image predates sm_90: its cluster kernels are empty there and must never be launched");
   Bar& b = s->cluster_bar_local;
   const uint64_t g = b.gen;
   if (++b.count == b.expected) {
