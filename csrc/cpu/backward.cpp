@@ -77,8 +77,6 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   const int64_t sample = p.C * p.HW;
   const int64_t N = p.N, C = p.C, H = p.hidden;
   const int64_t G = chunk_samples(p, 2 * sample * static_cast<int64_t>(sizeof(T)), 4);
-  // The dx pass re-reads the newest tiles first where they may still be cached.
-  const bool newest_first = chunk_fits(G, 2 * sample * static_cast<int64_t>(sizeof(T)));
   const T* dyd = storage_ptr<T>(dy);
   const T* xd = storage_ptr<T>(x);
   T* dxd = storage_ptr<T>(dx);
@@ -149,7 +147,7 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
     // dx = dy * s + dp / HW (dy * s + dy + dp / HW for the residual gate)
     with_residual(p.residual, [&](auto residual) {
       using Ops = GateOps<T, decltype(residual)::value>;
-      tiling.for_each_tile(g, newest_first, [&](int64_t i, int64_t begin, int64_t end) {
+      tiling.for_each_tile(g, true, [&](int64_t i, int64_t begin, int64_t end) {
         const A* gi = gate + i * C;
         const A* dpi = dp + i * C;
         tiling.map(dys + i * sample, dxd + (n0 + i) * sample, begin, end,

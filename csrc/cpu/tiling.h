@@ -115,8 +115,8 @@ struct Tiling {
   // likely still in the cache when a chunk is a little larger than it. A
   // chunk far larger than the caches (chunk_fits false: one that
   // chunk_samples made large for the gate MLP's sake) gains nothing from
-  // that and its second pass runs in order (measured faster, docs/performance.md,
-  // issue 23).
+  // that, and the forward's scale pass then runs in order (measured faster,
+  // docs/performance.md, issue 23; the backward's dx pass was not).
   template <typename Fn>
   void for_each_tile(int64_t g, bool newest_first, const Fn& fn) const {
     at::parallel_for(0, g * ntiles, 1, [&](int64_t first, int64_t last) {
