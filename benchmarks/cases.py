@@ -151,13 +151,20 @@ def rank_cases(quick: bool) -> List[Case]:
             + _product(VARIANTS, [8], ["fp32"], ["nchw"]))
 
 
+def mlp_heavy_cases() -> List[Case]:
+    """Issue 23's rows beside the perf-bar ones (fp32 and bf16, both layouts): EfficientNet-B0's
+    1152x7x7 block at batch 8 and eSE (one FC over 512 channels) at 8x512x28x28, where the
+    gate MLP costs as much as the data path."""
+    return _product([EFFICIENTNET_B0[-1], VARIANTS[0]], [8], ["fp32", "bf16"], ["nchw", "cl"])
+
+
 def cpu_cases(quick: bool) -> List[Case]:
     perf_bar = [SE_RESNET50[0], SE_RESNET50[3]]  # 32x256x56x56 and 32x2048x7x7
     if quick:
         latency = [SE_RESNET50[0], SE_RESNET50[3], MOBILENETV3[0], EFFICIENTNET_B0[-1]]
         return _small_maps_first(_product(perf_bar, [32], ["fp32", "bf16"], ["nchw", "cl"])
                                  + _product(latency, [1], ["fp32", "bf16"], ["nchw", "cl"])
-                                 + rank_cases(quick))
+                                 + rank_cases(quick) + mlp_heavy_cases())
     # The full product (240 cases) would take about an hour on 2 cores; this keeps every
     # block at batch 1 and 32, both layouts in fp32, and all dtypes and layouts on the
     # perf-bar shapes: about 25 minutes. --dtypes/--layouts/--shapes narrow it further.
@@ -168,7 +175,7 @@ def cpu_cases(quick: bool) -> List[Case]:
         + _product(MODEL_BLOCKS, [32], ["fp32", "bf16"], ["nchw"])
         + _product(SE_RESNET50[1:3] + MOBILENETV3 + EFFICIENTNET_B0, [32], ["fp32"], ["cl"])
         + _product([SE_RESNET50[0], SE_RESNET50[3]], [1], ["fp16"], ["nchw", "cl"])
-        + rank_cases(quick))
+        + rank_cases(quick) + mlp_heavy_cases())
 
 
 def cuda_cases(quick: bool) -> List[Case]:

@@ -68,6 +68,8 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
   const Tiling tiling(p);
   const int64_t sample = p.C * p.HW;
   const int64_t G = chunk_samples(p, sample * static_cast<int64_t>(sizeof(T)), 1);
+  // The scale pass re-reads the newest tiles first where they may still be cached.
+  const bool newest_first = chunk_fits(G, sample * static_cast<int64_t>(sizeof(T)));
   const T* xd = storage_ptr<T>(x);
   T* yd = storage_ptr<T>(y);
   const int64_t chunk_state = saved ? 0 : 1;  // per-chunk scratch for the state, or none
@@ -99,7 +101,7 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
     // scale
     with_residual(p.residual, [&](auto residual) {
       using Ops = GateOps<T, decltype(residual)::value>;
-      tiling.for_each_tile(g, true, [&](int64_t i, int64_t begin, int64_t end) {
+      tiling.for_each_tile(g, newest_first, [&](int64_t i, int64_t begin, int64_t end) {
         const A* gi = gate + i * p.C;
         tiling.map(xs + i * sample, yd + (n0 + i) * sample, begin, end,
                    [&](T v, int64_t c) { return Ops::scale(v, gi[c]); });

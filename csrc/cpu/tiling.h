@@ -112,7 +112,11 @@ struct Tiling {
   // partition over threads: the phases of a chunk reuse each thread's cache.
   // The second pass (newest_first) takes each thread's tiles in reverse
   // order: it starts with the tiles the first pass read last, the ones most
-  // likely still in the cache when a chunk is larger than it.
+  // likely still in the cache when a chunk is a little larger than it. A
+  // chunk far larger than the caches (chunk_fits false: one that
+  // chunk_samples made large for the gate MLP's sake) gains nothing from
+  // that, and the forward's scale pass then runs in order (measured faster,
+  // docs/performance.md, issue 23; the backward's dx pass was not).
   template <typename Fn>
   void for_each_tile(int64_t g, bool newest_first, const Fn& fn) const {
     at::parallel_for(0, g * ntiles, 1, [&](int64_t first, int64_t last) {
@@ -188,6 +192,14 @@ struct Tiling {
 // per-chunk products take one sample per register tile below kOuterG samples,
 // and larger chunks measured faster there down to hidden = H * W / 8
 // (benchmarks/NOTES.md 20, 24).
+// Whether a chunk of g samples (bytes_per_sample each) is small enough that
+// its newest tiles may still be in the cores' caches when the second pass
+// starts: at most four times the chunk budget (twice a core's L2 per thread;
+// 8x512x200 float32 on one thread, 3.2 MB, measured faster newest first).
+inline bool chunk_fits(int64_t g, int64_t bytes_per_sample) {
+  return g * bytes_per_sample <= 4 * kChunkBytesPerThread * at::get_num_threads();
+}
+
 inline int64_t chunk_samples(const SEProblem& p, int64_t bytes_per_sample, int64_t mlp_weight) {
   constexpr int64_t kMlpChunk = 32;
   const int64_t budget = kChunkBytesPerThread * at::get_num_threads();
