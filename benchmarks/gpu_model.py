@@ -66,7 +66,7 @@ SM_SMEM = 228 * 1024      # shared memory per SM (H100/H200), 1 KB of it reserve
 SMEM_RESERVED = 1024
 STATIC_SMEM = {2: 20512, 4: 24640, 8: 24640}  # static smem per block by dtype bytes: the ptxas
                           # figures of today's kernels (docs/cuda.md), assumed for the cluster ones
-CLUSTER_REGS = 128        # registers per thread (ptxas, sm_90: the staged kernels 118-128, 169 for
+CLUSTER_REGS = 128        # registers per thread (ptxas, sm_90: the staged kernels 112-128, 168-169 for
                           # fp32 NHWC two-FC forward, which holds 1 block per SM; not modelled):
 SM_REGS = 65536           # -> 2 blocks of 256 threads per SM by registers
 GPC_SMS = (18, 18, 16, 16, 16, 16, 16, 16)  # ASSUMED: an H200/H100 SXM's 132 SMs (66 of 72 TPCs)

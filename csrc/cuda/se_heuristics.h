@@ -198,7 +198,7 @@ __host__ __device__ __forceinline__ float geo_inv_hw<float>(const Geometry& g) {
 // scaled from there after the grid barrier. It applies when
 //   - the tile fits kOnePassSmemBytes: 80 KB is the largest tile with which
 //     two blocks still fit an H100/H200 SM (228 KB: 2 x (80 KB + 24.6 KB
-//     static + 1 KB reserved) = 211 KB), where the staged kernels' 118-169
+//     static + 1 KB reserved) = 211 KB), where the staged kernels' 108-169
 //     registers allow 1-2 blocks per SM anyway; an A100 (164 KB) holds one.
 //     With kUnitBytes units (NHWC rows split into parts of about that) the
 //     tile is mostly 8-40 KB; the budget only turns away NCHW planes over
