@@ -253,8 +253,7 @@ def _function_body(src, name):
 
 
 @pytest.mark.parametrize("fn,launch", [("se_launch", "SE_LAUNCH_CHEVRON("),
-                                       ("se_launch_cooperative", "cudaLaunchKernelEx("),
-                                       ("se_launch_cluster", "cudaLaunchKernelEx("),
+                                       ("se_launch_ex", "cudaLaunchKernelEx("),
                                        ("se_cluster_capacity", "cudaDeviceGetAttribute("),
                                        ("se_allow_dynamic_smem", "cudaFuncSetAttribute("),
                                        ("se_resident_blocks", "cudaOccupancyMaxActiveBlocksPerMultiprocessor(")])

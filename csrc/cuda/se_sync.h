@@ -113,23 +113,32 @@ cudaError_t se_launch(void (*kernel)(Args), int64_t grid, int threads, cudaStrea
   return cudaGetLastError();  // this launch's error, the one it raised
 }
 
-// A cooperative launch (every block co-resident, or an error and nothing
-// runs). cudaLaunchKernelEx with cudaLaunchAttributeCooperative: CUDA 12+.
-// smem: dynamic shared memory per block (se_allow_dynamic_smem first when the
-// block's total passes 48 KB).
-template <typename Args>
-cudaError_t se_launch_cooperative(void (*kernel)(Args), int64_t grid, int threads,
-                                  cudaStream_t stream, const Args& args, size_t smem = 0) {
+// A launch configuration of `grid` blocks of `threads` threads with `smem`
+// bytes of dynamic shared memory on `stream`, and one launch attribute.
+inline cudaLaunchConfig_t se_launch_config(int64_t grid, int threads, size_t smem, cudaStream_t stream,
+                                           cudaLaunchAttribute* attr) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(grid), 1, 1);
   cfg.blockDim = dim3(static_cast<unsigned>(threads), 1, 1);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeCooperative;
-  attr[0].val.cooperative = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
+  return cfg;
+}
+// The cluster attribute: clusters of `cluster` consecutive blocks.
+inline cudaLaunchAttribute se_cluster_attribute(int cluster) {
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = static_cast<unsigned>(cluster);
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  return attr;
+}
+// cudaLaunchKernelEx of cfg; an error pending from earlier work is returned
+// instead (nothing launched, nothing cleared), our own refusal is cleared.
+template <typename Args>
+cudaError_t se_launch_ex(const cudaLaunchConfig_t& cfg, void (*kernel)(Args), const Args& args) {
   const cudaError_t pending = cudaPeekAtLastError();
   if (pending != cudaSuccess) return pending;  // not ours: reported, not cleared
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args);
@@ -137,33 +146,31 @@ cudaError_t se_launch_cooperative(void (*kernel)(Args), int64_t grid, int thread
   return err;
 }
 
+// A cooperative launch (every block co-resident, or an error and nothing
+// runs). cudaLaunchKernelEx with cudaLaunchAttributeCooperative: CUDA 12+.
+// smem: dynamic shared memory per block (se_allow_dynamic_smem first when the
+// block's total passes 48 KB).
+template <typename Args>
+cudaError_t se_launch_cooperative(void (*kernel)(Args), int64_t grid, int threads,
+                                  cudaStream_t stream, const Args& args, size_t smem = 0) {
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeCooperative;
+  attr.val.cooperative = 1;
+  return se_launch_ex(se_launch_config(grid, threads, smem, stream, &attr), kernel, args);
+}
+
 // A cluster launch: grid blocks in clusters of `cluster` consecutive blocks
 // (grid a multiple of it), each cluster co-scheduled by the hardware on one
 // GPC, or an error and nothing runs (cudaErrorInvalidClusterSize, an
 // out-of-resources error when no cluster of that size and shared memory fits,
-// cudaErrorNotSupported before sm_90...: the caller falls back on any). Legal under stream capture (a
-// kernel node with the attribute). Clusters above 8 blocks need
-// se_cluster_capacity first (it sets the non-portable opt-in).
+// cudaErrorNotSupported before sm_90...: the caller falls back on any). Legal
+// under stream capture (a kernel node with the attribute). Clusters above 8
+// blocks need se_cluster_capacity first (it sets the non-portable opt-in).
 template <typename Args>
 cudaError_t se_launch_cluster(void (*kernel)(Args), int64_t grid, int cluster, int threads,
                               cudaStream_t stream, const Args& args, size_t smem) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(grid), 1, 1);
-  cfg.blockDim = dim3(static_cast<unsigned>(threads), 1, 1);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  const cudaError_t pending = cudaPeekAtLastError();
-  if (pending != cudaSuccess) return pending;  // not ours: reported, not cleared
-  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args);
-  if (err != cudaSuccess) (void)cudaGetLastError();  // our refused launch's (not sticky): cleared
-  return err;
+  cudaLaunchAttribute attr = se_cluster_attribute(cluster);
+  return se_launch_ex(se_launch_config(grid, threads, smem, stream, &attr), kernel, args);
 }
 
 // The cluster capacity of Kernel on the current device at `threads` threads
@@ -214,18 +221,11 @@ cudaError_t se_cluster_capacity(int cluster, int threads, size_t smem, int* max_
     return err;
   }
   err = cudaFuncSetAttribute(Kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(cluster > 0 ? cluster : 1), 1, 1);
-  cfg.blockDim = dim3(static_cast<unsigned>(threads), 1, 1);
-  cfg.dynamicSmemBytes = smem;
+  cudaLaunchAttribute attr = se_cluster_attribute(cluster);
+  cudaLaunchConfig_t cfg = se_launch_config(cluster > 0 ? cluster : 1, threads, smem, nullptr, &attr);
+  cfg.numAttrs = 0;  // the largest cluster: asked without one
   if (err == cudaSuccess) err = cudaOccupancyMaxPotentialClusterSize(max_cluster, Kernel, &cfg);
   if (err == cudaSuccess && cluster > 0 && cluster <= *max_cluster) {
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
     cfg.numAttrs = 1;
     err = cudaOccupancyMaxActiveClusters(active, Kernel, &cfg);
   }
