@@ -166,7 +166,8 @@ def _bodies(code, pattern):
 def test_cuda_waits_only_under_cooperative_or_cluster_launch():
     """The only inter-block waits are se_grid_sync() and se_cluster_sync() (se_sync.h),
     each called only in staged_sync (se_onepass.cuh), which is called only in kernels
-    named *_staged_kernel. A *_staged_kernel<..., false> (the grid barrier) is started
+    named *_staged_kernel and in staged_rounds (se_onepass.cuh), itself called only in
+    kernels named *_staged_kernel. A *_staged_kernel<..., false> (the grid barrier) is started
     only by se_launch_cooperative and a *_staged_kernel<..., true> (the cluster barrier)
     only by se_launch_cluster. No spin loop on global flags (no atomics, no ld.acquire /
     __nanosleep) anywhere in csrc/cuda/."""
@@ -182,10 +183,12 @@ def test_cuda_waits_only_under_cooperative_or_cluster_launch():
             continue
         kernels = _bodies(code, kernel)
         staged_sync = _bodies(code, r"__device__\s+__forceinline__\s+void\s+(staged_sync)\s*\(")
+        rounds = _bodies(code, r"__device__\s+__forceinline__\s+void\s+(staged_rounds)\s*\(")
         for k, a, b in kernels:
             assert "se_grid_sync" not in code[a:b], f"{k} in {name} waits on the grid outside staged_sync"
             if not k.endswith("_staged_kernel"):
-                assert "staged_sync" not in code[a:b], f"{k} in {name} waits in a staged round"
+                assert "staged_sync" not in code[a:b] and "staged_rounds" not in code[a:b], (
+                    f"{k} in {name} waits in a staged round")
         inside = lambda pos, spans: any(a <= pos < b for _, a, b in spans)  # noqa: E731
         staged = [s for s in kernels if s[0].endswith("_staged_kernel")]
         for m in re.finditer(r"se_grid_sync\s*\(", code):
@@ -193,7 +196,10 @@ def test_cuda_waits_only_under_cooperative_or_cluster_launch():
         for m in re.finditer(r"se_cluster_sync\s*\(", code):
             assert inside(m.start(), staged_sync), f"se_cluster_sync() outside staged_sync in {name}"
         for m in re.finditer(r"staged_sync\s*<", code):
-            assert inside(m.start(), staged), f"staged_sync outside a *_staged_kernel body in {name}"
+            assert inside(m.start(), staged + rounds), (
+                f"staged_sync outside a *_staged_kernel body or staged_rounds in {name}")
+        for m in re.finditer(r"staged_rounds\s*<", code):
+            assert inside(m.start(), staged), f"staged_rounds outside a *_staged_kernel body in {name}"
         for m in re.finditer(r"se_launch(_cooperative|_cluster)?\((\w+)", code):
             assert not m.group(2).endswith("_staged_kernel"), f"{m.group(2)} launched by name in {name}"
         # The staged kernels are launched through `constexpr auto kernel = ...;` in a launch

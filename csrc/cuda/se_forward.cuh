@@ -188,40 +188,15 @@ __global__ void __launch_bounds__(kThreads) se_fwd_staged_kernel(const __grid_co
   if constexpr (kCluster) return;  // no clusters before sm_90: never launched there (se_cluster_capacity)
 #endif
   SE_SHARED(Smem<acc_t<T>>, sm);
-  SE_DYNAMIC_SHARED(dyn);
-  const StagedScope sc = staged_scope<kCluster>(a.g, a.sp);
-  const int64_t J = a.sp.slots, S = a.sp.staged;  // units j < S staged, the rest direct
-  for (int64_t base = sc.first; base < a.g.units; base += sc.stride) {  // a round
-    const int64_t end = staged_end(sc, base, a.g.units);
-#pragma unroll 1
-    for (int64_t j = 0, u = base + sc.rank; j < S; ++j, u += sc.size) {  // every slot in flight, a group each
-      if (u < end) stage_unit<T, kNHWC>(a.p.x, a.p, a.g, u, dyn + j * a.sp.slot_bytes);
-      se_cp_async_commit();
-    }
-#pragma unroll 1
-    for (int64_t j = 0, u = base + sc.rank; j < J && u < end; ++j, u += sc.size) {
-      if (j < S) {
-        se_cp_async_wait(static_cast<int>(S - 1 - j));  // slot j's group has landed
-        __syncthreads();                                // ... for every thread's copies
-        fwd_staged_phase1_call<T, kNHWC>(a, sm, u, dyn + j * a.sp.slot_bytes);
-      } else {
-        fwd_direct_phase1_call<T, kNHWC>(a, sm, u);
-      }
-    }
-    if (kNHWC && a.g.parts > 1) {  // uniform: every block of the scope meets both barriers
-      staged_sync<kCluster>();
-      fwd_sum_loop<T>(a, sm, base / a.g.parts, end / a.g.parts, sc.rank, sc.size);
-    }
-    staged_sync<kCluster>();
-#pragma unroll 1
-    for (int64_t j = 0, u = base + sc.rank; j < J && u < end; ++j, u += sc.size) {
-      if (j < S) {
-        fwd_staged_phase2_call<T, kNHWC, kFC2>(a, sm, u, dyn + j * a.sp.slot_bytes);
-      } else {
-        fwd_direct_phase2_call<T, kNHWC, kFC2>(a, sm, u);
-      }
-    }
-  }
+  staged_rounds<T, kNHWC, kCluster>(
+      a.p, a.g, a.sp, a.p.x,
+      [&](int64_t u, unsigned char* slot) { fwd_staged_phase1_call<T, kNHWC>(a, sm, u, slot); },
+      [&](int64_t u) { fwd_direct_phase1_call<T, kNHWC>(a, sm, u); },
+      [&](int64_t first, int64_t last, int64_t rank, int64_t size) {
+        fwd_sum_loop<T>(a, sm, first, last, rank, size);
+      },
+      [&](int64_t u, unsigned char* slot) { fwd_staged_phase2_call<T, kNHWC, kFC2>(a, sm, u, slot); },
+      [&](int64_t u) { fwd_direct_phase2_call<T, kNHWC, kFC2>(a, sm, u); });
 }
 
 // ------------------------------------------------------------------ host

@@ -278,6 +278,55 @@ __device__ __forceinline__ void onepass_scale(const T* tile, T* o, int64_t C, in
   }
 }
 
+// The rounds of a staged kernel (se_forward.cuh, se_backward.cuh): in each
+// round the block issues the copies of its staged units' tiles of `src` (x or
+// dy), a commit group per slot, all in flight; for each of its units, in
+// order, waits for the slot's group and meets its threads (a staged unit) and
+// runs phase 1; meets the round's barrier (with row parts: the barrier, the
+// summing step, the barrier again); runs each unit's phase 2. The direction's
+// steps: phase1(u, slot) / phase1_direct(u) (a unit past the staged ones),
+// sum(first, last, rank, size), phase2(u, slot) / phase2_direct(u).
+template <typename T, bool kNHWC, bool kCluster, typename P1, typename P1d, typename Sum, typename P2,
+          typename P2d>
+__device__ __forceinline__ void staged_rounds(const SEForwardParams& p, const Geometry& g, const StagedPlan& sp,
+                                              const void* src, const P1& phase1, const P1d& phase1_direct,
+                                              const Sum& sum, const P2& phase2, const P2d& phase2_direct) {
+  SE_DYNAMIC_SHARED(dyn);
+  const StagedScope sc = staged_scope<kCluster>(g, sp);
+  const int64_t J = sp.slots, S = sp.staged;  // units j < S staged, the rest direct
+  for (int64_t base = sc.first; base < g.units; base += sc.stride) {  // a round
+    const int64_t end = staged_end(sc, base, g.units);
+#pragma unroll 1
+    for (int64_t j = 0, u = base + sc.rank; j < S; ++j, u += sc.size) {  // every slot in flight, a group each
+      if (u < end) stage_unit<T, kNHWC>(src, p, g, u, dyn + j * sp.slot_bytes);
+      se_cp_async_commit();
+    }
+#pragma unroll 1
+    for (int64_t j = 0, u = base + sc.rank; j < J && u < end; ++j, u += sc.size) {
+      if (j < S) {
+        se_cp_async_wait(static_cast<int>(S - 1 - j));  // slot j's group has landed
+        __syncthreads();                                // ... for every thread's copies
+        phase1(u, dyn + j * sp.slot_bytes);
+      } else {
+        phase1_direct(u);
+      }
+    }
+    if (kNHWC && g.parts > 1) {  // uniform: every block of the scope meets both barriers
+      staged_sync<kCluster>();
+      sum(base / g.parts, end / g.parts, sc.rank, sc.size);
+    }
+    staged_sync<kCluster>();
+#pragma unroll 1
+    for (int64_t j = 0, u = base + sc.rank; j < J && u < end; ++j, u += sc.size) {
+      if (j < S) {
+        phase2(u, dyn + j * sp.slot_bytes);
+      } else {
+        phase2_direct(u);
+      }
+    }
+  }
+}
+
 // Host: the cluster plan (se_heuristics.h cluster_plan) that the device
 // schedules for Kernel: at most its largest cluster at the plan's shared
 // memory, at least one such cluster resident at a time. An error (a sample
