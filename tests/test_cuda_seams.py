@@ -322,15 +322,21 @@ print(f, b, c["forward"][f], c["backward"][b],
 """
 
 
+def _run_on_path(script, path):
+    """(the script's run in a process of its own with SE_FUSED_CUDA_PATH=path, the path
+    its calls must take): clusters exist from sm_90 on; before, a cluster request runs
+    two-pass."""
+    env = dict(os.environ, SE_FUSED_CUDA_PATH=path)
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out, "twopass" if path == "cluster" and torch.cuda.get_device_capability()[0] < 9 else path
+
+
 @requires_cuda
 @pytest.mark.parametrize("path", ["twopass", "onepass", "cluster"])
 def test_forced_path_runs_as_itself_and_is_reported(path):
-    env = dict(os.environ, SE_FUSED_CUDA_PATH=path)
-    out = subprocess.run([sys.executable, "-c", _PATH_SCRIPT], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    # Clusters exist from sm_90 on; before it the cluster request runs two-pass.
-    ran = "twopass" if path == "cluster" and torch.cuda.get_device_capability()[0] < 9 else path
+    out, ran = _run_on_path(_PATH_SCRIPT, path)
     assert out.stdout.split() == [ran, ran, "1", "1", "True", "True"], out.stdout
 
 
@@ -379,11 +385,7 @@ for shape, dtype, fmt in [((2, 64, 7, 7), torch.float32, torch.contiguous_format
 @requires_cuda
 @pytest.mark.parametrize("path", ["twopass", "onepass", "cluster"])
 def test_cuda_graph_capture_and_replay_per_path(path):
-    env = dict(os.environ, SE_FUSED_CUDA_PATH=path)
-    out = subprocess.run([sys.executable, "-c", _GRAPH_SCRIPT], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    ran = "twopass" if path == "cluster" and torch.cuda.get_device_capability()[0] < 9 else path
+    out, ran = _run_on_path(_GRAPH_SCRIPT, path)
     for line in out.stdout.split("\n"):
         if line.strip():
             assert line.split() == [ran, ran], out.stdout

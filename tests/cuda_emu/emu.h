@@ -660,16 +660,16 @@ inline unsigned char* dynamic_shared() {
   return tl_slot->dyn.get();
 }
 
-// The grid barrier: the block's threads meet; the last one to arrive waits
-// for the other blocks (its OS thread blocks: every other fiber of the block
-// is waiting anyway), then releases the block.
-inline void grid_sync() {
+// An inter-block barrier (grid or cluster): the block's threads meet at b;
+// the last one to arrive runs wait_blocks, the wait for the other blocks (its
+// OS thread blocks: every other fiber of the block is waiting anyway), then
+// releases the block.
+template <typename F>
+inline void block_meet(Bar& b, const F& wait_blocks) {
   Slot* s = tl_slot;
-  if (!s->grid_bar) fatal("grid sync outside a cooperative launch");
-  Bar& b = s->grid_bar_local;
   const uint64_t g = b.gen;
   if (++b.count == b.expected) {
-    s->grid_bar->arrive_and_wait();
+    wait_blocks();
     b.count = 0;
     b.gen++;
     return;
@@ -678,6 +678,13 @@ inline void grid_sync() {
   s->wait_gen[s->cur] = g;
   while (b.gen == g) yield_to_scheduler();
   s->wait_bar[s->cur] = nullptr;
+}
+
+// The grid barrier (block_meet, the blocks meeting at the launch's std::barrier).
+inline void grid_sync() {
+  Slot* s = tl_slot;
+  if (!s->grid_bar) fatal("grid sync outside a cooperative launch");
+  block_meet(s->grid_bar_local, [&] { s->grid_bar->arrive_and_wait(); });
 }
 
 // A 16-byte vector access to an address that is not 16-byte aligned faults on

@@ -76,39 +76,28 @@ struct ClusterRun {
   fatal(msg);
 }
 
-// The cluster barrier (cooperative_groups::this_cluster().sync()): the block's
-// threads meet; the last to arrive waits for the cluster's other blocks (its
-// OS thread blocks: the block's other fibers wait anyway), then releases the block.
+// The cluster barrier (cooperative_groups::this_cluster().sync()): block_meet
+// (emu.h), the blocks meeting at the cluster's count; a block of the cluster
+// that returned instead is a deadlock.
 inline void cluster_sync() {
   Slot* s = tl_slot;
   if (!s->cluster) fatal("cluster sync outside a cluster launch (cudaLaunchAttributeClusterDimension)");
   if (s->cluster->plan->d.binary < 90)
     fatal("cluster sync in a kernel whose image predates sm_90: its cluster kernels are empty there and must never be launched");
-  Bar& b = s->cluster_bar_local;
-  const uint64_t g = b.gen;
-  if (++b.count == b.expected) {
+  block_meet(s->cluster_bar_local, [&] {
     ClusterRun& c = *s->cluster;
-    {
-      std::unique_lock<std::mutex> l(c.m);
-      if (c.exited) cluster_deadlock(c);
-      const uint64_t cg = c.gen;
-      if (++c.count == c.size) {
-        c.count = 0;
-        c.gen++;
-        c.cv.notify_all();
-      } else {
-        c.cv.wait(l, [&] { return c.gen != cg || c.exited; });
-        if (c.gen == cg) cluster_deadlock(c);
-      }
+    std::unique_lock<std::mutex> l(c.m);
+    if (c.exited) cluster_deadlock(c);
+    const uint64_t cg = c.gen;
+    if (++c.count == c.size) {
+      c.count = 0;
+      c.gen++;
+      c.cv.notify_all();
+    } else {
+      c.cv.wait(l, [&] { return c.gen != cg || c.exited; });
+      if (c.gen == cg) cluster_deadlock(c);
     }
-    b.count = 0;
-    b.gen++;
-    return;
-  }
-  s->wait_bar[s->cur] = &b;
-  s->wait_gen[s->cur] = g;
-  while (b.gen == g) yield_to_scheduler();
-  s->wait_bar[s->cur] = nullptr;
+  });
 }
 // A block of the cluster returned: blocks waiting at the cluster barrier never go on.
 inline void cluster_block_exit(ClusterRun& c) {

@@ -191,7 +191,7 @@ __global__ void k_coop_dyn(Args a) {
 // before the next round overwrites out. Then out[grid + b] = the sum,
 // out[2 grid + b] = its rank, out[3 grid + b] = the cluster's size. Thread 0
 // of each block does the global accesses, every thread meets at the barriers.
-__global__ void k_cluster(Args a) {
+__device__ void cluster_exchange(const Args& a) {
   const auto cl = cooperative_groups::this_cluster();
   const unsigned r = cl.block_rank(), c = cl.num_blocks(), b = blockIdx.x, g = gridDim.x;
   float acc = 0.f;
@@ -207,23 +207,9 @@ __global__ void k_cluster(Args a) {
     a.out[3 * g + b] = (float)c;
   }
 }
+__global__ void k_cluster(Args a) { cluster_exchange(a); }
 // The same body, another kernel (its own attributes).
-__global__ void k_cluster2(Args a) {
-  const auto cl = cooperative_groups::this_cluster();
-  const unsigned r = cl.block_rank(), c = cl.num_blocks(), b = blockIdx.x, g = gridDim.x;
-  float acc = 0.f;
-  for (int round = 0; round < 3; ++round) {
-    if (threadIdx.x == 0) a.out[b] = a.in[b] * (float)(round + 1);
-    se_cluster_sync();
-    if (threadIdx.x == 0) acc += a.out[b - r + (r + 1) % c];
-    se_cluster_sync();
-  }
-  if (threadIdx.x == 0) {
-    a.out[g + b] = acc;
-    a.out[2 * g + b] = (float)r;
-    a.out[3 * g + b] = (float)c;
-  }
-}
+__global__ void k_cluster2(Args a) { cluster_exchange(a); }
 // Rank 0 returns without the cluster barrier its cluster's other blocks wait at.
 __global__ void k_cluster_exit(Args a) {
   if (cooperative_groups::this_cluster().block_rank() == 0) return;
