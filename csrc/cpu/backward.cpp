@@ -109,11 +109,7 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
     const T* dys = dyd + n0 * sample;
     const T* xs = xd + n0 * sample;
     // squeeze: ds = sum_hw dy * x
-    tiling.for_each_tile(g, false, [&](int64_t i, int64_t begin, int64_t end) {
-      tiling.reduce<A, T>(dys + i * sample, xs + i * sample, begin, end,
-                          parts + i * tiling.nparts * C);
-    });
-    tiling.finish(g, parts, A(1), ds);
+    tiling.squeeze<A, T>(g, dys, xs, sample, A(1), parts, ds);
     // excite backward, from the forward's pre-activations.
     const A* z1s = z1d + n0 * H;
     const A* z2s = z2d + n0 * C;

@@ -87,10 +87,7 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
     A* z1s = saved ? saved->z1 + n0 * p.hidden : scratch[4];
     A* z2s = saved ? saved->z2 + n0 * p.C : scratch[5];
     // squeeze
-    tiling.for_each_tile(g, false, [&](int64_t i, int64_t begin, int64_t end) {
-      tiling.reduce<A, T>(xs + i * sample, nullptr, begin, end, parts + i * tiling.nparts * p.C);
-    });
-    tiling.finish(g, parts, A(1) / static_cast<A>(p.HW), ps);
+    tiling.squeeze<A, T>(g, xs, nullptr, sample, A(1) / static_cast<A>(p.HW), parts, ps);
     // excite
     excite<T, A>(p, ps, storage_ptr<T>(w1), optional_data<T>(b1), optional_data<T>(w2),
                  optional_data<T>(b2), g, z1s, a,

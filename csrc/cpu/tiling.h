@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "cpu/vec.h"
 #include "se_checks.h"
@@ -128,41 +129,74 @@ struct Tiling {
     });
   }
 
-  // The tile's sums of a (or of a * b): parts is the sample's [nparts, C]
-  // buffer. a and b point at the sample's first element.
+  // out[i, c] = factor * the sum over sample i's channel c of a (b: of a * b),
+  // for g samples `stride` elements apart: each tile's sums (tile_sums), a
+  // channel's partials added in tile order, then the factor. NCHW: a tile's
+  // channels are whole, so its sums are final. channels_last: a thread that
+  // takes all of a sample's tiles adds each tile's partials to the total as it
+  // goes, while they are in its cache; the tiles of a sample split between
+  // threads leave their partials in `parts` ([g, nparts, C]), added after the
+  // parallel loop in the same order. The sums are the same either way.
   template <typename A, typename T>
-  void reduce(const T* a, const T* b, int64_t begin, int64_t end, A* parts) const {
-    if (!channels_last) {
-      if (b == nullptr) {
-        row_sums<false>(a + begin * HW, b, HW, HW, end - begin, parts + begin);
-      } else {
-        row_sums<true>(a + begin * HW, b + begin * HW, HW, HW, end - begin, parts + begin);
+  void squeeze(int64_t g, const T* a, const T* b, int64_t stride, A factor, A* parts,
+               A* out) const {
+    // split[i]: sample i's tiles were split between threads (set by the thread
+    // with its first tile), so its partials are in parts.
+    thread_local std::vector<char> flags;
+    flags.assign(g, 0);
+    char* const split = flags.data();
+    at::parallel_for(0, g * ntiles, 1, [&](int64_t first, int64_t last) {
+      for (int64_t t = first; t < last; ++t) {
+        const int64_t i = t / ntiles, k = t % ntiles;
+        const T* ai = a + i * stride;
+        const T* bi = b ? b + i * stride : nullptr;
+        A* oi = out + i * C;
+        const int64_t begin = k * span, end = std::min(channels_last ? HW : C, begin + span);
+        if (!channels_last) {
+          tile_sums(ai, bi, begin, end, oi + begin);
+          for (int64_t c = begin; c < end; ++c) oi[c] *= factor;
+          continue;
+        }
+        A* pi = parts + i * nparts * C;
+        if (t - k < first || t - k + ntiles > last) {
+          if (k == 0) split[i] = 1;
+          tile_sums(ai, bi, begin, end, pi + k * C);
+          continue;
+        }
+        tile_sums(ai, bi, begin, end, k == 0 ? oi : pi);
+        if (k > 0)
+          for (int64_t c = 0; c < C; ++c) oi[c] += pi[c];
+        if (k == ntiles - 1)
+          for (int64_t c = 0; c < C; ++c) oi[c] *= factor;
       }
-      return;
-    }
-    A* acc = parts + (begin / span) * C;
-    if (b == nullptr) {
-      column_sums<false>(a + begin * C, b, C, end - begin, C, acc);
-    } else {
-      column_sums<true>(a + begin * C, b + begin * C, C, end - begin, C, acc);
+    });
+    for (int64_t i = 0; i < g; ++i) {
+      if (!split[i]) continue;
+      const A* pi = parts + i * nparts * C;
+      A* oi = out + i * C;
+      for (int64_t c = 0; c < C; ++c) oi[c] = pi[c];
+      for (int64_t k = 1; k < nparts; ++k)
+        for (int64_t c = 0; c < C; ++c) oi[c] += pi[k * C + c];
+      for (int64_t c = 0; c < C; ++c) oi[c] *= factor;
     }
   }
 
-  // Each of g samples' per-channel totals from its partial sums ([nparts, C]
-  // per sample), times `factor`, in parallel over the samples.
-  template <typename A>
-  void finish(int64_t g, const A* parts, A factor, A* out) const {
-    const int64_t grain = std::max<int64_t>(1, 32768 / (nparts * C + 1));
-    at::parallel_for(0, g, grain, [&](int64_t first, int64_t last) {
-      for (int64_t i = first; i < last; ++i) {
-        const A* pi = parts + i * nparts * C;
-        A* oi = out + i * C;
-        for (int64_t c = 0; c < C; ++c) oi[c] = pi[c];
-        for (int64_t t = 1; t < nparts; ++t)
-          for (int64_t c = 0; c < C; ++c) oi[c] += pi[t * C + c];
-        for (int64_t c = 0; c < C; ++c) oi[c] *= factor;
+  // The sums over one tile of a sample (a and b point at its first element):
+  // NCHW, of channels [begin, end) into dst[0, end - begin); channels_last,
+  // of rows [begin, end), a partial for each of the C channels into dst.
+  template <typename A, typename T>
+  void tile_sums(const T* a, const T* b, int64_t begin, int64_t end, A* dst) const {
+    if (!channels_last) {
+      if (b == nullptr) {
+        row_sums<false>(a + begin * HW, b, HW, HW, end - begin, dst);
+      } else {
+        row_sums<true>(a + begin * HW, b + begin * HW, HW, HW, end - begin, dst);
       }
-    });
+    } else if (b == nullptr) {
+      column_sums<false>(a + begin * C, b, C, end - begin, C, dst);
+    } else {
+      column_sums<true>(a + begin * C, b + begin * C, C, end - begin, C, dst);
+    }
   }
 
   // out[c, hw] = fn(in[c, hw], c) over the tile.
