@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu/vec.h"
 
@@ -191,6 +192,16 @@ inline void outer_tile(const MatView<A>& a, const MatView<T>& b, int64_t g0, int
   for (int g = 0; g < kG; ++g) out(g0 + g, m0, &total[g][0].part[0][0], kV * kLanes<A>);
 }
 
+// fn(std::integral_constant<int, n>) for 1 <= n <= kMax: a tile's vector
+// count as a compile-time constant.
+template <int kMax, typename Fn>
+inline void with_vectors(int64_t n, const Fn& fn) {
+  if constexpr (kMax > 1) {
+    if (n < kMax) return with_vectors<kMax - 1>(n, fn);
+  }
+  fn(std::integral_constant<int, kMax>{});
+}
+
 // For g < G, m < M: s(g, m) = sum_k a(g, k) * b(k, m) over k < K in order,
 // for a [G, K] (any strides) and b [K, M] (contiguous rows), handed to
 // out(g, m, &s(g, m), count) for count consecutive m (so that the epilogue's
@@ -231,15 +242,16 @@ void outer_sums(const MatView<A>& a, const MatView<T>& b, const Out& out) {
       const int64_t nv = std::min<int64_t>(kOuterV, vecs - v0);
       for (int64_t g = g0; g < g0 + gn;) {
         const bool rows = g0 + gn - g >= kOuterG;
-        if (rows && nv == kOuterV) {
-          outer_tile<kOuterG, kOuterV>(a, b, g, v0 * L, out);
-        } else if (rows) {
-          for (int64_t v = v0; v < v0 + nv; ++v) outer_tile<kOuterG, 1>(a, b, g, v * L, out);
-        } else if (nv == kOuterV) {
-          outer_tile<1, kOuterV>(a, b, g, v0 * L, out);
-        } else {
-          for (int64_t v = v0; v < v0 + nv; ++v) outer_tile<1, 1>(a, b, g, v * L, out);
-        }
+        // One tile of all nv vectors: their sums run side by side (nv at a
+        // time, not one after another: at batch 1 a sum is a chain of K
+        // dependent multiply-adds).
+        with_vectors<kOuterV>(nv, [&](auto v) {
+          if (rows) {
+            outer_tile<kOuterG, decltype(v)::value>(a, b, g, v0 * L, out);
+          } else {
+            outer_tile<1, decltype(v)::value>(a, b, g, v0 * L, out);
+          }
+        });
         g += rows ? kOuterG : 1;
       }
     }
