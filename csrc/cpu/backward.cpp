@@ -142,12 +142,12 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
     }
     // dx = dy * s + dp / HW (dy * s + dy + dp / HW for the residual gate)
     with_residual(p.residual, [&](auto residual) {
-      using Ops = GateOps<T, decltype(residual)::value>;
+      using Ops = GateOps<A, decltype(residual)::value>;
       tiling.for_each_tile(g, true, [&](int64_t i, int64_t begin, int64_t end) {
         const A* gi = gate + i * C;
         const A* dpi = dp + i * C;
         tiling.map(dys + i * sample, dxd + (n0 + i) * sample, begin, end,
-                   [&](T v, int64_t c) { return Ops::scale_add(v, gi[c], dpi[c]); });
+                   [&](A v, int64_t c) { return Ops::scale_add(v, gi[c], dpi[c]); });
       });
     });
   }

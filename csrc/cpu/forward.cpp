@@ -97,11 +97,11 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
     });
     // scale
     with_residual(p.residual, [&](auto residual) {
-      using Ops = GateOps<T, decltype(residual)::value>;
+      using Ops = GateOps<A, decltype(residual)::value>;
       tiling.for_each_tile(g, newest_first, [&](int64_t i, int64_t begin, int64_t end) {
         const A* gi = gate + i * p.C;
         tiling.map(xs + i * sample, yd + (n0 + i) * sample, begin, end,
-                   [&](T v, int64_t c) { return Ops::scale(v, gi[c]); });
+                   [&](A v, int64_t c) { return Ops::scale(v, gi[c]); });
       });
     });
   }

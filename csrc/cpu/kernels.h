@@ -36,22 +36,16 @@ namespace se_fused::cpu {
 
 // How a gate is stored and applied, per tensor dtype: rounding happens once.
 
-// The gate is kept in acc_t and the product formed in acc_t, then rounded
-// once to T. (For float tensors that is a double multiply: exact enough for a
-// single rounding, and vectorisable without hardware FMA.)
+// The gate is kept in acc_t and the product formed in acc_t (GateOps), then
+// rounded once to T (Tiling::map). (For float tensors that is a double
+// multiply: exact enough for a single rounding, and vectorisable without
+// hardware FMA.)
 // With the residual gate (kResidual) y = x * s + x and dx = dy * s + dy + g, as the
 // plain block's x * s + x orders them: an infinite x where s is 0 gives NaN.
-template <typename T, bool kResidual = false>
+template <typename A, bool kResidual = false>
 struct GateOps {
-  using A = acc_t<T>;
-  static T scale(T x, A s) {
-    const A v = to_acc<A>(x);
-    return from_acc<T>(kResidual ? residual_product(v, s) : v * s);
-  }
-  static T scale_add(T dy, A s, A g) {
-    const A v = to_acc<A>(dy);
-    return from_acc<T>((kResidual ? residual_product(v, s) : v * s) + g);
-  }
+  static A scale(A x, A s) { return kResidual ? residual_product(x, s) : x * s; }
+  static A scale_add(A dy, A s, A g) { return (kResidual ? residual_product(dy, s) : dy * s) + g; }
 };
 
 // Calls fn(residual) with residual a std::bool_constant, so that the scale loops

@@ -10,6 +10,7 @@
 
 #include "cpu/vec.h"
 #include "se_checks.h"
+#include "se_math.h"
 
 namespace se_fused::cpu {
 
@@ -83,6 +84,46 @@ void row_sums(const T* a, const T* b, int64_t stride, int64_t n, int64_t rows, A
   for (; r < rows; ++r)
     row_sums<1, kDot>(a + r * stride, kDot ? b + r * stride : b, stride, n, out + r);
 }
+
+// out[k] = f(in[k], k) for k < n, f on acc_t values: in[k] widened to
+// acc_t<T>, the result rounded to T once.
+template <typename T, typename F>
+inline void map_row(const T* in, T* out, int64_t n, const F& f) {
+  for (int64_t k = 0; k < n; ++k) out[k] = from_acc<T>(f(to_acc<acc_t<T>>(in[k]), k));
+}
+
+#if defined(__FLT16_MAX__) && defined(__F16C__)
+// float16: the compiler converts a _Float16 one element at a time (no
+// AVX512-FP16 in the target), which made the scale loops scalar. Here blocks
+// of the row are widened with F16C into floats, mapped there (a loop the
+// compiler vectorises), and narrowed with F16C's vcvtps2ph under the current
+// rounding mode: the instruction the one-element conversion uses, so the
+// same bits.
+template <typename F>
+inline void map_row(const _Float16* in, _Float16* out, int64_t n, const F& f) {
+  constexpr int64_t kBlock = 256, R = kRegLanes<float>;
+  alignas(64) float buf[kBlock];
+  for (int64_t k0 = 0; k0 < n; k0 += kBlock) {
+    const int64_t m = std::min(kBlock, n - k0), full = m / R * R;
+    for (int64_t k = 0; k < full; k += R) {
+      const Reg<float> v = load_reg<float>(in + k0 + k);
+      __builtin_memcpy(buf + k, &v, sizeof(v));
+    }
+    for (int64_t k = full; k < m; ++k) buf[k] = to_acc<float>(in[k0 + k]);
+    for (int64_t k = 0; k < m; ++k) buf[k] = f(buf[k], k0 + k);
+    int64_t k = 0;
+#if defined(__AVX512F__)
+    for (; k + 16 <= m; k += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k0 + k),
+                          _mm512_cvtps_ph(_mm512_load_ps(buf + k), _MM_FROUND_CUR_DIRECTION));
+#endif
+    for (; k + 8 <= m; k += 8)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k0 + k),
+                       _mm256_cvtps_ph(_mm256_load_ps(buf + k), _MM_FROUND_CUR_DIRECTION));
+    for (; k < m; ++k) out[k0 + k] = from_acc<_Float16>(buf[k]);
+  }
+}
+#endif
 
 // Tiles: a sample is cut into tiles of contiguous memory, about kTileElems
 // each. NCHW: a tile is a block of whole channel planes, so a channel's sum
@@ -199,22 +240,16 @@ struct Tiling {
     }
   }
 
-  // out[c, hw] = fn(in[c, hw], c) over the tile.
+  // out[c, hw] = fn(in[c, hw], c) over the tile, fn on acc_t values: each
+  // element widened to acc_t<T>, fn, rounded back to T once (map_row).
   template <typename T, typename Fn>
   void map(const T* in, T* out, int64_t begin, int64_t end, const Fn& fn) const {
     if (!channels_last) {
-      for (int64_t c = begin; c < end; ++c) {
-        const T* i = in + c * HW;
-        T* o = out + c * HW;
-        for (int64_t k = 0; k < HW; ++k) o[k] = fn(i[k], c);
-      }
+      for (int64_t c = begin; c < end; ++c)
+        map_row(in + c * HW, out + c * HW, HW, [&](acc_t<T> v, int64_t) { return fn(v, c); });
       return;
     }
-    for (int64_t hw = begin; hw < end; ++hw) {
-      const T* i = in + hw * C;
-      T* o = out + hw * C;
-      for (int64_t c = 0; c < C; ++c) o[c] = fn(i[c], c);
-    }
+    for (int64_t hw = begin; hw < end; ++hw) map_row(in + hw * C, out + hw * C, C, fn);
   }
 };
 
