@@ -205,20 +205,24 @@ def test_batch_invariance(device, variant, dtype, layout):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_thread_count_invariance_cpu(layout, dtype):
-    """CPU results do not depend on how many threads run them."""
+@pytest.mark.parametrize("shape", [(6, 64, 15, 15), (5, 96, 28, 28)], ids=["1tile", "5tiles"])
+def test_thread_count_invariance_cpu(shape, layout, dtype):
+    """CPU results do not depend on how many threads run them. 5tiles: five squeeze tiles per
+    sample, so that 2 and 3 threads split some samples' tiles between threads (their partials
+    are added after the parallel loop) and take others whole (added as the thread goes)."""
     variant = (True, "relu", "hardsigmoid")
-    x, wts, dy = _problem((6, 64, 15, 15), 8, variant, dtype, "cpu", layout, "threads")
+    x, wts, dy = _problem(shape, 8, variant, dtype, "cpu", layout, "threads")
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         one = _fwd_bwd(x, wts, variant, dy)
-        torch.set_num_threads(max(2, before))
-        many = _fwd_bwd(x, wts, variant, dy)
+        for threads in sorted({2, 3, max(2, before)}):
+            torch.set_num_threads(threads)
+            many = _fwd_bwd(x, wts, variant, dy)
+            for k in one:
+                assert_bitwise_equal(many[k], one[k], what=f"{k}: {threads} threads vs 1")
     finally:
         torch.set_num_threads(before)
-    for k in one:
-        assert_bitwise_equal(many[k], one[k], what=f"{k}: {max(2, before)} threads vs 1")
 
 
 def test_concurrent_callers_cpu():
