@@ -56,21 +56,27 @@ def case_digest(shape, hidden, dtype, layout, variant, device) -> str:
     return h.hexdigest()
 
 
+def digest(device="cpu", verbose=False):
+    """(case count, the sha256 over every case's digest, in order)."""
+    total = hashlib.sha256()
+    count = 0
+    for (shape, hidden), dtype, layout, variant in itertools.product(SHAPES, DTYPES, LAYOUTS,
+                                                                    VARIANTS):
+        d = case_digest(shape, hidden, dtype, layout, variant, device)
+        total.update(d.encode())
+        count += 1
+        if verbose:
+            print(shape, hidden, str(dtype).replace("torch.", ""), layout, variant, d[:16])
+    return count, total.hexdigest()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--verbose", action="store_true", help="print each case's digest")
     args = ap.parse_args()
-    total = hashlib.sha256()
-    count = 0
-    for (shape, hidden), dtype, layout, variant in itertools.product(SHAPES, DTYPES, LAYOUTS,
-                                                                    VARIANTS):
-        d = case_digest(shape, hidden, dtype, layout, variant, args.device)
-        total.update(d.encode())
-        count += 1
-        if args.verbose:
-            print(shape, hidden, str(dtype).replace("torch.", ""), layout, variant, d[:16])
-    print(f"{count} cases on {args.device}: {total.hexdigest()}")
+    count, hexdigest = digest(args.device, args.verbose)
+    print(f"{count} cases on {args.device}: {hexdigest}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Memory layouts (NCHW, channels_last, strided views) and bitwise determinism:
-run to run, batch invariance, thread-count invariance."""
+run to run, batch invariance, thread-count invariance, the CPU digest."""
+import os
+import sys
 import threading
 
 import pytest
@@ -221,6 +223,31 @@ def test_thread_count_invariance_cpu(shape, layout, dtype):
             many = _fwd_bwd(x, wts, variant, dy)
             for k in one:
                 assert_bitwise_equal(many[k], one[k], what=f"{k}: {threads} threads vs 1")
+    finally:
+        torch.set_num_threads(before)
+
+
+# benchmarks/digest.py's CPU digest (y and every gradient of 448 cases, bit for bit). The same
+# for builds with -march=x86-64-v4, x86-64-v3 and the compiler's default (SE_FUSED_CPU_ARCH=none),
+# at 1, 2, 3 and 5 threads (checked 2026-12-07). A change that moves it changes some result's
+# bits: update it only in a commit that says which and why.
+CPU_DIGEST = "8aba4cbfa42f76b86cfa4a388534e538531ef15725b299bf99d843ac44ff8528"
+
+
+def test_cpu_digest_pinned():
+    """The CPU kernels' results are the pinned bits, on one thread and on three."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "benchmarks"))
+    try:
+        import digest
+    finally:
+        sys.path.pop(0)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            count, value = digest.digest("cpu")
+            assert (count, value) == (448, CPU_DIGEST), f"{threads} thread(s): {count} cases, {value}"
     finally:
         torch.set_num_threads(before)
 
