@@ -186,6 +186,13 @@ struct Tiling {
     thread_local std::vector<char> flags;
     flags.assign(g, 0);
     char* const split = flags.data();
+    // Tile k's partials (at part) into sample i's total: the first copied
+    // (unless summed in place), the others added, the last then scaled.
+    auto fold = [&](A* oi, const A* part, int64_t k) {
+      for (int64_t c = 0; c < C; ++c) oi[c] = k == 0 ? part[c] : oi[c] + part[c];
+      if (k == ntiles - 1)
+        for (int64_t c = 0; c < C; ++c) oi[c] *= factor;
+    };
     at::parallel_for(0, g * ntiles, 1, [&](int64_t first, int64_t last) {
       for (int64_t t = first; t < last; ++t) {
         const int64_t i = t / ntiles, k = t % ntiles;
@@ -205,21 +212,12 @@ struct Tiling {
           continue;
         }
         tile_sums(ai, bi, begin, end, k == 0 ? oi : pi);
-        if (k > 0)
-          for (int64_t c = 0; c < C; ++c) oi[c] += pi[c];
-        if (k == ntiles - 1)
-          for (int64_t c = 0; c < C; ++c) oi[c] *= factor;
+        fold(oi, k == 0 ? oi : pi, k);
       }
     });
-    for (int64_t i = 0; i < g; ++i) {
-      if (!split[i]) continue;
-      const A* pi = parts + i * nparts * C;
-      A* oi = out + i * C;
-      for (int64_t c = 0; c < C; ++c) oi[c] = pi[c];
-      for (int64_t k = 1; k < nparts; ++k)
-        for (int64_t c = 0; c < C; ++c) oi[c] += pi[k * C + c];
-      for (int64_t c = 0; c < C; ++c) oi[c] *= factor;
-    }
+    for (int64_t i = 0; i < g; ++i)
+      if (split[i])
+        for (int64_t k = 0; k < nparts; ++k) fold(out + i * C, parts + (i * nparts + k) * C, k);
   }
 
   // The sums over one tile of a sample (a and b point at its first element):
