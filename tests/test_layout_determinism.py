@@ -7,6 +7,8 @@ import threading
 import pytest
 import torch
 
+import se_fused
+
 from _reference import (DEVICES, LAYOUTS, LOW_DTYPES, STRIDED_LAYOUTS, VARIANTS,
                         assert_bitwise_equal, assert_close, assert_layout, assert_max_ulp,
                         dtype_id, fused, make_weights, make_x, reference_block,
@@ -76,26 +78,77 @@ def test_dy_in_the_other_layout(device, dy_layout):
         assert_close(got[k], ref[k], rtol=1e-6, atol=1e-6, what=k)
 
 
+def _dy_form(form, shape, dtype, device, layout):
+    """A dy of `shape` that is not dense: a view of random values, seeded by form."""
+    n, c, h, w = shape
+    gen = torch.Generator().manual_seed(seed_of("dyform", form))
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+
+    def rand(*size):
+        t = torch.randn(size, generator=gen, dtype=torch.float64).to(dtype).to(device)
+        return t.contiguous(memory_format=fmt) if len(size) == 4 else t
+
+    if form == "one value":  # the gradient of y.sum() (or y.mean()): all strides 0
+        return rand(1).reshape(()).expand(shape)
+    if form == "samples repeat":
+        return rand(1, c, h, w).expand(shape)
+    if form == "positions repeat":
+        return rand(n, c, 1, 1).expand(shape)
+    if form == "channel slice":
+        return rand(n, 2 * c, h, w)[:, :c]
+    assert form == "column slice"
+    return rand(n, c, h, 2 * w)[..., ::2]
+
+
+@pytest.mark.parametrize("form", ["one value", "samples repeat", "positions repeat",
+                                  "channel slice", "column slice"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("device", DEVICES)
-def test_expanded_and_strided_dy(device, layout):
-    """y.sum().backward() hands the backward a stride-0 (expanded) dy; a sliced
-    dy is not dense either. Both give the dense dy's gradients bit for bit."""
+def test_expanded_and_strided_dy(device, layout, dtype, form):
+    """y.sum().backward() hands the backward a stride-0 (expanded) dy; other
+    views (samples or positions repeated, a slice) are not dense either. The
+    CPU backward reads such a dy in place where its rows are contiguous (or from
+    one row, for one value) and copies it otherwise: every form gives the dense
+    dy's gradients bit for bit."""
     variant = (True, "relu", "sigmoid")
-    x, wts, _ = _problem((3, 16, 5, 7), 4, variant, torch.float32, device, layout, "dy")
-    ones = torch.ones(x.shape, device=device).contiguous(
-        memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
-    dense = _fwd_bwd(x, wts, variant, ones)
-    expanded = torch.ones((), device=device).expand(x.shape)
-    assert expanded.stride() == (0, 0, 0, 0)
-    got = _fwd_bwd(x, wts, variant, expanded)
+    shape = (3, 16, 5, 7)
+    x, wts, _ = _problem(shape, 4, variant, dtype, device, layout, "dy")
+    dy = _dy_form(form, shape, dtype, device, layout)
+    assert not dy.is_contiguous() and not dy.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    dense = _fwd_bwd(x, wts, variant, dy.contiguous(memory_format=fmt))
+    got = _fwd_bwd(x, wts, variant, dy)
     for k in dense:
-        assert_bitwise_equal(got[k], dense[k], what=f"{k} with an expanded dy")
-    dy = torch.randn((3, 16, 5, 14), device=device)
-    got = _fwd_bwd(x, wts, variant, dy[..., ::2])
-    ref = _fwd_bwd(x, wts, variant, dy[..., ::2].contiguous())
-    for k in ref:
-        assert_bitwise_equal(got[k], ref[k], what=f"{k} with a sliced dy")
+        assert_bitwise_equal(got[k], dense[k], what=f"{k} with dy as a {form}")
+
+
+@pytest.mark.parametrize("shape,fmt", [((3, 16, 4, 5, 6), torch.channels_last_3d),
+                                       ((3, 16, 4, 5, 6), torch.contiguous_format),
+                                       ((3, 16, 37), torch.contiguous_format)],
+                         ids=["ndhwc", "ncdhw", "nct"])
+def test_expanded_dy_other_ranks(shape, fmt):
+    """The same for 3-D and 1-D maps, whose rows span several dims (CPU)."""
+    gen = torch.Generator().manual_seed(seed_of("dyrank", shape, str(fmt)))
+    x = torch.randn(shape, generator=gen).contiguous(memory_format=fmt)
+    m = se_fused.FusedSEBlock(16, 4)
+    forms = {"one value": torch.tensor(0.3).expand(shape),
+             "samples repeat": torch.randn((1,) + shape[1:], generator=gen)
+             .contiguous(memory_format=fmt).expand(shape),
+             "positions repeat": torch.randn(shape[:2] + (1,) * (len(shape) - 2),
+                                             generator=gen).expand(shape),
+             "channel slice": torch.randn((shape[0], 32) + shape[2:], generator=gen)
+             .contiguous(memory_format=fmt)[:, :16]}
+
+    def grads(dy):
+        xx = x.clone(memory_format=torch.preserve_format).requires_grad_(True)
+        m.zero_grad(set_to_none=True)
+        m(xx).backward(dy)
+        return [xx.grad] + [p.grad for p in m.parameters()]
+
+    for form, dy in forms.items():
+        for got, ref in zip(grads(dy), grads(dy.contiguous(memory_format=fmt))):
+            assert_bitwise_equal(got, ref, what=f"a gradient with dy as a {form}")
 
 
 @pytest.mark.parametrize("layout", STRIDED_LAYOUTS)

@@ -67,7 +67,8 @@ void eca_weight_grad(const SEProblem& p, const B* dz2, const A* pooled, T* dw) {
 }  // namespace
 
 template <typename T>
-void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor& x,
+void backward_kernel(const SEProblem& p, const at::Tensor& dy, RowStrides dy_strides,
+                     const at::Tensor& x,
                      const at::Tensor& pooled, const at::Tensor& z1, const at::Tensor& z2,
                      const at::Tensor& w1, const std::optional<at::Tensor>& w2, at::Tensor& dx,
                      at::Tensor& dw1, at::Tensor* db1, at::Tensor* dw2, at::Tensor* db2) {
@@ -77,7 +78,7 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
   const int64_t sample = p.C * p.HW;
   const int64_t N = p.N, C = p.C, H = p.hidden;
   const int64_t G = chunk_samples(p, 2 * sample * static_cast<int64_t>(sizeof(T)), 4);
-  const T* dyd = storage_ptr<T>(dy);
+  const Rows<T> dyd{storage_ptr<T>(dy), dy_strides.sample, dy_strides.row};
   const T* xd = storage_ptr<T>(x);
   T* dxd = storage_ptr<T>(dx);
   const A* pd = pooled.data_ptr<A>();
@@ -106,10 +107,10 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
 
   for (int64_t n0 = 0; n0 < N; n0 += G) {
     const int64_t g = std::min(G, N - n0);
-    const T* dys = dyd + n0 * sample;
+    const Rows<T> dys = dyd.from(n0);
     const T* xs = xd + n0 * sample;
     // squeeze: ds = sum_hw dy * x
-    tiling.squeeze<A, T>(g, dys, xs, sample, A(1), parts, ds);
+    tiling.squeeze<A, T>(g, dys, tiling.dense(xs), A(1), parts, ds);
     // excite backward, from the forward's pre-activations.
     const A* z1s = z1d + n0 * H;
     const A* z2s = z2d + n0 * C;
@@ -146,7 +147,7 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
       tiling.for_each_tile(g, true, [&](int64_t i, int64_t begin, int64_t end) {
         const A* gi = gate + i * C;
         const A* dpi = dp + i * C;
-        tiling.map(dys + i * sample, dxd + (n0 + i) * sample, begin, end,
+        tiling.map(dys.from(i), dxd + (n0 + i) * sample, begin, end,
                    [&](A v, int64_t c) { return Ops::scale_add(v, gi[c], dpi[c]); });
       });
     });
@@ -177,11 +178,11 @@ void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor&
 }
 
 #define SE_FUSED_BACKWARD(T)                                                                  \
-  template void backward_kernel<T>(const SEProblem&, const at::Tensor&, const at::Tensor&,    \
+  template void backward_kernel<T>(const SEProblem&, const at::Tensor&, RowStrides,           \
                                    const at::Tensor&, const at::Tensor&, const at::Tensor&,   \
-                                   const at::Tensor&, const std::optional<at::Tensor>&,       \
-                                   at::Tensor&, at::Tensor&, at::Tensor*, at::Tensor*,        \
-                                   at::Tensor*)
+                                   const at::Tensor&, const at::Tensor&,                      \
+                                   const std::optional<at::Tensor>&, at::Tensor&,             \
+                                   at::Tensor&, at::Tensor*, at::Tensor*, at::Tensor*)
 SE_FUSED_CPU_INSTANTIATE(SE_FUSED_BACKWARD);
 
 }  // namespace se_fused::cpu

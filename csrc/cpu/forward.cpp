@@ -87,7 +87,7 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
     A* z1s = saved ? saved->z1 + n0 * p.hidden : scratch[4];
     A* z2s = saved ? saved->z2 + n0 * p.C : scratch[5];
     // squeeze
-    tiling.squeeze<A, T>(g, xs, nullptr, sample, A(1) / static_cast<A>(p.HW), parts, ps);
+    tiling.squeeze<A, T>(g, tiling.dense(xs), {}, A(1) / static_cast<A>(p.HW), parts, ps);
     // excite
     excite<T, A>(p, ps, storage_ptr<T>(w1), optional_data<T>(b1), optional_data<T>(w2),
                  optional_data<T>(b2), g, z1s, a,
@@ -100,7 +100,7 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
       using Ops = GateOps<A, decltype(residual)::value>;
       tiling.for_each_tile(g, newest_first, [&](int64_t i, int64_t begin, int64_t end) {
         const A* gi = gate + i * p.C;
-        tiling.map(xs + i * sample, yd + (n0 + i) * sample, begin, end,
+        tiling.map(tiling.dense(xs + i * sample), yd + (n0 + i) * sample, begin, end,
                    [&](A v, int64_t c) { return Ops::scale(v, gi[c]); });
       });
     });

@@ -98,10 +98,17 @@ void forward_kernel(const SEProblem& p, const at::Tensor& x, const at::Tensor& w
                     const std::optional<at::Tensor>& b2, at::Tensor& y,
                     const SavedState<acc_t<T>>* saved);
 
+// Where the backward reads dy's rows (Rows, tiling.h): the strides between
+// samples and between rows, in elements.
+struct RowStrides {
+  int64_t sample, row;
+};
+
 // dx and the weight gradients (dw2 with a w2; db1, db2 when not null) from the
 // saved state.
 template <typename T>
-void backward_kernel(const SEProblem& p, const at::Tensor& dy, const at::Tensor& x,
+void backward_kernel(const SEProblem& p, const at::Tensor& dy, RowStrides dy_strides,
+                     const at::Tensor& x,
                      const at::Tensor& pooled, const at::Tensor& z1, const at::Tensor& z2,
                      const at::Tensor& w1, const std::optional<at::Tensor>& w2, at::Tensor& dx,
                      at::Tensor& dw1, at::Tensor* db1, at::Tensor* dw2, at::Tensor* db2);

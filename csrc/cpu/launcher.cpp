@@ -15,6 +15,38 @@ OptTensor contiguous(const OptTensor& t) {
   return t ? OptTensor(t->contiguous()) : std::nullopt;
 }
 
+// dy where the backward kernel reads it (Rows, tiling.h): in place when its
+// rows are contiguous (NCHW: each channel's spatial plane; channels_last: each
+// position's C channels), whatever the strides between rows and between
+// samples, 0 included (a dy expanded across samples or positions); one value
+// broadcast everywhere (the gradient of y.sum() or y.mean()) from one row that
+// holds it; any other dy copied dense in the problem's format. The kernel
+// reads the same values in the same order either way: the same bits.
+std::pair<at::Tensor, RowStrides> dy_rows(const at::Tensor& dy, const SEProblem& p) {
+  const at::IntArrayRef sizes = dy.sizes(), strides = dy.strides();
+  const int64_t d = dy.dim();
+  // Whether dims [first, d) step through memory as one flat index of stride unit.
+  auto flat = [&](int64_t first, int64_t unit) {
+    int64_t step = unit;
+    for (int64_t k = d - 1; k >= first; --k) {
+      if (sizes[k] != 1 && strides[k] != step) return false;
+      step *= sizes[k];
+    }
+    return true;
+  };
+  if (!p.channels_last && flat(2, 1)) return {dy, {strides[0], strides[1]}};
+  if (p.channels_last && (sizes[1] == 1 || strides[1] == 1)) {
+    int64_t row = 0;  // the stride of the last spatial dim that is not 1
+    for (int64_t k = d - 1; k >= 2 && row == 0; --k)
+      if (sizes[k] != 1) row = strides[k];
+    if (flat(2, row)) return {dy, {strides[0], row}};
+  }
+  bool one_value = dy.numel() > 0;
+  for (int64_t k = 0; k < d; ++k) one_value = one_value && (sizes[k] == 1 || strides[k] == 0);
+  if (one_value) return {dy.as_strided({p.channels_last ? p.C : p.HW}, {0}).contiguous(), {0, 0}};
+  return {dense_in_format(dy, p), {p.C * p.HW, p.channels_last ? p.C : p.HW}};
+}
+
 // The forward, writing y and, when `saved`, the state for the backward.
 at::Tensor forward_cpu(const at::Tensor& x_in, const at::Tensor& w1_in, const OptTensor& b1_in,
                        const OptTensor& w2_in, const OptTensor& b2_in, const SEOptions& options,
@@ -72,7 +104,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_e
   const SEProblem p = check_backward(dy_in, x_in, pooled_in, z1_in, z2_in, w1_in, w2_in,
                                      {activation, gate, excitation, residual});
   const at::Tensor x = dense_in_format(x_in, p);
-  const at::Tensor dy = dense_in_format(dy_in, p);
+  const std::pair<at::Tensor, RowStrides> dy_view = dy_rows(dy_in, p);
+  const at::Tensor& dy = dy_view.first;
+  const RowStrides dy_strides = dy_view.second;
   const at::Tensor pooled = pooled_in.contiguous();
   const at::Tensor z1 = z1_in.contiguous(), z2 = z2_in.contiguous();
   const at::Tensor w1 = w1_in.contiguous();
@@ -86,7 +120,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> squeeze_e
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
                                   "squeeze_excite_backward_cpu", [&] {
     backward_kernel<typename Storage<scalar_t>::type>(
-        p, dy, x, pooled, z1, z2, w1, w2, dx, dw1, want_db1 ? &db1 : nullptr,
+        p, dy, dy_strides, x, pooled, z1, z2, w1, w2, dx, dw1, want_db1 ? &db1 : nullptr,
         w2 ? &dw2 : nullptr, want_db2 && w2 ? &db2 : nullptr);
   });
   return {dx, dw1, db1, dw2, db2};

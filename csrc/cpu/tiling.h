@@ -18,40 +18,40 @@ constexpr int64_t kTileElems = 16384;       // elements per squeeze/scale tile, 
 constexpr int64_t kChunkBytesPerThread = 1 << 20;  // half of a core's L2
 
 // For r < kRows: out[r] = sum_i a_r[i] (kDot: sum_i a_r[i] * b_r[i]), in A,
-// with a_r = a + r * stride (b likewise). Rows run side by side for
+// with a_r = a + r * sa (b_r = b + r * sb). Rows run side by side for
 // instruction-level parallelism on short rows; each row's order is the same
 // whatever kRows is.
 template <int kRows, bool kDot, typename A, typename T>
-void row_sums(const T* a, const T* b, int64_t stride, int64_t n, A* out) {
+void row_sums(const T* a, int64_t sa, const T* b, int64_t sb, int64_t n, A* out) {
   Vec<A> lanes[kRows] = {};
   A tail[kRows] = {};
   int64_t i = 0;
   for (; i + kLanes<A> <= n; i += kLanes<A>) {
 #pragma GCC unroll 8
     for (int r = 0; r < kRows; ++r) {
-      const Vec<A> v = load_lanes<A>(a + r * stride + i);
-      lanes[r] = kDot ? fma_lanes<A>(v, load_lanes<A>(b + r * stride + i), lanes[r]) : lanes[r] + v;
+      const Vec<A> v = load_lanes<A>(a + r * sa + i);
+      lanes[r] = kDot ? fma_lanes<A>(v, load_lanes<A>(b + r * sb + i), lanes[r]) : lanes[r] + v;
     }
   }
   for (; i < n; ++i)
     for (int r = 0; r < kRows; ++r) {
-      const A v = to_acc<A>(a[r * stride + i]);
-      tail[r] = kDot ? std::fma(v, to_acc<A>(b[r * stride + i]), tail[r]) : tail[r] + v;
+      const A v = to_acc<A>(a[r * sa + i]);
+      tail[r] = kDot ? std::fma(v, to_acc<A>(b[r * sb + i]), tail[r]) : tail[r] + v;
     }
   for (int r = 0; r < kRows; ++r) out[r] = sum_lanes<A>(lanes[r]) + tail[r];
 }
 
 // channels_last: out[c] for the kVecs * kLanes channels at a (and b), whose
-// rows are C apart: the sum over n rows in order (kDot: of a * b), held in
-// registers across the rows.
+// rows are ra (rb) apart: the sum over n rows in order (kDot: of a * b), held
+// in registers across the rows.
 template <int kVecs, bool kDot, typename A, typename T>
-inline void column_sums(const T* a, const T* b, int64_t C, int64_t n, A* out) {
+inline void column_sums(const T* a, int64_t ra, const T* b, int64_t rb, int64_t n, A* out) {
   Vec<A> s[kVecs] = {};
   for (int64_t r = 0; r < n; ++r) {
 #pragma GCC unroll 8
     for (int v = 0; v < kVecs; ++v) {
-      const Vec<A> x = load_lanes<A>(a + r * C + v * kLanes<A>);
-      s[v] = kDot ? fma_lanes<A>(x, load_lanes<A>(b + r * C + v * kLanes<A>), s[v]) : s[v] + x;
+      const Vec<A> x = load_lanes<A>(a + r * ra + v * kLanes<A>);
+      s[v] = kDot ? fma_lanes<A>(x, load_lanes<A>(b + r * rb + v * kLanes<A>), s[v]) : s[v] + x;
     }
   }
   __builtin_memcpy(out, s, sizeof(s));
@@ -60,29 +60,30 @@ inline void column_sums(const T* a, const T* b, int64_t C, int64_t n, A* out) {
 // column_sums over the first `cols` channels: 4 vectors at a time, then one,
 // then the channels past the last full vector.
 template <bool kDot, typename A, typename T>
-void column_sums(const T* a, const T* b, int64_t C, int64_t n, int64_t cols, A* out) {
+void column_sums(const T* a, int64_t ra, const T* b, int64_t rb, int64_t n, int64_t cols,
+                 A* out) {
   constexpr int64_t L = kLanes<A>;
   int64_t c = 0;
   for (; c + 4 * L <= cols; c += 4 * L)
-    column_sums<4, kDot>(a + c, kDot ? b + c : b, C, n, out + c);
-  for (; c + L <= cols; c += L) column_sums<1, kDot>(a + c, kDot ? b + c : b, C, n, out + c);
+    column_sums<4, kDot>(a + c, ra, kDot ? b + c : b, rb, n, out + c);
+  for (; c + L <= cols; c += L)
+    column_sums<1, kDot>(a + c, ra, kDot ? b + c : b, rb, n, out + c);
   for (; c < cols; ++c) {
     A acc = 0;
     for (int64_t r = 0; r < n; ++r)
-      acc = kDot ? std::fma(to_acc<A>(a[r * C + c]), to_acc<A>(b[r * C + c]), acc)
-                 : acc + to_acc<A>(a[r * C + c]);
+      acc = kDot ? std::fma(to_acc<A>(a[r * ra + c]), to_acc<A>(b[r * rb + c]), acc)
+                 : acc + to_acc<A>(a[r * ra + c]);
     out[c] = acc;
   }
 }
 
 // row_sums over `rows` rows, 4 at a time.
 template <bool kDot, typename A, typename T>
-void row_sums(const T* a, const T* b, int64_t stride, int64_t n, int64_t rows, A* out) {
+void row_sums(const T* a, int64_t sa, const T* b, int64_t sb, int64_t n, int64_t rows, A* out) {
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4)
-    row_sums<4, kDot>(a + r * stride, kDot ? b + r * stride : b, stride, n, out + r);
-  for (; r < rows; ++r)
-    row_sums<1, kDot>(a + r * stride, kDot ? b + r * stride : b, stride, n, out + r);
+    row_sums<4, kDot>(a + r * sa, sa, kDot ? b + r * sb : b, sb, n, out + r);
+  for (; r < rows; ++r) row_sums<1, kDot>(a + r * sa, sa, kDot ? b + r * sb : b, sb, n, out + r);
 }
 
 // out[k] = f(in[k], k) for k < n, f on acc_t values: in[k] widened to
@@ -132,6 +133,20 @@ inline void map_row(const _Float16* in, _Float16* out, int64_t n, const F& f) {
 // partials are added in tile order. Tile sizes depend only on C and H x W:
 // sums do not change with the thread count or the batch.
 
+// A tensor operand of the squeeze and scale passes, read as rows of
+// contiguous elements: NCHW, a channel's H x W plane; channels_last, one
+// position's C channels. Row r of sample i starts at data + i * sample +
+// r * row. Dense in the problem's format, sample = C * H * W and row = H * W
+// (NCHW) or C; the backward reads a dy whose samples or rows repeat in place,
+// with stride 0 (launcher.cpp, dy_rows).
+template <typename T>
+struct Rows {
+  const T* data;
+  int64_t sample, row;
+  const T* at(int64_t i) const { return data + i * sample; }  // sample i's first row
+  Rows from(int64_t i) const { return {at(i), sample, row}; }  // samples i, i + 1, ...
+};
+
 struct Tiling {
   int64_t C, HW;
   bool channels_last;
@@ -147,6 +162,12 @@ struct Tiling {
     span = std::min(extent, (want + quantum - 1) / quantum * quantum);
     ntiles = (extent + span - 1) / span;
     nparts = channels_last ? ntiles : 1;
+  }
+
+  // data as a dense tensor of the problem's format.
+  template <typename T>
+  Rows<T> dense(const T* data) const {
+    return {data, C * HW, channels_last ? C : HW};
   }
 
   // Runs fn(sample_in_chunk, begin, end) over the tiles of g samples in
@@ -170,8 +191,8 @@ struct Tiling {
     });
   }
 
-  // out[i, c] = factor * the sum over sample i's channel c of a (b: of a * b),
-  // for g samples `stride` elements apart: each tile's sums (tile_sums), a
+  // out[i, c] = factor * the sum over sample i's channel c of a (b: of a * b)
+  // for g samples (b.data may be null): each tile's sums (tile_sums), a
   // channel's partials added in tile order, then the factor. NCHW: a tile's
   // channels are whole, so its sums are final. channels_last: a thread that
   // takes all of a sample's tiles adds each tile's partials to the total as it
@@ -179,8 +200,7 @@ struct Tiling {
   // threads leave their partials in `parts` ([g, nparts, C]), added after the
   // parallel loop in the same order. The sums are the same either way.
   template <typename A, typename T>
-  void squeeze(int64_t g, const T* a, const T* b, int64_t stride, A factor, A* parts,
-               A* out) const {
+  void squeeze(int64_t g, const Rows<T>& a, const Rows<T>& b, A factor, A* parts, A* out) const {
     // split[i]: sample i's tiles were split between threads (set by the thread
     // with its first tile), so its partials are in parts.
     thread_local std::vector<char> flags;
@@ -196,8 +216,7 @@ struct Tiling {
     at::parallel_for(0, g * ntiles, 1, [&](int64_t first, int64_t last) {
       for (int64_t t = first; t < last; ++t) {
         const int64_t i = t / ntiles, k = t % ntiles;
-        const T* ai = a + i * stride;
-        const T* bi = b ? b + i * stride : nullptr;
+        const Rows<T> ai = a.from(i), bi = b.data ? b.from(i) : b;
         A* oi = out + i * C;
         const int64_t begin = k * span, end = std::min(channels_last ? HW : C, begin + span);
         if (!channels_last) {
@@ -220,34 +239,39 @@ struct Tiling {
         for (int64_t k = 0; k < nparts; ++k) fold(out + i * C, parts + (i * nparts + k) * C, k);
   }
 
-  // The sums over one tile of a sample (a and b point at its first element):
-  // NCHW, of channels [begin, end) into dst[0, end - begin); channels_last,
-  // of rows [begin, end), a partial for each of the C channels into dst.
+  // The sums over one tile of a sample (a and b start at its first row; b's
+  // data may be null): NCHW, of channels [begin, end) into dst[0, end -
+  // begin); channels_last, of rows [begin, end), a partial for each of the C
+  // channels into dst.
   template <typename A, typename T>
-  void tile_sums(const T* a, const T* b, int64_t begin, int64_t end, A* dst) const {
+  void tile_sums(const Rows<T>& a, const Rows<T>& b, int64_t begin, int64_t end, A* dst) const {
+    const T* a0 = a.data + begin * a.row;
+    const T* b0 = b.data ? b.data + begin * b.row : nullptr;
     if (!channels_last) {
-      if (b == nullptr) {
-        row_sums<false>(a + begin * HW, b, HW, HW, end - begin, dst);
+      if (b0 == nullptr) {
+        row_sums<false>(a0, a.row, b0, 0, HW, end - begin, dst);
       } else {
-        row_sums<true>(a + begin * HW, b + begin * HW, HW, HW, end - begin, dst);
+        row_sums<true>(a0, a.row, b0, b.row, HW, end - begin, dst);
       }
-    } else if (b == nullptr) {
-      column_sums<false>(a + begin * C, b, C, end - begin, C, dst);
+    } else if (b0 == nullptr) {
+      column_sums<false>(a0, a.row, b0, 0, end - begin, C, dst);
     } else {
-      column_sums<true>(a + begin * C, b + begin * C, C, end - begin, C, dst);
+      column_sums<true>(a0, a.row, b0, b.row, end - begin, C, dst);
     }
   }
 
-  // out[c, hw] = fn(in[c, hw], c) over the tile, fn on acc_t values: each
-  // element widened to acc_t<T>, fn, rounded back to T once (map_row).
+  // out[c, hw] = fn(in[c, hw], c) over the tile of sample `in` (its first
+  // row) into the dense sample `out`, fn on acc_t values: each element
+  // widened to acc_t<T>, fn, rounded back to T once (map_row).
   template <typename T, typename Fn>
-  void map(const T* in, T* out, int64_t begin, int64_t end, const Fn& fn) const {
+  void map(const Rows<T>& in, T* out, int64_t begin, int64_t end, const Fn& fn) const {
     if (!channels_last) {
       for (int64_t c = begin; c < end; ++c)
-        map_row(in + c * HW, out + c * HW, HW, [&](acc_t<T> v, int64_t) { return fn(v, c); });
+        map_row(in.data + c * in.row, out + c * HW, HW,
+                [&](acc_t<T> v, int64_t) { return fn(v, c); });
       return;
     }
-    for (int64_t hw = begin; hw < end; ++hw) map_row(in + hw * C, out + hw * C, C, fn);
+    for (int64_t hw = begin; hw < end; ++hw) map_row(in.data + hw * in.row, out + hw * C, C, fn);
   }
 };
 
