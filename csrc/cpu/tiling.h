@@ -275,14 +275,6 @@ struct Tiling {
   }
 };
 
-// Samples per chunk: few enough that a chunk's tensors (bytes_per_sample
-// each) stay in the caches. When the chunk's products with the weights cost
-// more than the sample's elements (mlp_weight * 2 * C * hidden against
-// C * H * W), at least kMlpChunk samples, so that they load the weights once
-// per kMlpChunk samples. The forward passes mlp_weight 1; the backward 4: its
-// per-chunk products take one sample per register tile below kOuterG samples,
-// and larger chunks measured faster there down to hidden = H * W / 8
-// (benchmarks/NOTES.md 20, 24).
 // Whether a chunk of g samples (bytes_per_sample each) is small enough that
 // its newest tiles may still be in the cores' caches when the second pass
 // starts: at most four times the chunk budget (twice a core's L2 per thread;
@@ -291,11 +283,26 @@ inline bool chunk_fits(int64_t g, int64_t bytes_per_sample) {
   return g * bytes_per_sample <= 4 * kChunkBytesPerThread * at::get_num_threads();
 }
 
-inline int64_t chunk_samples(const SEProblem& p, int64_t bytes_per_sample, int64_t mlp_weight) {
+// The gate MLP's multiply-adds per sample and channel: 2 * hidden for two
+// FCs, C for one; ECA's few taps count as none.
+inline int64_t mlp_products(const SEProblem& p) {
+  if (p.excitation == Excitation::TwoFC) return 2 * p.hidden;
+  return p.excitation == Excitation::OneFC ? p.C : 0;
+}
+
+// Samples per chunk: few enough that a chunk's tensors (bytes_per_sample
+// each) stay in the caches. When the products with the weights, weighted by
+// the caller (`products`, per sample and channel), reach the sample's
+// elements per channel (H * W), at least kMlpChunk samples: the products then
+// convert each weight once per kMlpChunk samples and run full register tiles
+// of samples (a one-sample chunk takes one-sample tiles: at eSE's 512x512
+// about 3.5x the time per multiply-add). See forward.cpp and backward.cpp for
+// the weights and docs/performance.md for the measurements behind them.
+inline int64_t chunk_samples(const SEProblem& p, int64_t bytes_per_sample, int64_t products) {
   constexpr int64_t kMlpChunk = 32;
   const int64_t budget = kChunkBytesPerThread * at::get_num_threads();
   int64_t g = budget / std::max<int64_t>(bytes_per_sample, 1);
-  if (2 * mlp_weight * p.hidden >= p.HW) g = std::max(g, kMlpChunk);
+  if (products >= p.HW) g = std::max(g, kMlpChunk);
   return std::clamp<int64_t>(g, 1, std::max<int64_t>(p.N, 1));
 }
 
