@@ -25,7 +25,8 @@ class Scratch {
     std::vector<A>& block = storage();
     if (static_cast<int64_t>(block.size()) < total) block.resize(total);
     // Every buffer starts at a 64-byte boundary (a vector load from it does not
-    // straddle two cache lines; the gate MLP's products measured 10-15 % faster).
+    // straddle two cache lines; the gate MLP's products ran 6-10 % faster in a
+    // standalone harness, docs/performance.md).
     const uintptr_t base = reinterpret_cast<uintptr_t>(block.data());
     A* next = reinterpret_cast<A*>((base + 63) / 64 * 64);
     for (int64_t n : sizes) {
