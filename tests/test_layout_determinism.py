@@ -78,26 +78,26 @@ def test_dy_in_the_other_layout(device, dy_layout):
         assert_close(got[k], ref[k], rtol=1e-6, atol=1e-6, what=k)
 
 
-def _dy_form(form, shape, dtype, device, layout):
-    """A dy of `shape` that is not dense: a view of random values, seeded by form."""
-    n, c, h, w = shape
+def _dy_form(form, shape, dtype, device, fmt):
+    """A dy of `shape` (any rank) that is not dense: a view of random values in memory
+    format fmt, seeded by form."""
+    n, c, *spatial = shape
     gen = torch.Generator().manual_seed(seed_of("dyform", form))
-    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
 
     def rand(*size):
         t = torch.randn(size, generator=gen, dtype=torch.float64).to(dtype).to(device)
-        return t.contiguous(memory_format=fmt) if len(size) == 4 else t
+        return t.contiguous(memory_format=fmt) if len(size) == len(shape) else t
 
     if form == "one value":  # the gradient of y.sum() (or y.mean()): all strides 0
         return rand(1).reshape(()).expand(shape)
     if form == "samples repeat":
-        return rand(1, c, h, w).expand(shape)
+        return rand(1, c, *spatial).expand(shape)
     if form == "positions repeat":
-        return rand(n, c, 1, 1).expand(shape)
+        return rand(n, c, *(1 for _ in spatial)).expand(shape)
     if form == "channel slice":
-        return rand(n, 2 * c, h, w)[:, :c]
+        return rand(n, 2 * c, *spatial)[:, :c]
     assert form == "column slice"
-    return rand(n, c, h, 2 * w)[..., ::2]
+    return rand(n, c, *spatial[:-1], 2 * spatial[-1])[..., ::2]
 
 
 @pytest.mark.parametrize("form", ["one value", "samples repeat", "positions repeat",
@@ -114,9 +114,9 @@ def test_expanded_and_strided_dy(device, layout, dtype, form):
     variant = (True, "relu", "sigmoid")
     shape = (3, 16, 5, 7)
     x, wts, _ = _problem(shape, 4, variant, dtype, device, layout, "dy")
-    dy = _dy_form(form, shape, dtype, device, layout)
-    assert not dy.is_contiguous() and not dy.is_contiguous(memory_format=torch.channels_last)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    dy = _dy_form(form, shape, dtype, device, fmt)
+    assert not dy.is_contiguous() and not dy.is_contiguous(memory_format=torch.channels_last)
     dense = _fwd_bwd(x, wts, variant, dy.contiguous(memory_format=fmt))
     got = _fwd_bwd(x, wts, variant, dy)
     for k in dense:
@@ -132,13 +132,8 @@ def test_expanded_dy_other_ranks(shape, fmt):
     gen = torch.Generator().manual_seed(seed_of("dyrank", shape, str(fmt)))
     x = torch.randn(shape, generator=gen).contiguous(memory_format=fmt)
     m = se_fused.FusedSEBlock(16, 4)
-    forms = {"one value": torch.tensor(0.3).expand(shape),
-             "samples repeat": torch.randn((1,) + shape[1:], generator=gen)
-             .contiguous(memory_format=fmt).expand(shape),
-             "positions repeat": torch.randn(shape[:2] + (1,) * (len(shape) - 2),
-                                             generator=gen).expand(shape),
-             "channel slice": torch.randn((shape[0], 32) + shape[2:], generator=gen)
-             .contiguous(memory_format=fmt)[:, :16]}
+    forms = {f: _dy_form(f, shape, torch.float32, "cpu", fmt)
+             for f in ("one value", "samples repeat", "positions repeat", "channel slice")}
 
     def grads(dy):
         xx = x.clone(memory_format=torch.preserve_format).requires_grad_(True)

@@ -143,8 +143,7 @@ template <typename T>
 struct Rows {
   const T* data;
   int64_t sample, row;
-  const T* at(int64_t i) const { return data + i * sample; }  // sample i's first row
-  Rows from(int64_t i) const { return {at(i), sample, row}; }  // samples i, i + 1, ...
+  Rows from(int64_t i) const { return {data + i * sample, sample, row}; }  // samples i, i + 1, ...
 };
 
 struct Tiling {
