@@ -83,7 +83,9 @@ SM_INFLIGHT_CAP = 64 * 1024  # ASSUMED: bytes of loads one SM keeps in flight at
                           # 64 KB, against a fair share of HBM of 4.3 TB/s / 132 = 33 GB/s; the
                           # write of y from shared memory is taken at the same rate
 X_INFLIGHT = 16 * 1024    # backward: x is read from global memory in the squeeze with plain loads,
-                          # 4 x 16 B per thread in flight as in today's kernels (16 KB per block)
+                          # whole rounds of 4 x 16 B per thread in flight (ColDot2Ld, RowDot2Tile:
+                          # 16 KB per block; until they held the dy tile's chunks beside x's, 2 of
+                          # x per thread and a tail loop: 8 KB or less)
 WEIGHT_INFLIGHT = 16 * 1024  # each unit reads its w1 slice and w2 rows from L2 per sample (no
                           # cross-sample reuse yet), 16 KB in flight per block, one L2 round trip
 CLUSTER_MLP_OVERLAP = 0.0  # share of a block's serial part (MLP, barriers) hidden under its own

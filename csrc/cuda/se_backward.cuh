@@ -76,8 +76,11 @@ __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm,
     if constexpr (kNHWC) {  // ColDot2 of the two-pass squeeze, with the tile's row stride
       col_reduce(ColDot2Ld<T>{dtile, onepass_ld<T>(len), xs + ui.c0, C}, ui.rows, len, a.g.CW,
                  sm.u.part, sums);
-    } else {
-      squeeze_chunk<T, true, false>(xs + ui.c0 * HW, dtile, C, HW, 0, len, a.g, sm, sums);
+    } else {  // squeeze_chunk's RowDot2, the tile read as each chunk is added
+      const T* xc = xs + ui.c0 * HW;
+      row_reduce(
+          len, HW, a.g.G, sm.red, [&](int64_t r) { return RowDot2Tile<T>{dtile + r * HW, xc + r * HW}; },
+          sums);
     }
   } else {
     squeeze_chunk<T, true, kNHWC>(cin<T>(p.x) + rows, cin<T>(p.dy) + rows, C, ui.rows, ui.c0,

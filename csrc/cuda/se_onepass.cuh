@@ -157,13 +157,55 @@ __device__ __forceinline__ void staged_sync() {
   }
 }
 
+// RowDot2 (se_reduce.cuh) of the NCHW staged backward: a the dy tile in
+// shared memory, read element by element as each chunk is added (at its own
+// misalignment: no realignment needed), b x in global memory, whole rounds of
+// 4 chunks: 4 loads of x per lane in flight for the registers of RowDot2's 2
+// chunks x 2 tensors. The same terms in the same order.
+template <typename T>
+struct RowDot2Tile {  // sum_i a[i] * b[i]
+  using A = acc_t<T>;
+  static constexpr int V = Vec<T>::V;
+  static constexpr int kUnroll = 4;
+  static constexpr bool kWholeRounds = true;
+  static constexpr bool kRealign = true;
+  const T* a;
+  const T* b;
+  struct Raw {
+    uint4 b;
+  };
+  __device__ __forceinline__ bool vec_ok() const { return aligned16(a) && aligned16(b); }
+  __device__ __forceinline__ int shift() const {
+    const int m = misalign(a);
+    return m == misalign(b) ? m : -1;
+  }
+  __device__ __forceinline__ Raw load(int64_t k) const { return Raw{ld16(b + k * V)}; }
+  __device__ __forceinline__ Raw load_shifted(int64_t k, int m) const {
+    const T* q = b + k * V - m;
+    const uint4 u = ld16(q), w = ld16(q + V);
+    if constexpr (sizeof(T) == 8) return Raw{make_uint4(u.z, u.w, w.x, w.y)};  // m is 1
+    return Raw{realign16(u, w, m * static_cast<int>(sizeof(T)))};
+  }
+  __device__ __forceinline__ A add_chunk(A acc, const Raw& r, int64_t k) const {
+#pragma unroll
+    for (int i = 0; i < V; ++i) acc = fma_acc(to_acc(a[k * V + i]), to_acc(PackIO<T>::get(r.b, i)), acc);
+    return acc;
+  }
+  __device__ __forceinline__ A add_elem(A acc, int64_t i) const {
+    return fma_acc(to_acc(a[i]), to_acc(b[i]), acc);
+  }
+};
+
 // ColDot2 (se_reduce.cuh) with a row stride per operand: a the staged dy
-// tile, b x in global memory. The same terms in the same order.
+// tile, b x in global memory. The same terms in the same order; whole rounds
+// of 4 rows (4 loads of x per thread in flight, 16 KB per block: a unit's x at
+// 56x56 bf16 in one latency where 2-row rounds and a tail took two).
 template <typename T>
 struct ColDot2Ld {  // sum_r a[r, c] * b[r, c]
   using A = acc_t<T>;
   static constexpr int V = Vec<T>::V;
-  static constexpr int kUnroll = 2;
+  static constexpr int kUnroll = 4;
+  static constexpr bool kWholeRounds = true;
   const T* a;
   int64_t lda;
   const T* b;

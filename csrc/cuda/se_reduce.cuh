@@ -47,6 +47,7 @@ struct RowSum {  // sum_i a[i]
   using A = acc_t<T>;
   static constexpr int V = Vec<T>::V;
   static constexpr int kUnroll = 4;  // 4 16-byte loads in flight per thread
+  static constexpr bool kWholeRounds = false;
   const T* a;
   struct Raw {
     uint4 a;
@@ -74,6 +75,7 @@ struct RowDot2 {  // sum_i a[i] * b[i]
   using A = acc_t<T>;
   static constexpr int V = Vec<T>::V;
   static constexpr int kUnroll = 2;  // 2 chunks x 2 tensors: 4 16-byte loads in flight
+  static constexpr bool kWholeRounds = false;
   const T* a;
   const T* b;
   struct Raw {
@@ -112,6 +114,7 @@ struct RowDotVec {  // sum_i w[i] * v[i], v in acc_t
   using A = acc_t<T>;
   static constexpr int V = Vec<T>::V;
   static constexpr int kUnroll = 2;  // 2 weight chunks in flight (the MLP: fewer registers)
+  static constexpr bool kWholeRounds = false;
   const T* w;
   VecSrc<A, kL2> v;
   struct Raw {
@@ -144,6 +147,17 @@ __device__ __forceinline__ typename Op::A lane_partial(const Op& op, int64_t len
   if (op.vec_ok()) {
     constexpr int U = Op::kUnroll;
     int64_t k = gl;
+    if constexpr (Op::kWholeRounds) {  // as col_reduce's: the last round clamped
+#pragma unroll 1
+      for (; k < nfull; k += U * G) {
+        typename Op::Raw r[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) r[u] = op.load(k + u * G < nfull ? k + u * G : nfull - 1);
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+          if (k + u * G < nfull) acc = op.add_chunk(acc, r[u], k + u * G);
+      }
+    }
     for (; k + (U - 1) * G < nfull; k += U * G) {  // U loads in flight, then add in order
       typename Op::Raw r[U];
 #pragma unroll
@@ -227,13 +241,16 @@ __device__ __forceinline__ void row_reduce(int64_t nrows, int64_t len, int G, A*
 
 // --------------------------------------------------- column reductions
 // An op adds the terms of row r for V consecutive columns c .. c + V - 1 of a
-// row-major matrix (row stride ld elements).
+// row-major matrix (row stride ld elements). kWholeRounds: col_reduce issues
+// whole rounds of kUnroll loads, the last one clamped (an opt-in: in the
+// two-pass kernels the clamped round cost registers, and a spill on sm_80).
 
 template <typename T>
 struct ColSum {  // sum_r a[r, c]
   using A = acc_t<T>;
   static constexpr int V = Vec<T>::V;
   static constexpr int kUnroll = 4;  // 4 16-byte loads in flight per thread
+  static constexpr bool kWholeRounds = false;
   const T* a;
   int64_t ld;
   struct Raw {
@@ -257,6 +274,7 @@ struct ColDot2 {  // sum_r a[r, c] * b[r, c]
   using A = acc_t<T>;
   static constexpr int V = Vec<T>::V;
   static constexpr int kUnroll = 2;  // 2 chunks x 2 tensors: 4 16-byte loads in flight
+  static constexpr bool kWholeRounds = false;
   const T* a;
   const T* b;
   int64_t ld;
@@ -285,6 +303,7 @@ struct ColDotVec {  // sum_r w[r, c] * v[r], v in acc_t
   using A = acc_t<T>;
   static constexpr int V = Vec<T>::V;
   static constexpr int kUnroll = 2;  // 2 weight chunks in flight (the MLP: fewer registers)
+  static constexpr bool kWholeRounds = false;
   const T* w;
   int64_t ld;
   VecSrc<A, kL2> v;
@@ -327,6 +346,20 @@ __device__ __forceinline__ void col_reduce(const Op& op, int64_t nrows, int64_t 
       if (c + V <= ncols && op.vec_ok(c)) {
         constexpr int U = Op::kUnroll;
         int64_t r = q;
+        if constexpr (Op::kWholeRounds) {
+          // Every round U loads in flight, the last one's past nrows clamped
+          // to row nrows - 1 and not added: a thread of 3 rows waits one
+          // latency, not 3 (the tail loop below).
+#pragma unroll 1
+          for (; r < nrows; r += U * R) {
+            typename Op::Raw raw[U];
+#pragma unroll
+            for (int u = 0; u < U; ++u) raw[u] = op.load(r + u * R < nrows ? r + u * R : nrows - 1, c);
+#pragma unroll
+            for (int u = 0; u < U; ++u)
+              if (r + u * R < nrows) op.add_chunk(acc, raw[u], r + u * R);
+          }
+        }
         for (; r + (U - 1) * R < nrows; r += U * R) {  // U loads in flight, then add in order
           typename Op::Raw raw[U];
 #pragma unroll
