@@ -86,8 +86,13 @@ X_INFLIGHT = 16 * 1024    # backward: x is read from global memory in the squeez
                           # whole rounds of 4 x 16 B per thread in flight (ColDot2Ld, RowDot2Tile:
                           # 16 KB per block; until they held the dy tile's chunks beside x's, 2 of
                           # x per thread and a tail loop: 8 KB or less)
-WEIGHT_INFLIGHT = 16 * 1024  # each unit reads its w1 slice and w2 rows from L2 per sample (no
-                          # cross-sample reuse yet), 16 KB in flight per block, one L2 round trip
+WEIGHT_INFLIGHT = 8 * 1024  # a unit's w1 slice and w2 rows read from global memory (L2) per sample,
+                          # no cross-sample reuse: the MLP's lanes keep 2 x 16 B each in flight
+                          # (RowDotVec, ColDotVec: 8 KB per block), one L2 round trip per 8 KB. The
+                          # cluster forward stages the slice instead where it fits (cluster_fit's
+                          # weight_bytes: two FCs, rows not split): the whole slice in flight at once
+                          # (cp.async), at the block's share of SM_INFLIGHT_CAP, one round trip per
+                          # phase and unit
 CLUSTER_MLP_OVERLAP = 0.0  # share of a block's serial part (MLP, barriers) hidden under its own
                           # staging: none (the MLP needs the whole squeeze); other clusters keep
                           # HBM busy meanwhile, which is the max() of bandwidth and cluster waves
@@ -158,11 +163,16 @@ def cluster_fit(c, hw, hidden, dtype_bytes, channels_last, backward=False, clust
     staged_units = min(j, CLUSTER_SMEM_BUDGET // slot)
     staged = staged_units * slot
     unstaged = max(0, units - cs * staged_units)  # units of a sample run from global memory
-    per_block = staged + STATIC_SMEM[dtype_bytes] + SMEM_RESERVED
+    # se_heuristics.h weight_slice_bytes: the forward's staged weight slice (the larger phase),
+    # where it fits beside the slots (rows not split: the summing step reads global memory).
+    vec = 16 // dtype_bytes
+    wb = max(hidden * math.ceil(chunk / vec) * vec, math.ceil((chunk * hidden + vec - 1) / vec) * vec) * dtype_bytes
+    weight_bytes = wb if (not backward and parts == 1 and staged + wb <= CLUSTER_SMEM_BUDGET) else 0
+    per_block = staged + weight_bytes + STATIC_SMEM[dtype_bytes] + SMEM_RESERVED
     per_sm = min(SM_SMEM // per_block, SM_REGS // (CLUSTER_REGS * THREADS))
     active = sum(g * per_sm // cs for g in GPC_SMS)
     return dict(chunk=chunk, parts=parts, rows=rows, units=units, cs=cs, j=j, slot=slot,
-                staged=staged, staged_units=staged_units, direct=j - staged_units,
+                staged=staged, staged_units=staged_units, direct=j - staged_units, weight_bytes=weight_bytes,
                 unstaged_share=unstaged / units, blocks_per_sm=per_sm, active=active,
                 applies=staged_units >= max(1, j - 1) and active >= 1)
 
@@ -189,7 +199,10 @@ def _cluster_us(n, fit, hbm, l2, flops, acc_flops, x_block, w_block, sm_inflight
     t_in += lat * direct / X_INFLIGHT
     t_out += lat * 2 * direct / X_INFLIGHT
     split = 1 if fit["parts"] > 1 else 0
-    t_w = L2_RT_US * max(1.0, w_block / WEIGHT_INFLIGHT) if w_block else 0.0
+    # Weights from L2: staged (cluster_fit's weight_bytes), a slice's copies all in flight at the
+    # block's share of the SM's; else the MLP lanes' WEIGHT_INFLIGHT.
+    w_inflight = block_inflight if fit.get("weight_bytes") else WEIGHT_INFLIGHT
+    t_w = L2_RT_US * max(1.0, w_block / w_inflight) if w_block else 0.0
     serial = PHASE_FIXED_US + (1 + split) * (barrier_us + L2_RT_US) + t_w + tail_us
     cycle = t_in + t_out + serial * (1 - CLUSTER_MLP_OVERLAP)
     waves = math.ceil(n / fit["active"])

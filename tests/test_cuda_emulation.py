@@ -20,6 +20,7 @@ Skips when g++ or the CUDA headers (cuda_fp16.h etc.; no CUDA runtime is
 needed) cannot be found. SE_FUSED_EMU_SANITIZE=0 builds without ASan.
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,6 +89,9 @@ def test_cuda_kernels_on_cpu_emulator(emulator):
     lines = run.stdout.strip().splitlines()
     assert run.returncode == 0 and lines and lines[-1].endswith(" passed, 0 failed"), (
         f"CUDA kernel emulation failed (exit status {run.returncode}):\n{run.stdout[-20000:]}")
+    # The cluster forward's staged weight slice ran (its cp.async waits are checked only where it runs).
+    staged = re.search(r"cluster forward plans staging the weight slice: (\d+)", run.stdout)
+    assert staged and int(staged.group(1)) > 0, "no cluster forward run staged its weight slice"
     # Every case's digest (all outputs of forward and backward) against the stored ones:
     # a kernel change that moves any bit shows here, even where every path moved alike.
     got, _ = compare_digests.parse_emu_output(run.stdout)

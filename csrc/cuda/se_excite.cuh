@@ -69,19 +69,33 @@ __device__ __forceinline__ A eca_taps(const SEForwardParams& p, const T* w, cons
   return acc;
 }
 
+// Where the MLP reads a unit's weights: w1's columns c0..c1 (row j at
+// w1c + j * ld1) and w2's rows c0..c1 (row r at w2r + r * hidden). Global
+// memory (WeightView::global), or the cluster path's staged slice in shared
+// memory (se_onepass.cuh stage_w1_async / stage_w2_async): the same values in
+// the same order, so the same bits.
+template <typename T>
+struct WeightView {
+  const T* w1c;
+  int64_t ld1;
+  const T* w2r;
+  __device__ __forceinline__ static WeightView global(const SEForwardParams& p, const UnitIdx& ui) {
+    return WeightView{cin<T>(p.w1) + ui.c0, p.C, cin<T>(p.w2) + ui.c0 * p.hidden};
+  }
+};
+
 // Forward phase 1, after the squeeze (sm.u.buf: the chunk's pooled means).
 template <typename T>
 __device__ __forceinline__ void excite_fwd_partial(const SEForwardParams& p, const Geometry& g,
                                                    const UnitIdx& ui, const ExciteWs& ws,
-                                                   Smem<acc_t<T>>& sm) {
+                                                   Smem<acc_t<T>>& sm, const WeightView<T>& wv) {
   using A = acc_t<T>;
   if (!two_fc(p)) return;  // the others read pooled in phase 2
-  const int64_t C = p.C, H = p.hidden;
-  const T* w1 = cin<T>(p.w1) + ui.c0;
+  const int64_t H = p.hidden;
   A* part = out<A>(ws.part) + (ui.n * g.chunks + ui.k) * H;
   const VecSrc<A> pv{sm.u.buf};
   row_reduce(
-      H, ui.c1 - ui.c0, g.G1, sm.red, [&](int64_t j) { return RowDotVec<T>{w1 + j * C, pv}; },
+      H, ui.c1 - ui.c0, g.G1, sm.red, [&](int64_t j) { return RowDotVec<T>{wv.w1c + j * wv.ld1, pv}; },
       [&](int64_t j, A v) { part[j] = v; });
 }
 
@@ -132,10 +146,13 @@ __device__ __noinline__ void excite_fwd_direct_call(const SEForwardParams& p, co
 // excitation, else the others: separate kernels (se_forward.cuh), so that
 // neither's registers weigh on the other's (one kernel for all spilled on
 // sm_80).
+// wv: where w2's rows are read (two FCs); staged: its copies are in flight
+// (se_cp_async) and waited for before the rows are read.
 template <typename T, bool kFC2>
 __device__ __forceinline__ void excite_fwd_z2(const SEForwardParams& p, const Geometry& g,
                                               const UnitIdx& ui, int64_t u, const ExciteWs& ws,
-                                              Smem<acc_t<T>>& sm) {
+                                              Smem<acc_t<T>>& sm, const WeightView<T>& wv,
+                                              bool staged) {
   using A = acc_t<T>;
   const int64_t C = p.C, H = p.hidden, K = g.chunks, len = ui.c1 - ui.c0;
   A* z2 = out<A>(p.z2) + ui.n * C;
@@ -153,12 +170,12 @@ __device__ __forceinline__ void excite_fwd_z2(const SEForwardParams& p, const Ge
       hid[j] = z;
     }
     act_terms<A>(p.activation, hid, H);  // each thread its own j: no barrier needed before
-    __syncthreads();
-    const T* w2 = cin<T>(p.w2);
+    if (staged) se_cp_async_wait(0);  // this thread's copies of the rows ...
+    __syncthreads();                  // ... and every thread's
     const T* b2 = cin<T>(p.b2);
     const VecSrc<A> av{hid};
     row_reduce(
-        len, H, g.G2, sm.red, [&](int64_t r) { return RowDotVec<T>{w2 + (ui.c0 + r) * H, av}; },
+        len, H, g.G2, sm.red, [&](int64_t r) { return RowDotVec<T>{wv.w2r + r * H, av}; },
         [&](int64_t r, A v) {
           const A z = v + (b2 ? to_acc(b2[ui.c0 + r]) : A(0));
           if (ui.p == 0) z2[ui.c0 + r] = z;  // a chunk's other parts compute the same z2

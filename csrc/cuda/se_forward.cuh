@@ -39,9 +39,11 @@ struct FwdArgs {
 // After the squeeze of chunk ui (sm.u.buf: its channels' sums over every
 // row): the means (mean_div: no division call, a pass of its own), pooled,
 // and the excitation's share of phase 1.
+// wv: where the unit's weights are read; staged: its w1 copies are in flight
+// (stage_w1_async) and waited for here.
 template <typename T>
 __device__ __forceinline__ void fwd_finish(const FwdArgs& a, Smem<acc_t<T>>& sm, const UnitIdx& ui,
-                                           acc_t<T>* pooled) {
+                                           acc_t<T>* pooled, const WeightView<T>& wv, bool staged) {
   using A = acc_t<T>;
   const A hw = geo_hw<A>(a.g), inv_hw = geo_inv_hw<A>(a.g);
 #pragma unroll 1  // a short loop: kept rolled (fewer live registers)
@@ -50,16 +52,19 @@ __device__ __forceinline__ void fwd_finish(const FwdArgs& a, Smem<acc_t<T>>& sm,
     sm.u.buf[r] = m;
     pooled[ui.c0 + r] = m;
   }
-  __syncthreads();
-  excite_fwd_partial<T>(a.p, a.g, ui, a.ws, sm);
+  if (staged) se_cp_async_wait(0);  // this thread's copies of the slice ...
+  __syncthreads();                  // ... and every thread's
+  excite_fwd_partial<T>(a.p, a.g, ui, a.ws, sm, wv);
   __syncthreads();  // sm is reused by the next unit
 }
 
 // kStaged: the unit's tile was staged in `slot` (se_onepass.cuh; the copies
 // waited for) and is squeezed from there: the same sums in the same orders.
+// wbuf (the cluster plan's weight_bytes): the unit's w1 columns are staged
+// there while it squeezes, and the MLP reads them there.
 template <typename T, bool kNHWC, bool kStaged = false>
 __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
-                                           unsigned char* slot = nullptr) {
+                                           unsigned char* slot = nullptr, unsigned char* wbuf = nullptr) {
   using A = acc_t<T>;
   const SEForwardParams& p = a.p;
   const int64_t C = p.C, HW = p.HW;
@@ -68,6 +73,7 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
   const T* xs = cin<T>(p.x) + ui.n * C * HW + ui.r0 * C;
   A* pooled = out<A>(p.pooled) + ui.n * C;
   const auto sums = [&](int64_t r, A v) { sm.u.buf[r] = v; };
+  const WeightView<T> wv = wbuf ? stage_w1_async<T>(p, ui, wbuf) : WeightView<T>::global(p, ui);
   if constexpr (kStaged) {
     const int64_t len = ui.c1 - ui.c0;
     const T* tile = onepass_tile<T, kNHWC>(xs + (kNHWC ? ui.c0 : ui.c0 * HW), slot);
@@ -79,7 +85,7 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
   }
   __syncthreads();
   if (!kNHWC || a.g.parts == 1) {  // NCHW: never split (se_heuristics.h)
-    fwd_finish<T>(a, sm, ui, pooled);
+    fwd_finish<T>(a, sm, ui, pooled, wv, wbuf != nullptr);
   } else {  // the part's sums, for fwd_sum
     store_part_sums<A>(a.ws.psum, ui, a.g, C, sm.u.buf);
     __syncthreads();  // sm is reused by the next unit
@@ -95,16 +101,19 @@ __device__ __forceinline__ void fwd_sum(const FwdArgs& a, Smem<acc_t<T>>& sm, in
   const UnitIdx ui = chunk_of(v, a.g, C, a.p.HW);
   add_part_sums<A>(a.ws.psum, ui, a.g, C, sm.u.buf);
   __syncthreads();
-  fwd_finish<T>(a, sm, ui, out<A>(a.p.pooled) + ui.n * C);
+  fwd_finish<T>(a, sm, ui, out<A>(a.p.pooled) + ui.n * C, WeightView<T>::global(a.p, ui), false);
 }
 
+// wbuf: as fwd_phase1's, for w2's rows.
 template <typename T, bool kNHWC, bool kFC2>
-__device__ __forceinline__ void fwd_phase2(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
+__device__ __forceinline__ void fwd_phase2(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
+                                           unsigned char* wbuf = nullptr) {
   using A = acc_t<T>;
   const SEForwardParams& p = a.p;
   const int64_t C = p.C, HW = p.HW;
   const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
-  excite_fwd_z2<T, kFC2>(p, a.g, ui, u, a.ws, sm);
+  const WeightView<T> wv = wbuf ? stage_w2_async<T>(p, ui, wbuf) : WeightView<T>::global(p, ui);
+  excite_fwd_z2<T, kFC2>(p, a.g, ui, u, a.ws, sm, wv, wbuf != nullptr);
   __syncthreads();
   gate_terms<A>(p.gate, sm.u.buf, sm.u.buf, ui.c1 - ui.c0);  // s, in place
   __syncthreads();
@@ -153,17 +162,19 @@ __device__ __forceinline__ void fwd_sum_loop(const FwdArgs& a, Smem<acc_t<T>>& s
 template <typename T, bool kNHWC>
 __device__ __noinline__ void fwd_staged_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
                                                     unsigned char* slot) {
-  fwd_phase1<T, kNHWC, true>(a, sm, u, slot);
+  fwd_phase1<T, kNHWC, true>(a, sm, u, slot, staged_wbuf(a.sp));
 }
 template <typename T, bool kNHWC, bool kFC2>
 __device__ __noinline__ void fwd_staged_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
                                                     unsigned char* slot) {
   using A = acc_t<T>;
+  unsigned char* wbuf = staged_wbuf(a.sp);
   const SEForwardParams& p = a.p;
   const int64_t C = p.C, HW = p.HW;
   const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
   const int64_t len = ui.c1 - ui.c0;
-  excite_fwd_z2<T, kFC2>(p, a.g, ui, u, a.ws, sm);
+  const WeightView<T> wv = wbuf ? stage_w2_async<T>(p, ui, wbuf) : WeightView<T>::global(p, ui);
+  excite_fwd_z2<T, kFC2>(p, a.g, ui, u, a.ws, sm, wv, wbuf != nullptr);
   __syncthreads();
   gate_terms<A>(p.gate, sm.u.buf, sm.u.buf, len);  // s, in place
   __syncthreads();
@@ -176,11 +187,11 @@ __device__ __noinline__ void fwd_staged_phase2_call(const FwdArgs& a, Smem<acc_t
 // budget by one): the two-pass phases, x read from global memory twice.
 template <typename T, bool kNHWC>
 __device__ __noinline__ void fwd_direct_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
-  fwd_phase1<T, kNHWC>(a, sm, u);
+  fwd_phase1<T, kNHWC>(a, sm, u, nullptr, staged_wbuf(a.sp));
 }
 template <typename T, bool kNHWC, bool kFC2>
 __device__ __noinline__ void fwd_direct_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
-  fwd_phase2<T, kNHWC, kFC2>(a, sm, u);
+  fwd_phase2<T, kNHWC, kFC2>(a, sm, u, staged_wbuf(a.sp));
 }
 template <typename T, bool kNHWC, bool kFC2, bool kCluster>
 __global__ void __launch_bounds__(kThreads) se_fwd_staged_kernel(const __grid_constant__ FwdArgs a) {
@@ -240,7 +251,7 @@ cudaError_t launch_forward_onepass(FwdArgs a, cudaStream_t stream) {
 template <typename T, bool kNHWC, bool kFC2>
 cudaError_t launch_forward_cluster(FwdArgs a, cudaStream_t stream) {
   constexpr auto kernel = se_fwd_staged_kernel<T, kNHWC, kFC2, true>;
-  const cudaError_t err = cluster_fit<kernel, T>(a.p, a.g, &a.sp);
+  const cudaError_t err = cluster_fit<kernel, T>(a.p, a.g, &a.sp, /*stage_weights=*/true);
   if (err != cudaSuccess) return err;
   return se_launch_cluster(kernel, a.p.N * a.sp.cluster, static_cast<int>(a.sp.cluster), kThreads,
                            stream, a, static_cast<size_t>(a.sp.smem()));

@@ -257,7 +257,8 @@ struct StagedPlan {
   int64_t staged = 1;      // of which the first `staged` are staged (the rest: squeezed and scaled from global memory)
   int64_t slot_bytes = 0;  // bytes per staged slot (16-byte multiple); the launch's dynamic smem is staged x this
   int64_t cluster = 0;     // Cluster: blocks per cluster; 0: OnePass
-  int64_t smem() const { return staged * slot_bytes; }
+  int64_t weight_bytes = 0;  // the unit's weight slice staged per phase after the slots (cluster_plan), else 0
+  int64_t smem() const { return staged * slot_bytes + weight_bytes; }
 };
 
 // Cluster (SEPath::Cluster, sm_90+): a sample's units spread over a cluster
@@ -285,10 +286,29 @@ int64_t cluster_slot_bytes(const SEForwardParams& p, const Geometry& g) {
   const int64_t elems = p.channels_last ? g.part_rows * round_up(g.chunk, V) : round_up(g.chunk * p.HW + V - 1, V);
   return elems * B;  // V * B == 16: a 16-byte multiple
 }
+// The forward's weight slice of a unit, staged per phase (stage_weights): the
+// MLP reads a unit's w1 columns (phase 1: hidden rows of `chunk` values) and
+// its w2 rows (phase 2: chunk x hidden values) once per sample, and from
+// global memory a block keeps only its lanes' loads in flight (8 KB: at 7x7
+// with wide MLPs a unit's 32-64 KB of weights took 4-8 dependent L2 round
+// trips per phase). Staged, the slice is in flight at once (cp.async),
+// behind the squeeze in phase 1 and the partials' sum in phase 2. Bytes: the
+// larger phase, w1's rows at onepass_ld (16-byte aligned) or w2's rows as one
+// span at its global misalignment.
+template <typename T>
+int64_t weight_slice_bytes(const SEForwardParams& p, const Geometry& g) {
+  constexpr int64_t V = Vec<T>::V, B = static_cast<int64_t>(sizeof(T));
+  const int64_t w1 = p.hidden * round_up(g.chunk, V), w2 = round_up(g.chunk * p.hidden + V - 1, V);
+  return max64(w1, w2) * B;
+}
 // The cluster plan for clusters of at most max_cluster blocks (the device's
 // largest, kMaxCluster at most); slots 0 when a sample does not fit.
+// stage_weights (the forward): the weight slice is staged (two FCs, rows not
+// split: the summing step's MLP reads global memory) where it fits beside the
+// slots without taking one: staging x keeps the priority.
 template <typename T>
-StagedPlan cluster_plan(const SEForwardParams& p, const Geometry& g, int64_t max_cluster) {
+StagedPlan cluster_plan(const SEForwardParams& p, const Geometry& g, int64_t max_cluster,
+                        bool stage_weights = false) {
   StagedPlan sp;
   const int64_t ups = units_per_sample(g);
   sp.cluster = max64(1, min64(ups, min64(max_cluster, kMaxCluster)));
@@ -297,6 +317,10 @@ StagedPlan cluster_plan(const SEForwardParams& p, const Geometry& g, int64_t max
   const int64_t unstaged = sp.slots > p.cluster_unstaged ? p.cluster_unstaged : 0;  // tests
   sp.staged = min64(sp.slots - unstaged, kClusterSmemBytes / sp.slot_bytes);
   if (max_cluster < 1 || sp.staged < max64(1, sp.slots - 1)) sp.slots = sp.staged = 0;
+  const int64_t wb = weight_slice_bytes<T>(p, g);
+  if (stage_weights && sp.slots > 0 && p.excitation == Excitation::TwoFC && g.parts == 1 &&
+      sp.staged * sp.slot_bytes + wb <= kClusterSmemBytes)
+    sp.weight_bytes = wb;
   return sp;
 }
 

@@ -25,7 +25,7 @@
 // wait for the copies and meet before reading a slot.
 #pragma once
 
-#include "se_tile.cuh"
+#include "se_excite.cuh"
 
 namespace se_fused {
 namespace cuda_kernels {
@@ -121,6 +121,38 @@ __device__ __forceinline__ void stage_unit(const void* src, const SEForwardParam
   const UnitIdx ui = unit_of<kNHWC>(u, g, C, HW);
   stage_tile_async<T, kNHWC>(static_cast<const T*>(src) + ui.n * C * HW + tile_offset<kNHWC>(ui, C, HW), C,
                              HW, ui.rows, ui.c1 - ui.c0, slot);
+}
+
+// The buffer of the forward's weight slice, after the staged slots (the
+// cluster plan's weight_bytes), or nullptr: the weights are read from global
+// memory (OnePass, the backward, rows split, one FC and ECA).
+__device__ __forceinline__ unsigned char* staged_wbuf(const StagedPlan& sp) {
+  SE_DYNAMIC_SHARED(dyn);
+  return sp.weight_bytes > 0 ? dyn + sp.staged * sp.slot_bytes : nullptr;
+}
+// The forward's weight slice of unit ui (se_heuristics.h weight_slice_bytes)
+// into wbuf, one commit group; the caller waits (se_cp_async_wait(0)) and
+// meets its threads before the MLP reads it. Phase 1: w1's columns c0..c1,
+// hidden rows at row stride onepass_ld. Phase 2: w2's rows c0..c1, one span
+// at its global misalignment (the rows take the paths they take in global
+// memory). wbuf is free: the previous unit's MLP ended with a __syncthreads.
+template <typename T>
+__device__ __forceinline__ WeightView<T> stage_w1_async(const SEForwardParams& p, const UnitIdx& ui,
+                                                        unsigned char* wbuf) {
+  const int64_t len = ui.c1 - ui.c0;
+  T* dst = reinterpret_cast<T*>(wbuf);
+  stage_rows_async(cin<T>(p.w1) + ui.c0, p.C, p.hidden, len, dst, onepass_ld<T>(len));
+  se_cp_async_commit();
+  return WeightView<T>{dst, onepass_ld<T>(len), nullptr};
+}
+template <typename T>
+__device__ __forceinline__ WeightView<T> stage_w2_async(const SEForwardParams& p, const UnitIdx& ui,
+                                                        unsigned char* wbuf) {
+  const T* src = cin<T>(p.w2) + ui.c0 * p.hidden;
+  T* dst = onepass_tile<T, false>(src, wbuf);
+  stage_span_async(src, dst, (ui.c1 - ui.c0) * p.hidden);
+  se_cp_async_commit();
+  return WeightView<T>{nullptr, 0, dst};
 }
 
 // A staged kernel's view of its rounds (se_heuristics.h StagedPlan): in a
@@ -375,10 +407,11 @@ __device__ __forceinline__ void staged_rounds(const SEForwardParams& p, const Ge
 // over the cluster's shared memory, no cluster launch on this device or a
 // pre-sm_90 image, the opt-in refused) means that nothing may run.
 template <auto Kernel, typename T>
-cudaError_t cluster_fit(const SEForwardParams& p, const Geometry& g, StagedPlan* out) {
+cudaError_t cluster_fit(const SEForwardParams& p, const Geometry& g, StagedPlan* out,
+                        bool stage_weights = false) {
   int64_t max_cluster = kMaxCluster;
   for (int attempt = 0; attempt < 2; ++attempt) {
-    const StagedPlan sp = cluster_plan<T>(p, g, max_cluster);
+    const StagedPlan sp = cluster_plan<T>(p, g, max_cluster, stage_weights);
     if (sp.slots == 0) return cudaErrorInvalidValue;
     const size_t smem = static_cast<size_t>(sp.smem());
     int largest = 0, active = 0;

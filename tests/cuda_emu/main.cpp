@@ -56,6 +56,10 @@ struct Result {
 // staged (SEForwardParams::cluster_unstaged; 0: only what the budget does
 // not hold), for the runs that set it.
 int64_t g_cluster_unstaged = 0;
+// Cluster forward runs whose plan stages the unit's weight slice
+// (se_heuristics.h cluster_plan's weight_bytes): the quick set must have some,
+// or the staged weights' waits go unchecked (tests/test_cuda_emulation.py).
+std::atomic<long> g_weight_plans{0};
 
 template <typename T>
 Run<T> run_kernels(const Case& k, const std::vector<T>& xl, const std::vector<T>& dyl, const std::vector<T>& w1,
@@ -165,7 +169,9 @@ SEPath cluster_on(const Case& k, bool bwd, int64_t slots) {
   SEForwardParams f;
   const Geometry g = geometry_of<T>(k, bwd, &f);
   f.cluster_unstaged = g_cluster_unstaged;
-  return cluster_plan<T>(f, g, std::min<int64_t>(slots, kMaxCluster)).slots > 0 ? SEPath::Cluster : SEPath::TwoPass;
+  const StagedPlan sp = cluster_plan<T>(f, g, std::min<int64_t>(slots, kMaxCluster), !bwd);
+  if (sp.weight_bytes > 0) g_weight_plans++;
+  return sp.slots > 0 ? SEPath::Cluster : SEPath::TwoPass;
 }
 // One OS thread (and 256 fibers) per block of a grid here: past this many
 // units the one-pass checks run on 4 block slots (rounds, or the two-pass
@@ -526,6 +532,7 @@ int main(int argc, char** argv) {
   printf("launches: %ld (cooperative %ld, refused %ld; cluster %ld, refused %ld), blocks run: %ld, peak slots in use: %d\n",
          emu::g_launches.load(), emu::g_coop_launches.load(), emu::g_coop_refused.load(),
          emu::g_cluster_launches.load(), emu::g_cluster_refused.load(), emu::g_blocks.load(), emu::g_peak_slots.load());
+  printf("cluster forward plans staging the weight slice: %ld\n", g_weight_plans.load());
   printf("%d passed, %d failed\n", passed, failed);
   return failed || passed == 0 ? 1 : 0;
 }
