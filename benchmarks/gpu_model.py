@@ -93,6 +93,8 @@ WEIGHT_INFLIGHT = 8 * 1024  # a unit's w1 slice and w2 rows read from global mem
                           # weight_bytes: two FCs, rows not split): the whole slice in flight at once
                           # (cp.async), at the block's share of SM_INFLIGHT_CAP, one round trip per
                           # phase and unit
+SMEM_BPS = 128 * 1.755e9  # ASSUMED: shared-memory bytes/s per SM (128 B/clock at the boost clock):
+                          # the rate at which a round's samples read a staged weight slice
 CLUSTER_MLP_OVERLAP = 0.0  # share of a block's serial part (MLP, barriers) hidden under its own
                           # staging: none (the MLP needs the whole squeeze); other clusters keep
                           # HBM busy meanwhile, which is the max() of bandwidth and cluster waves
@@ -148,11 +150,13 @@ def slot_bytes(c, hw, chunk, rows, dtype_bytes, channels_last):
     return math.ceil(elems * dtype_bytes / CLUSTER_SLOT_ALIGN) * CLUSTER_SLOT_ALIGN
 
 
-def cluster_fit(c, hw, hidden, dtype_bytes, channels_last, backward=False, cluster_max=CLUSTER_MAX):
+def cluster_fit(c, hw, hidden, dtype_bytes, channels_last, backward=False, cluster_max=CLUSTER_MAX, samples=1):
     """How a sample's units map onto a cluster (issue 22's design): cluster size cs,
-    units per block j, slot and staged bytes per block, blocks per SM (shared memory
-    and registers), clusters active at once over GPC_SMS, and whether it applies.
-    cluster_max: the design's 16 (a what-if may pass less)."""
+    units per block j (per sample), slot and staged bytes per block, blocks per SM (shared
+    memory and registers), clusters active at once over GPC_SMS, and whether it applies.
+    cluster_max: the design's 16 (a what-if may pass less). samples: whole samples per
+    cluster round (se_heuristics.h cluster_plan: only with every slot and the weight slice
+    staged)."""
     chunk, k, parts, rows = geometry(c, hw, hidden, dtype_bytes, channels_last, backward)
     units = k * parts
     cs = min(units, cluster_max)
@@ -160,9 +164,9 @@ def cluster_fit(c, hw, hidden, dtype_bytes, channels_last, backward=False, clust
     slot = slot_bytes(c, hw, chunk, rows, dtype_bytes, channels_last)
     # se_heuristics.h cluster_plan: the units whose slots fit the budget are staged; a block
     # may run one more from global memory (its x read twice, the second time from L2).
-    staged_units = min(j, CLUSTER_SMEM_BUDGET // slot)
+    staged_units = min(j * samples, CLUSTER_SMEM_BUDGET // slot)
     staged = staged_units * slot
-    unstaged = max(0, units - cs * staged_units)  # units of a sample run from global memory
+    unstaged = max(0, units - cs * staged_units) if samples == 1 else 0  # units run from global memory
     # se_heuristics.h weight_slice_bytes: the forward's staged weight slice (the larger phase),
     # where it fits beside the slots (rows not split: the summing step reads global memory).
     vec = 16 // dtype_bytes
@@ -170,11 +174,26 @@ def cluster_fit(c, hw, hidden, dtype_bytes, channels_last, backward=False, clust
     weight_bytes = wb if (not backward and parts == 1 and staged + wb <= CLUSTER_SMEM_BUDGET) else 0
     per_block = staged + weight_bytes + STATIC_SMEM[dtype_bytes] + SMEM_RESERVED
     per_sm = min(SM_SMEM // per_block, SM_REGS // (CLUSTER_REGS * THREADS))
+    fits = staged_units >= max(1, j - 1) if samples == 1 else (staged_units == j * samples and weight_bytes > 0)
     active = sum(g * per_sm // cs for g in GPC_SMS)
     return dict(chunk=chunk, parts=parts, rows=rows, units=units, cs=cs, j=j, slot=slot,
-                staged=staged, staged_units=staged_units, direct=j - staged_units, weight_bytes=weight_bytes,
+                staged=staged, staged_units=staged_units, direct=max(0, j - staged_units),
+                weight_bytes=weight_bytes, samples=samples,
                 unstaged_share=unstaged / units, blocks_per_sm=per_sm, active=active,
-                applies=staged_units >= max(1, j - 1) and active >= 1)
+                applies=fits and active >= 1)
+
+
+def cluster_samples(n, c, hw, hidden, dtype_bytes, channels_last, cluster_max=CLUSTER_MAX):
+    """se_onepass.cuh cluster_fit's rule for the forward: the most samples per cluster round
+    of 8, 4, 2 (at most n) whose plan applies and leaves ceil(n / samples) clusters at least
+    as many as fit at once; else 1."""
+    for s in (8, 4, 2):
+        if s > n:
+            continue
+        f = cluster_fit(c, hw, hidden, dtype_bytes, channels_last, cluster_max=cluster_max, samples=s)
+        if f["applies"] and math.ceil(n / s) >= f["active"]:
+            return s
+    return 1
 
 
 def _cluster_us(n, fit, hbm, l2, flops, acc_flops, x_block, w_block, sm_inflight, barrier_us,
@@ -186,7 +205,9 @@ def _cluster_us(n, fit, hbm, l2, flops, acc_flops, x_block, w_block, sm_inflight
     larger of the whole-GPU bandwidth time (plus one cluster's serial tail) and the waves of
     cluster cycles. x_block: bytes a block reads with plain loads beside the staging
     (backward: x); w_block: weight bytes a block reads per sample; tail_us: work after the
-    scale inside the launch (batch 1's weight gradients)."""
+    scale inside the launch (batch 1's weight gradients). With fit["samples"] > 1 a cycle is
+    a round of that many samples: the staged slice read from L2 once, from shared memory by
+    each sample."""
     lat = HBM_LATENCY_US
     staged = fit["staged"]
     block_inflight = sm_inflight / fit["blocks_per_sm"]
@@ -203,9 +224,12 @@ def _cluster_us(n, fit, hbm, l2, flops, acc_flops, x_block, w_block, sm_inflight
     # block's share of the SM's; else the MLP lanes' WEIGHT_INFLIGHT.
     w_inflight = block_inflight if fit.get("weight_bytes") else WEIGHT_INFLIGHT
     t_w = L2_RT_US * max(1.0, w_block / w_inflight) if w_block else 0.0
+    samples = fit.get("samples", 1)
+    if samples > 1:  # the round's samples read the staged slice from shared memory
+        t_w += samples * w_block / (SMEM_BPS / fit["blocks_per_sm"]) * 1e6
     serial = PHASE_FIXED_US + (1 + split) * (barrier_us + L2_RT_US) + t_w + tail_us
     cycle = t_in + t_out + serial * (1 - CLUSTER_MLP_OVERLAP)
-    waves = math.ceil(n / fit["active"])
+    waves = math.ceil(math.ceil(n / samples) / fit["active"])
     bw = hbm / HBM_BPS * 1e6 + l2 / L2_BPS * 1e6 + flops / acc_flops * 1e6
     bound = "bandwidth" if bw + serial >= waves * cycle else "cluster waves"
     return dict(us=LAUNCH_US + max(bw + serial, waves * cycle), waves=waves, cycle_us=cycle,
@@ -282,12 +306,13 @@ def predict(n, c, h, w, hidden, dtype_bytes, channels_last, sm_inflight=SM_INFLI
     # inside it at batch 1 (a cluster barrier, then the cluster's blocks write dW), else the
     # two-pass weight-gradient launch after it.
     wl2 = w_l2 if weights_from_l2 else 0.0
-    cf = cluster_fit(c, hw, hidden, dtype_bytes, channels_last, cluster_max=cluster_max)
+    cs_samples = cluster_samples(n, c, hw, hidden, dtype_bytes, channels_last, cluster_max=cluster_max)
+    cf = cluster_fit(c, hw, hidden, dtype_bytes, channels_last, cluster_max=cluster_max, samples=cs_samples)
     cb = cluster_fit(c, hw, hidden, dtype_bytes, channels_last, backward=True, cluster_max=cluster_max)
     cl_fwd = cl_bwd = None
     if cf["applies"]:
         w_block = cf["j"] * cf["chunk"] * hidden * dtype_bytes * 2 if weights_from_l2 else 0
-        cf.update(_cluster_us(n, cf, 2 * x, wl2 + state + cf["unstaged_share"] * x, mlp_flops, acc_flops,
+        cf.update(_cluster_us(n, cf, 2 * x, wl2 / cs_samples + state + cf["unstaged_share"] * x, mlp_flops, acc_flops,
                               0, w_block, sm_inflight, barrier_us))
         cl_fwd = cf["us"]
     if cb["applies"]:
@@ -370,7 +395,9 @@ def bar_rows(shapes=BENCH_SHAPES, **kw):
         def why(fit, taken):
             if taken == "cluster":
                 return (f"{fit['bound']}-bound (cs {fit['cs']} x j {fit['j']}"
-                        f"{', 1 unstaged' if fit['direct'] else ''}, {fit['active']} clusters at once)")
+                        f"{', 1 unstaged' if fit['direct'] else ''}"
+                        f"{', %d samples a round' % fit['samples'] if fit.get('samples', 1) > 1 else ''}"
+                        f"{', weights staged' if fit.get('weight_bytes') else ''}, {fit['active']} clusters at once)")
             if fit["staged_units"] < max(1, fit["j"] - 1):
                 return (f"does not fit: j {fit['j']} x {fit['slot'] / 1024:.1f} KB, "
                         f"{fit['staged_units']} fit {CLUSTER_SMEM_BUDGET // 1024} KB: two-pass")
@@ -406,7 +433,7 @@ def main():
               f"{r['bwd_us']:.1f} | {r['clone_us']:.1f} | {r['add_us']:.1f} | {r['fwd_us'] / r['clone_us']:.2f} | "
               f"{_opt(r['onepass_fwd_us'])} | {_opt(r['onepass_bwd_us'])} |")
     print()
-    print("| shape | fwd cs x j | slot KB | staged KB | blocks/SM | clusters at once | cluster fwd us | "
+    print("| shape | fwd cs x j (x samples a round) | slot KB | staged KB | blocks/SM | clusters at once | cluster fwd us | "
           "fwd/clone | bwd cs x j | cluster bwd us | launches | (fwd+bwd)/(clone+add) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, *args in BENCH_SHAPES:
@@ -415,7 +442,8 @@ def main():
         (f, fp), (b, bp) = path_us(r, "cluster", "fwd"), path_us(r, "cluster", "bwd")
         mark = "" if fp == bp == "cluster" else "*"
         launches = f"{r['cluster_fwd_launches'] or '-'} / {r['cluster_bwd_launches'] or '-'}"
-        print(f"| {label} | {cf['cs']} x {cf['j']} | {cf['slot'] / 1024:.1f} | {cf['staged'] / 1024:.0f} | "
+        rounds = f" x {cf['samples']}" if cf.get("samples", 1) > 1 else ""
+        print(f"| {label} | {cf['cs']} x {cf['j']}{rounds} | {cf['slot'] / 1024:.1f} | {cf['staged'] / 1024:.0f} | "
               f"{cf['blocks_per_sm']} | {cf['active']} | {_opt(r['cluster_fwd_us'])} | "
               f"{_opt(r['cluster_fwd_us'] and r['cluster_fwd_us'] / r['clone_us'], '{:.2f}')} | "
               f"{cb['cs']} x {cb['j']} | {_opt(r['cluster_bwd_us'])} | {launches} | "

@@ -66,6 +66,7 @@ LARGE_CASES = [
     (1, 2, 112, 112, 2, torch.float32, False, True, "relu", "sigmoid"),      # one block per channel
     (3, 2048, 7, 7, 16, torch.bfloat16, False, True, "relu", "sigmoid"),
     (1, 256, 56, 56, 16, torch.bfloat16, True, True, "relu", "sigmoid"),    # 4 chunks x 13 row parts
+    (64, 2048, 7, 7, 16, torch.float32, False, True, "relu", "sigmoid"),    # cluster: rounds of samples (H200: 4)
 ]
 
 failures = []

@@ -89,9 +89,12 @@ def test_cuda_kernels_on_cpu_emulator(emulator):
     lines = run.stdout.strip().splitlines()
     assert run.returncode == 0 and lines and lines[-1].endswith(" passed, 0 failed"), (
         f"CUDA kernel emulation failed (exit status {run.returncode}):\n{run.stdout[-20000:]}")
-    # The cluster forward's staged weight slice ran (its cp.async waits are checked only where it runs).
-    staged = re.search(r"cluster forward plans staging the weight slice: (\d+)", run.stdout)
+    # The cluster forward's staged weight slice ran, and rounds of several samples sharing it
+    # (their cp.async waits and the slice's reuse are checked only where they run).
+    staged = re.search(r"cluster forward plans staging the weight slice: (\d+), taking several samples "
+                       r"per round: (\d+)", run.stdout)
     assert staged and int(staged.group(1)) > 0, "no cluster forward run staged its weight slice"
+    assert int(staged.group(2)) > 0, "no cluster forward run took several samples per round"
     # Every case's digest (all outputs of forward and backward) against the stored ones:
     # a kernel change that moves any bit shows here, even where every path moved alike.
     got, _ = compare_digests.parse_emu_output(run.stdout)
@@ -307,7 +310,8 @@ def test_compare_digests_reports_equal_differ_missing(tmp_path):
     stored.write_text("# made up\nfp32 N1 C3 case a 00000000000000aa\nfp32 case b 00000000000000bb\n"
                       "case c 00000000000000cc\n")
     gpu = tmp_path / "gpu_digests.txt"
-    paths = ["twopass:twopass/twopass", "onepass:twopass/onepass", "cluster:cluster/cluster"]
+    paths = ["twopass:twopass/twopass", "onepass:twopass/onepass", "cluster:cluster/cluster",
+             "cluster-s3:cluster/cluster"]
     gpu.write_text("".join(f"fp32 N1 C3 case a {p} 00000000000000aa\n" for p in paths) +  # equal
                    "".join(f"fp32 case b {p} {'00000000000000bb' if i else '00000000000000b0'}\n"
                            for i, p in enumerate(paths)) +                               # differs on one path
@@ -320,7 +324,7 @@ def test_compare_digests_reports_equal_differ_missing(tmp_path):
     report = out.read_text()
     assert "equal  fp32 N1 C3 case a onepass:twopass/onepass gpu=00000000000000aa emu=00000000000000aa" in report
     assert "DIFFER fp32 case b twopass:twopass/twopass gpu=00000000000000b0 emu=00000000000000bb" in report
-    assert "MISSING case c twopass,onepass,cluster" in report and "EXTRA  case d" in report
+    assert "MISSING case c twopass,onepass,cluster,cluster-s3" in report and "EXTRA  case d" in report
     # a case on only some paths is not equal; every path equal passes
     gpu.write_text("".join(f"fp32 N1 C3 case a {p} 00000000000000aa\n" for p in paths))
     stored.write_text("fp32 N1 C3 case a 00000000000000aa\n")

@@ -198,12 +198,12 @@ __global__ void __launch_bounds__(kThreads) se_bwd_staged_kernel(const __grid_co
   SE_SHARED(Smem<acc_t<T>>, sm);
   staged_rounds<T, kNHWC, kCluster>(
       a.p, a.g, a.sp, a.p.dy,
-      [&](int64_t u, unsigned char* slot) { bwd_staged_phase1_call<T, kNHWC>(a, sm, u, slot); },
+      [&](int64_t u, unsigned char* slot, bool) { bwd_staged_phase1_call<T, kNHWC>(a, sm, u, slot); },
       [&](int64_t u) { bwd_direct_phase1_call<T, kNHWC>(a, sm, u); },
       [&](int64_t first, int64_t last, int64_t rank, int64_t size) {
         bwd_sum_loop<T>(a, sm, first, last, rank, size);
       },
-      [&](int64_t u, unsigned char* slot) { bwd_staged_phase2_call<T, kNHWC>(a, sm, u, slot); },
+      [&](int64_t u, unsigned char* slot, bool) { bwd_staged_phase2_call<T, kNHWC>(a, sm, u, slot); },
       [&](int64_t u) { bwd_direct_phase2_call<T, kNHWC>(a, sm, u); });
   if (!kCluster || gridDim.x == a.sp.cluster) {  // grid-uniform
     staged_sync<kCluster>();
@@ -261,8 +261,8 @@ cudaError_t launch_backward_cluster(BwdArgs a, cudaStream_t stream, bool* launch
   *launched = false;
   cudaError_t err = cluster_fit<kernel, T>(a.p, a.g, &a.sp);
   if (err == cudaSuccess)
-    err = se_launch_cluster(kernel, a.p.N * a.sp.cluster, static_cast<int>(a.sp.cluster), kThreads,
-                            stream, a, static_cast<size_t>(a.sp.smem()));
+    err = se_launch_cluster(kernel, ceil_div(a.p.N, a.sp.samples) * a.sp.cluster, static_cast<int>(a.sp.cluster),
+                            kThreads, stream, a, static_cast<size_t>(a.sp.smem()));
   if (err != cudaSuccess) return err;
   *launched = true;
   return a.p.N == 1 ? cudaSuccess : se_launch(se_wgrad_kernel<T>, a.g.wgrad_blocks, kThreads, stream, a);

@@ -75,6 +75,10 @@ struct SEForwardParams {
   // (se_heuristics.h cluster_plan); 0: only what the shared-memory budget does
   // not hold. Never changes the bits.
   int64_t cluster_unstaged = 0;
+  // Tests: the cluster forward's samples per cluster round (se_heuristics.h
+  // cluster_plan), tried first and else 1; 0: the device rule (cluster_fit).
+  // Never changes the bits.
+  int64_t cluster_samples = 0;
   void* workspace = nullptr;     // se_*_workspace_bytes bytes, 256-byte aligned
   size_t workspace_bytes = 0;
   // When set, region i of the workspace (se_*_workspace_regions) is

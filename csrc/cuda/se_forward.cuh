@@ -61,10 +61,12 @@ __device__ __forceinline__ void fwd_finish(const FwdArgs& a, Smem<acc_t<T>>& sm,
 // kStaged: the unit's tile was staged in `slot` (se_onepass.cuh; the copies
 // waited for) and is squeezed from there: the same sums in the same orders.
 // wbuf (the cluster plan's weight_bytes): the unit's w1 columns are staged
-// there while it squeezes, and the MLP reads them there.
+// there while it squeezes (first: the chunk's first unit of the round; the
+// others find them there), and the MLP reads them there.
 template <typename T, bool kNHWC, bool kStaged = false>
 __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
-                                           unsigned char* slot = nullptr, unsigned char* wbuf = nullptr) {
+                                           unsigned char* slot = nullptr, unsigned char* wbuf = nullptr,
+                                           bool first = true) {
   using A = acc_t<T>;
   const SEForwardParams& p = a.p;
   const int64_t C = p.C, HW = p.HW;
@@ -73,7 +75,7 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
   const T* xs = cin<T>(p.x) + ui.n * C * HW + ui.r0 * C;
   A* pooled = out<A>(p.pooled) + ui.n * C;
   const auto sums = [&](int64_t r, A v) { sm.u.buf[r] = v; };
-  const WeightView<T> wv = wbuf ? stage_w1_async<T>(p, ui, wbuf) : WeightView<T>::global(p, ui);
+  const WeightView<T> wv = wbuf ? stage_w1_async<T>(p, ui, wbuf, first) : WeightView<T>::global(p, ui);
   if constexpr (kStaged) {
     const int64_t len = ui.c1 - ui.c0;
     const T* tile = onepass_tile<T, kNHWC>(xs + (kNHWC ? ui.c0 : ui.c0 * HW), slot);
@@ -85,7 +87,7 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
   }
   __syncthreads();
   if (!kNHWC || a.g.parts == 1) {  // NCHW: never split (se_heuristics.h)
-    fwd_finish<T>(a, sm, ui, pooled, wv, wbuf != nullptr);
+    fwd_finish<T>(a, sm, ui, pooled, wv, wbuf != nullptr && first);
   } else {  // the part's sums, for fwd_sum
     store_part_sums<A>(a.ws.psum, ui, a.g, C, sm.u.buf);
     __syncthreads();  // sm is reused by the next unit
@@ -112,7 +114,7 @@ __device__ __forceinline__ void fwd_phase2(const FwdArgs& a, Smem<acc_t<T>>& sm,
   const SEForwardParams& p = a.p;
   const int64_t C = p.C, HW = p.HW;
   const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
-  const WeightView<T> wv = wbuf ? stage_w2_async<T>(p, ui, wbuf) : WeightView<T>::global(p, ui);
+  const WeightView<T> wv = wbuf ? stage_w2_async<T>(p, ui, wbuf, true) : WeightView<T>::global(p, ui);
   excite_fwd_z2<T, kFC2>(p, a.g, ui, u, a.ws, sm, wv, wbuf != nullptr);
   __syncthreads();
   gate_terms<A>(p.gate, sm.u.buf, sm.u.buf, ui.c1 - ui.c0);  // s, in place
@@ -161,25 +163,25 @@ __device__ __forceinline__ void fwd_sum_loop(const FwdArgs& a, Smem<acc_t<T>>& s
 // the slots (the __syncthreads ending phase 2).
 template <typename T, bool kNHWC>
 __device__ __noinline__ void fwd_staged_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
-                                                    unsigned char* slot) {
-  fwd_phase1<T, kNHWC, true>(a, sm, u, slot, staged_wbuf(a.sp));
+                                                    unsigned char* slot, bool first) {
+  fwd_phase1<T, kNHWC, true>(a, sm, u, slot, staged_wbuf(a.sp), first);
 }
 template <typename T, bool kNHWC, bool kFC2>
 __device__ __noinline__ void fwd_staged_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
-                                                    unsigned char* slot) {
+                                                    unsigned char* slot, bool first) {
   using A = acc_t<T>;
   unsigned char* wbuf = staged_wbuf(a.sp);
   const SEForwardParams& p = a.p;
   const int64_t C = p.C, HW = p.HW;
   const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
   const int64_t len = ui.c1 - ui.c0;
-  const WeightView<T> wv = wbuf ? stage_w2_async<T>(p, ui, wbuf) : WeightView<T>::global(p, ui);
-  excite_fwd_z2<T, kFC2>(p, a.g, ui, u, a.ws, sm, wv, wbuf != nullptr);
+  const WeightView<T> wv = wbuf ? stage_w2_async<T>(p, ui, wbuf, first) : WeightView<T>::global(p, ui);
+  excite_fwd_z2<T, kFC2>(p, a.g, ui, u, a.ws, sm, wv, wbuf != nullptr && first);
   __syncthreads();
   gate_terms<A>(p.gate, sm.u.buf, sm.u.buf, len);  // s, in place
   __syncthreads();
-  const int64_t first = ui.n * C * HW + tile_offset<kNHWC>(ui, C, HW);  // the unit's first element
-  onepass_scale<T, false, kNHWC>(onepass_tile<T, kNHWC>(cin<T>(p.x) + first, slot), out<T>(p.y) + first,
+  const int64_t e0 = ui.n * C * HW + tile_offset<kNHWC>(ui, C, HW);  // the unit's first element
+  onepass_scale<T, false, kNHWC>(onepass_tile<T, kNHWC>(cin<T>(p.x) + e0, slot), out<T>(p.y) + e0,
                                  C, ui.rows, len, a.g, sm.u.buf, nullptr, p.residual);
   __syncthreads();  // the slot and sm are reused by the next unit or round
 }
@@ -201,12 +203,14 @@ __global__ void __launch_bounds__(kThreads) se_fwd_staged_kernel(const __grid_co
   SE_SHARED(Smem<acc_t<T>>, sm);
   staged_rounds<T, kNHWC, kCluster>(
       a.p, a.g, a.sp, a.p.x,
-      [&](int64_t u, unsigned char* slot) { fwd_staged_phase1_call<T, kNHWC>(a, sm, u, slot); },
+      [&](int64_t u, unsigned char* slot, bool first) { fwd_staged_phase1_call<T, kNHWC>(a, sm, u, slot, first); },
       [&](int64_t u) { fwd_direct_phase1_call<T, kNHWC>(a, sm, u); },
       [&](int64_t first, int64_t last, int64_t rank, int64_t size) {
         fwd_sum_loop<T>(a, sm, first, last, rank, size);
       },
-      [&](int64_t u, unsigned char* slot) { fwd_staged_phase2_call<T, kNHWC, kFC2>(a, sm, u, slot); },
+      [&](int64_t u, unsigned char* slot, bool first) {
+        fwd_staged_phase2_call<T, kNHWC, kFC2>(a, sm, u, slot, first);
+      },
       [&](int64_t u) { fwd_direct_phase2_call<T, kNHWC, kFC2>(a, sm, u); });
 }
 
@@ -253,7 +257,8 @@ cudaError_t launch_forward_cluster(FwdArgs a, cudaStream_t stream) {
   constexpr auto kernel = se_fwd_staged_kernel<T, kNHWC, kFC2, true>;
   const cudaError_t err = cluster_fit<kernel, T>(a.p, a.g, &a.sp, /*stage_weights=*/true);
   if (err != cudaSuccess) return err;
-  return se_launch_cluster(kernel, a.p.N * a.sp.cluster, static_cast<int>(a.sp.cluster), kThreads,
+  return se_launch_cluster(kernel, ceil_div(a.p.N, a.sp.samples) * a.sp.cluster, static_cast<int>(a.sp.cluster),
+                           kThreads,
                            stream, a, static_cast<size_t>(a.sp.smem()));
 }
 

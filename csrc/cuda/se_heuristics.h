@@ -258,6 +258,7 @@ struct StagedPlan {
   int64_t slot_bytes = 0;  // bytes per staged slot (16-byte multiple); the launch's dynamic smem is staged x this
   int64_t cluster = 0;     // Cluster: blocks per cluster; 0: OnePass
   int64_t weight_bytes = 0;  // the unit's weight slice staged per phase after the slots (cluster_plan), else 0
+  int64_t samples = 1;       // Cluster: whole samples per cluster round (cluster_plan); slots is per sample
   int64_t smem() const { return staged * slot_bytes + weight_bytes; }
 };
 
@@ -306,23 +307,36 @@ int64_t weight_slice_bytes(const SEForwardParams& p, const Geometry& g) {
 // stage_weights (the forward): the weight slice is staged (two FCs, rows not
 // split: the summing step's MLP reads global memory) where it fits beside the
 // slots without taking one: staging x keeps the priority.
+// samples > 1 (the forward, cluster_fit): a round takes that many whole
+// samples, a block the same chunks of each, one after another
+// (se_onepass.cuh staged_rounds), so that a chunk's staged weight slice serves
+// every sample of the round: read from L2 once per round, not per sample (at
+// 7x7 a sample's weights are 2-5x its x). Only with the weights staged and
+// every slot staged; else slots 0 (the caller takes fewer samples).
 template <typename T>
 StagedPlan cluster_plan(const SEForwardParams& p, const Geometry& g, int64_t max_cluster,
-                        bool stage_weights = false) {
+                        bool stage_weights = false, int64_t samples = 1) {
   StagedPlan sp;
   const int64_t ups = units_per_sample(g);
   sp.cluster = max64(1, min64(ups, min64(max_cluster, kMaxCluster)));
   sp.slots = ceil_div(ups, sp.cluster);
+  sp.samples = max64(1, samples);
   sp.slot_bytes = cluster_slot_bytes<T>(p, g);
-  const int64_t unstaged = sp.slots > p.cluster_unstaged ? p.cluster_unstaged : 0;  // tests
-  sp.staged = min64(sp.slots - unstaged, kClusterSmemBytes / sp.slot_bytes);
-  if (max_cluster < 1 || sp.staged < max64(1, sp.slots - 1)) sp.slots = sp.staged = 0;
+  const int64_t total = sp.slots * sp.samples;  // a block's units per round
+  const int64_t unstaged = sp.samples == 1 && sp.slots > p.cluster_unstaged ? p.cluster_unstaged : 0;  // tests
+  sp.staged = min64(total - unstaged, kClusterSmemBytes / sp.slot_bytes);
+  if (max_cluster < 1 || sp.staged < max64(1, total - 1)) sp.slots = sp.staged = 0;
   const int64_t wb = weight_slice_bytes<T>(p, g);
   if (stage_weights && sp.slots > 0 && p.excitation == Excitation::TwoFC && g.parts == 1 &&
       sp.staged * sp.slot_bytes + wb <= kClusterSmemBytes)
     sp.weight_bytes = wb;
+  if (sp.samples > 1 && (sp.weight_bytes == 0 || sp.staged < total)) sp.slots = sp.staged = 0;
   return sp;
 }
+// Samples per cluster round to try first (cluster_fit takes the most that fits
+// and still gives the device's clusters work: ceil(N / samples) clusters at
+// least as many as fit at once).
+constexpr int64_t kMaxClusterSamples = 8;
 
 // Which path runs. Every path gives the same bits (same geometry, same
 // per-unit code), so this is a speed choice only.

@@ -136,44 +136,64 @@ __device__ __forceinline__ unsigned char* staged_wbuf(const StagedPlan& sp) {
 // hidden rows at row stride onepass_ld. Phase 2: w2's rows c0..c1, one span
 // at its global misalignment (the rows take the paths they take in global
 // memory). wbuf is free: the previous unit's MLP ended with a __syncthreads.
+// copy: issue the copies (the chunk's first unit of the round); else the
+// view of the slice an earlier unit of the same chunk staged (the round's
+// other samples).
 template <typename T>
 __device__ __forceinline__ WeightView<T> stage_w1_async(const SEForwardParams& p, const UnitIdx& ui,
-                                                        unsigned char* wbuf) {
+                                                        unsigned char* wbuf, bool copy) {
   const int64_t len = ui.c1 - ui.c0;
   T* dst = reinterpret_cast<T*>(wbuf);
-  stage_rows_async(cin<T>(p.w1) + ui.c0, p.C, p.hidden, len, dst, onepass_ld<T>(len));
-  se_cp_async_commit();
+  if (copy) {
+    stage_rows_async(cin<T>(p.w1) + ui.c0, p.C, p.hidden, len, dst, onepass_ld<T>(len));
+    se_cp_async_commit();
+  }
   return WeightView<T>{dst, onepass_ld<T>(len), nullptr};
 }
 template <typename T>
 __device__ __forceinline__ WeightView<T> stage_w2_async(const SEForwardParams& p, const UnitIdx& ui,
-                                                        unsigned char* wbuf) {
+                                                        unsigned char* wbuf, bool copy) {
   const T* src = cin<T>(p.w2) + ui.c0 * p.hidden;
   T* dst = onepass_tile<T, false>(src, wbuf);
-  stage_span_async(src, dst, (ui.c1 - ui.c0) * p.hidden);
-  se_cp_async_commit();
+  if (copy) {
+    stage_span_async(src, dst, (ui.c1 - ui.c0) * p.hidden);
+    se_cp_async_commit();
+  }
   return WeightView<T>{nullptr, 0, dst};
 }
 
-// A staged kernel's view of its rounds (se_heuristics.h StagedPlan): in a
-// round starting at unit `base` the block of rank `rank` takes units
-// base + rank + size * j (j < slots) below min(base + span, units); the
-// rounds start at `first` and step by `stride`. OnePass: the grid (one unit
-// per block, a round is the grid's units); Cluster: the block's cluster (one
-// sample, one round). Uniform over the barrier's scope, so every block of it
+// A staged kernel's view of its rounds (se_heuristics.h StagedPlan): a round
+// starting at unit `base` covers `samples` whole samples (units per sample:
+// `per`); the block of rank `rank` takes, of each, units rank + size * j
+// (j < slots, below per), below min(base + span, units); the rounds start at
+// `first` and step by `stride`. OnePass: the grid (one unit per block, a round
+// is the grid's units, per = span); Cluster: the block's cluster (one round of
+// `samples` samples). Uniform over the barrier's scope, so every block of it
 // meets every barrier.
 struct StagedScope {
   int64_t rank, size, first, stride, span;
+  int per, samples;  // 32-bit: units per sample (kMaxUnits), samples per round (kMaxClusterSamples)
 };
 template <bool kCluster>
 __device__ __forceinline__ StagedScope staged_scope(const Geometry& g, const StagedPlan& sp) {
   if constexpr (kCluster) {
     const uint32_t cs = static_cast<uint32_t>(sp.cluster), ups = static_cast<uint32_t>(g.chunks * g.parts);
-    return StagedScope{blockIdx.x % cs, cs, static_cast<int64_t>(blockIdx.x / cs) * ups,
-                       static_cast<int64_t>(gridDim.x / cs) * ups, ups};
+    const int64_t span = static_cast<int64_t>(ups) * sp.samples;
+    return StagedScope{blockIdx.x % cs, cs, static_cast<int64_t>(blockIdx.x / cs) * span,
+                       static_cast<int64_t>(gridDim.x / cs) * span, span, static_cast<int>(ups),
+                       static_cast<int>(sp.samples)};
   } else {
-    return StagedScope{blockIdx.x, gridDim.x, 0, gridDim.x, gridDim.x};
+    return StagedScope{blockIdx.x, gridDim.x, 0, gridDim.x, gridDim.x, static_cast<int>(gridDim.x), 1};
   }
+}
+// The block's j-th unit of sample s of the round at base, or `end` where it
+// has none. Its slot: t = j * samples + s (a chunk's units of the round's
+// samples back to back).
+__device__ __forceinline__ int64_t staged_unit(const StagedScope& sc, int64_t base, int64_t end, int j,
+                                               int s) {
+  const int64_t c = sc.rank + sc.size * j;
+  const int64_t u = base + s * sc.per + c;
+  return c < sc.per && u < end ? u : end;
 }
 // The end of the round starting at base.
 __device__ __forceinline__ int64_t staged_end(const StagedScope& sc, int64_t base, int64_t units) {
@@ -355,11 +375,14 @@ __device__ __forceinline__ void onepass_scale(const T* tile, T* o, int64_t C, in
 // The rounds of a staged kernel (se_forward.cuh, se_backward.cuh): in each
 // round the block issues the copies of its staged units' tiles of `src` (x or
 // dy), a commit group per slot, all in flight; for each of its units, in
-// order, waits for the slot's group and meets its threads (a staged unit) and
-// runs phase 1; meets the round's barrier (with row parts: the barrier, the
-// summing step, the barrier again); runs each unit's phase 2. The direction's
-// steps: phase1(u, slot) / phase1_direct(u) (a unit past the staged ones),
-// sum(first, last, rank, size), phase2(u, slot) / phase2_direct(u).
+// order (staged_unit: a chunk's units of the round's samples back to back),
+// waits for the slot's group and meets its threads (a staged unit) and runs
+// phase 1; meets the round's barrier (with row parts: the barrier, the summing
+// step, the barrier again); runs each unit's phase 2. The direction's steps:
+// phase1(u, slot, first) / phase1_direct(u) (a unit past the staged ones),
+// sum(first, last, rank, size), phase2(u, slot, first) / phase2_direct(u);
+// first: the unit is its chunk's first of the round (the forward stages the
+// chunk's weight slice there; the round's other samples reuse it).
 template <typename T, bool kNHWC, bool kCluster, typename P1, typename P1d, typename Sum, typename P2,
           typename P2d>
 __device__ __forceinline__ void staged_rounds(const SEForwardParams& p, const Geometry& g, const StagedPlan& sp,
@@ -367,20 +390,24 @@ __device__ __forceinline__ void staged_rounds(const SEForwardParams& p, const Ge
                                               const Sum& sum, const P2& phase2, const P2d& phase2_direct) {
   SE_DYNAMIC_SHARED(dyn);
   const StagedScope sc = staged_scope<kCluster>(g, sp);
-  const int64_t J = sp.slots, S = sp.staged;  // units j < S staged, the rest direct
+  // Slots t = j * S + s < St staged, the rest direct (32-bit: a block's slots are few).
+  const int J = static_cast<int>(sp.slots), S = static_cast<int>(sp.samples), St = static_cast<int>(sp.staged);
   for (int64_t base = sc.first; base < g.units; base += sc.stride) {  // a round
     const int64_t end = staged_end(sc, base, g.units);
 #pragma unroll 1
-    for (int64_t j = 0, u = base + sc.rank; j < S; ++j, u += sc.size) {  // every slot in flight, a group each
-      if (u < end) stage_unit<T, kNHWC>(src, p, g, u, dyn + j * sp.slot_bytes);
+    for (int t = 0; t < St; ++t) {  // every slot in flight, a group each
+      const int64_t u = staged_unit(sc, base, end, t / S, t % S);
+      if (u < end) stage_unit<T, kNHWC>(src, p, g, u, dyn + t * sp.slot_bytes);
       se_cp_async_commit();
     }
 #pragma unroll 1
-    for (int64_t j = 0, u = base + sc.rank; j < J && u < end; ++j, u += sc.size) {
-      if (j < S) {
-        se_cp_async_wait(static_cast<int>(S - 1 - j));  // slot j's group has landed
-        __syncthreads();                                // ... for every thread's copies
-        phase1(u, dyn + j * sp.slot_bytes);
+    for (int t = 0; t < J * S; ++t) {
+      const int64_t u = staged_unit(sc, base, end, t / S, t % S);
+      if (u >= end) continue;  // block-uniform
+      if (t < St) {
+        se_cp_async_wait(St - 1 - t);  // slot t's group has landed
+        __syncthreads();               // ... for every thread's copies
+        phase1(u, dyn + t * sp.slot_bytes, t % S == 0);
       } else {
         phase1_direct(u);
       }
@@ -391,9 +418,11 @@ __device__ __forceinline__ void staged_rounds(const SEForwardParams& p, const Ge
     }
     staged_sync<kCluster>();
 #pragma unroll 1
-    for (int64_t j = 0, u = base + sc.rank; j < J && u < end; ++j, u += sc.size) {
-      if (j < S) {
-        phase2(u, dyn + j * sp.slot_bytes);
+    for (int t = 0; t < J * S; ++t) {
+      const int64_t u = staged_unit(sc, base, end, t / S, t % S);
+      if (u >= end) continue;
+      if (t < St) {
+        phase2(u, dyn + t * sp.slot_bytes, t % S == 0);
       } else {
         phase2_direct(u);
       }
@@ -403,29 +432,47 @@ __device__ __forceinline__ void staged_rounds(const SEForwardParams& p, const Ge
 
 // Host: the cluster plan (se_heuristics.h cluster_plan) that the device
 // schedules for Kernel: at most its largest cluster at the plan's shared
-// memory, at least one such cluster resident at a time. An error (a sample
-// over the cluster's shared memory, no cluster launch on this device or a
-// pre-sm_90 image, the opt-in refused) means that nothing may run.
+// memory, at least one such cluster resident at a time. The forward
+// (stage_weights) takes the most samples per round (8, 4, 2; the test knob
+// p.cluster_samples first) whose plan fits and leaves at least as many
+// clusters as fit at once, else one. An error (a sample over the cluster's
+// shared memory, no cluster launch on this device or a pre-sm_90 image, the
+// opt-in refused) means that nothing may run.
 template <auto Kernel, typename T>
 cudaError_t cluster_fit(const SEForwardParams& p, const Geometry& g, StagedPlan* out,
                         bool stage_weights = false) {
   int64_t max_cluster = kMaxCluster;
+  const bool forced = p.cluster_samples > 0;
   for (int attempt = 0; attempt < 2; ++attempt) {
-    const StagedPlan sp = cluster_plan<T>(p, g, max_cluster, stage_weights);
-    if (sp.slots == 0) return cudaErrorInvalidValue;
-    const size_t smem = static_cast<size_t>(sp.smem());
-    int largest = 0, active = 0;
-    cudaError_t err = se_allow_dynamic_smem<Kernel>(smem);
-    if (err == cudaSuccess)
-      err = se_cluster_capacity<Kernel>(static_cast<int>(sp.cluster), kThreads, smem, &largest, &active);
-    if (err != cudaSuccess) return err;
-    if (largest < 1) return cudaErrorNotSupported;
-    if (sp.cluster <= largest) {
-      if (active < 1) return cudaErrorInvalidClusterSize;
+    bool smaller = false;
+    // S: the forced count then 1, or 8, 4, 2, 1.
+    for (int64_t S = forced ? p.cluster_samples : kMaxClusterSamples; S >= 1; S = forced ? (S > 1 ? 1 : 0) : S / 2) {
+      if (S > 1 && (!stage_weights || S > p.N)) continue;
+      const StagedPlan sp = cluster_plan<T>(p, g, max_cluster, stage_weights, S);
+      if (sp.slots == 0) {
+        if (S == 1) return cudaErrorInvalidValue;
+        continue;
+      }
+      const size_t smem = static_cast<size_t>(sp.smem());
+      int largest = 0, active = 0;
+      cudaError_t err = se_allow_dynamic_smem<Kernel>(smem);
+      if (err == cudaSuccess)
+        err = se_cluster_capacity<Kernel>(static_cast<int>(sp.cluster), kThreads, smem, &largest, &active);
+      if (err != cudaSuccess) return err;
+      if (largest < 1) return cudaErrorNotSupported;
+      if (sp.cluster > largest) {  // the device's largest cluster is smaller: more slots per block
+        max_cluster = largest;
+        smaller = true;
+        break;
+      }
+      if (active < 1 || (S > 1 && !forced && ceil_div(p.N, S) < active)) {
+        if (S == 1) return cudaErrorInvalidClusterSize;
+        continue;
+      }
       *out = sp;
       return cudaSuccess;
     }
-    max_cluster = largest;  // the device's largest cluster is smaller: more slots per block
+    if (!smaller) break;
   }
   return cudaErrorInvalidClusterSize;
 }

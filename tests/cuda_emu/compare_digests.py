@@ -11,7 +11,8 @@ extra; --update rewrites the stored file from OUTPUT instead (refused unless
 the run passed). gpu: writes one line per case and path to --out (equal or
 DIFFER with both digests and the path; MISSING, EXTRA), prints
 "gpu vs emulator: N equal, M differ (of K)" (a case is equal when the GPU gave
-it on each path, two-pass, one-pass and cluster, every digest the stored
+it on each path, two-pass, one-pass and cluster (and cluster in rounds of 3
+samples), every digest the stored
 one) and exits 0 iff M == 0. Python 3 standard library only (no torch).
 """
 import argparse
@@ -95,7 +96,7 @@ def parse_gpu_digests(text):
     return rows
 
 
-PATHS = ("twopass", "onepass", "cluster")
+PATHS = ("twopass", "onepass", "cluster", "cluster-s3")  # cluster-s3: rounds of 3 samples (gpu_digest.cu)
 
 
 def compare_gpu(stored, rows, paths=PATHS):

@@ -56,10 +56,15 @@ struct Result {
 // staged (SEForwardParams::cluster_unstaged; 0: only what the budget does
 // not hold), for the runs that set it.
 int64_t g_cluster_unstaged = 0;
+// The cluster forward's samples per round (SEForwardParams::cluster_samples;
+// 0: the device rule, which the small quick batches rarely move past 1).
+int64_t g_cluster_samples = 0;
 // Cluster forward runs whose plan stages the unit's weight slice
 // (se_heuristics.h cluster_plan's weight_bytes): the quick set must have some,
 // or the staged weights' waits go unchecked (tests/test_cuda_emulation.py).
 std::atomic<long> g_weight_plans{0};
+// ... and those that take several samples per round (g_cluster_samples).
+std::atomic<long> g_sample_plans{0};
 
 template <typename T>
 Run<T> run_kernels(const Case& k, const std::vector<T>& xl, const std::vector<T>& dyl, const std::vector<T>& w1,
@@ -78,6 +83,7 @@ Run<T> run_kernels(const Case& k, const std::vector<T>& xl, const std::vector<T>
   const bool fc2 = k.ex == Excitation::TwoFC;
   SEForwardParams f = case_params(k, path);
   f.cluster_unstaged = g_cluster_unstaged;
+  f.cluster_samples = g_cluster_samples;
   f.x = x; f.w1 = w1.data(); f.b1 = k.bias ? b1.data() : nullptr;
   f.w2 = fc2 ? w2.data() : nullptr; f.b2 = fc2 && k.bias ? b2.data() : nullptr;
   f.y = ybuf.data(); f.pooled = r.pooled.data(); f.z1 = r.z1.data(); f.z2 = r.z2.data(); f.path_taken = &taken_f;
@@ -171,6 +177,9 @@ SEPath cluster_on(const Case& k, bool bwd, int64_t slots) {
   f.cluster_unstaged = g_cluster_unstaged;
   const StagedPlan sp = cluster_plan<T>(f, g, std::min<int64_t>(slots, kMaxCluster), !bwd);
   if (sp.weight_bytes > 0) g_weight_plans++;
+  if (!bwd && g_cluster_samples > 1 && g_cluster_samples <= k.N &&
+      cluster_plan<T>(f, g, std::min<int64_t>(slots, kMaxCluster), true, g_cluster_samples).slots > 0)
+    g_sample_plans++;
   return sp.slots > 0 ? SEPath::Cluster : SEPath::TwoPass;
 }
 // One OS thread (and 256 fibers) per block of a grid here: past this many
@@ -351,6 +360,17 @@ Result test(const Case& k, uint32_t seed) {
                            cluster_on<T>(k, true, 4)),
             "on the cluster path (clusters of at most 4, one unit per block unstaged)");
   g_cluster_unstaged = 0;
+  // ... and with rounds of 2 and of 3 whole samples per cluster (the forward:
+  // a block takes a chunk of each sample in turn, its staged weight slice read
+  // by all of them; the last round short where N is not a multiple; one per
+  // round where the plan allows no more).
+  for (const int64_t samples : {2, 3}) {
+    g_cluster_samples = samples;
+    same_as_r(run_kernels<T>(k, x, dy, w1, b1, w2, b2, 0, 4, SEPath::Cluster, res, cluster_on<T>(k, false, 4),
+                             cluster_on<T>(k, true, 4)),
+              "on the cluster path (clusters of at most 4, " + std::to_string(samples) + " samples per round)");
+  }
+  g_cluster_samples = 0;
   if (k.unit_bytes > 0) {  // the refused-launch fallbacks, on the multi-chunk cases
     // Fewer resident blocks than a sample has units (one fewer; 4 past
     // kEmuOnePassMaxUnits): the two-pass fallback.
@@ -532,7 +552,8 @@ int main(int argc, char** argv) {
   printf("launches: %ld (cooperative %ld, refused %ld; cluster %ld, refused %ld), blocks run: %ld, peak slots in use: %d\n",
          emu::g_launches.load(), emu::g_coop_launches.load(), emu::g_coop_refused.load(),
          emu::g_cluster_launches.load(), emu::g_cluster_refused.load(), emu::g_blocks.load(), emu::g_peak_slots.load());
-  printf("cluster forward plans staging the weight slice: %ld\n", g_weight_plans.load());
+  printf("cluster forward plans staging the weight slice: %ld, taking several samples per round: %ld\n",
+         g_weight_plans.load(), g_sample_plans.load());
   printf("%d passed, %d failed\n", passed, failed);
   return failed || passed == 0 ? 1 : 0;
 }

@@ -66,18 +66,35 @@ MUTANTS = [
            "          part[i * kThreads + threadIdx.x] += part[i * kThreads + threadIdx.x + h * CW];\n      }\n",
            "col_reduce: no barrier between the levels of the shared-memory tree (read-after-write)"),
     Mutant("barrier_fwd_means", "barrier", "se_forward.cuh",
-           "    pooled[ui.c0 + r] = m;\n  }\n  __syncthreads();\n",
-           "    pooled[ui.c0 + r] = m;\n  }\n",
+           "  if (staged) se_cp_async_wait(0);  // this thread's copies of the slice ...\n"
+           "  __syncthreads();                  // ... and every thread's\n",
+           "  if (staged) se_cp_async_wait(0);  // this thread's copies of the slice ...\n",
            "fwd_finish: no barrier between writing the means to sm.u.buf and the MLP partial reading them (RAW)"),
     Mutant("barrier_staged_slot", "barrier", "se_onepass.cuh",
-           "        __syncthreads();                                // ... for every thread's copies\n"
+           "        __syncthreads();               // ... for every thread's copies\n"
            "        phase1(u,",
            "        phase1(u,",
            "staged_rounds: no barrier between the copies' wait and the squeeze of the slot "
            "(other threads' copies not yet landed: RAW)"),
     Mutant("async_wait_one_short", "barrier", "se_onepass.cuh",
-           "se_cp_async_wait(static_cast<int>(S - 1 - j));", "se_cp_async_wait(static_cast<int>(S - j));",
-           "staged_rounds: waits for one group too few (slot j's copies may be in flight; J >= 2)"),
+           "se_cp_async_wait(St - 1 - t);", "se_cp_async_wait(St - t);",
+           "staged_rounds: waits for one group too few (slot t's copies may be in flight; J >= 2)"),
+    Mutant("async_weights_phase1_unwaited", "barrier", "se_forward.cuh",
+           "  if (staged) se_cp_async_wait(0);  // this thread's copies of the slice ...\n", "",
+           "fwd_finish: the staged w1 slice read before its copies are waited for"),
+    Mutant("async_weights_phase2_unwaited", "barrier", "se_excite.cuh",
+           "    if (staged) se_cp_async_wait(0);  // this thread's copies of the rows ...\n", "",
+           "excite_fwd_z2: the staged w2 rows read before their copies are waited for"),
+    Mutant("launch_samples_slice_reused", "launch", "se_onepass.cuh",
+           "phase1(u, dyn + t * sp.slot_bytes, t % S == 0);", "phase1(u, dyn + t * sp.slot_bytes, t == 0);",
+           "staged_rounds: a round's later chunks read the first chunk's staged w1 slice"),
+    Mutant("launch_samples_unit_offset", "launch", "se_onepass.cuh",
+           "const int64_t u = base + s * sc.per + c;", "const int64_t u = base + s * sc.size + c;",
+           "staged_unit: a round's later samples offset by the cluster size, not a sample's units"),
+    Mutant("order_whole_rounds_clamped_added", "order", "se_reduce.cuh",
+           "              if (r + u * R < nrows) op.add_chunk(acc, raw[u], r + u * R);",
+           "              if (r + u * R <= nrows) op.add_chunk(acc, raw[u], r + u * R);",
+           "col_reduce (kWholeRounds): the clamped row added once more"),
     # ------------------------------------------------ shuffles
     Mutant("shuffle_half_mask", "shuffle", "se_reduce.cuh",
            "__shfl_down_sync(0xffffffffu, v, off, width)", "__shfl_down_sync(0x0000ffffu, v, off, width)",
@@ -149,8 +166,10 @@ MUTANTS = [
            "wgrad_block: the tile load hoisted above its bounds check (value discarded when out of range)"),
     # ------------------------------------------------ grid barriers
     Mutant("gridsync_fwd_round", "grid-sync", "se_onepass.cuh",
-           "    staged_sync<kCluster>();\n#pragma unroll 1\n    for (int64_t j = 0, u = base + sc.rank; j < J && u < end;",
-           "#pragma unroll 1\n    for (int64_t j = 0, u = base + sc.rank; j < J && u < end;",
+           "    staged_sync<kCluster>();\n#pragma unroll 1\n    for (int t = 0; t < J * S; ++t) {\n"
+           "      const int64_t u = staged_unit(sc, base, end, t / S, t % S);\n      if (u >= end) continue;\n",
+           "#pragma unroll 1\n    for (int t = 0; t < J * S; ++t) {\n"
+           "      const int64_t u = staged_unit(sc, base, end, t / S, t % S);\n      if (u >= end) continue;\n",
            "staged_rounds: no round barrier (cluster or grid) before the MLP rows read the partials"),
     Mutant("gridsync_bwd_wgrad", "grid-sync", "se_backward.cuh",
            "  if (!kCluster || gridDim.x == a.sp.cluster) {  // grid-uniform\n    staged_sync<kCluster>();\n",
