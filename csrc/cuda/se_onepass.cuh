@@ -232,12 +232,7 @@ struct RowDot2Tile {  // sum_i a[i] * b[i]
     return m == misalign(b) ? m : -1;
   }
   __device__ __forceinline__ Raw load(int64_t k) const { return Raw{ld16(b + k * V)}; }
-  __device__ __forceinline__ Raw load_shifted(int64_t k, int m) const {
-    const T* q = b + k * V - m;
-    const uint4 u = ld16(q), w = ld16(q + V);
-    if constexpr (sizeof(T) == 8) return Raw{make_uint4(u.z, u.w, w.x, w.y)};  // m is 1
-    return Raw{realign16(u, w, m * static_cast<int>(sizeof(T)))};
-  }
+  __device__ __forceinline__ Raw load_shifted(int64_t k, int m) const { return Raw{ld16_shifted(b, k, m)}; }
   __device__ __forceinline__ A add_chunk(A acc, const Raw& r, int64_t k) const {
 #pragma unroll
     for (int i = 0; i < V; ++i) acc = fma_acc(to_acc(a[k * V + i]), to_acc(PackIO<T>::get(r.b, i)), acc);

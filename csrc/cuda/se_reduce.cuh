@@ -42,6 +42,18 @@ struct VecSrc {
 // [k V, k V + V). load/add_chunk (16-byte path, only when vec_ok) and
 // add_elem (scalar path) must add the same terms in the same order.
 
+// Chunk k (elements [k V, k V + V)) of a row that starts m elements past a
+// 16-byte boundary (0 < m < V, p element-aligned): two aligned 16-byte loads
+// realigned in registers (the row ops' load_shifted).
+template <typename T>
+__device__ __forceinline__ uint4 ld16_shifted(const T* p, int64_t k, int m) {
+  constexpr int V = Vec<T>::V;
+  const T* q = p + k * V - m;
+  const uint4 u = ld16(q), w = ld16(q + V);
+  if constexpr (sizeof(T) == 8) return make_uint4(u.z, u.w, w.x, w.y);  // m is 1
+  return realign16(u, w, m * static_cast<int>(sizeof(T)));
+}
+
 template <typename T>
 struct RowSum {  // sum_i a[i]
   using A = acc_t<T>;
@@ -56,12 +68,7 @@ struct RowSum {  // sum_i a[i]
   __device__ __forceinline__ bool vec_ok() const { return aligned16(a); }
   __device__ __forceinline__ int shift() const { return misalign(a); }
   __device__ __forceinline__ Raw load(int64_t k) const { return Raw{ld16(a + k * V)}; }
-  __device__ __forceinline__ Raw load_shifted(int64_t k, int m) const {
-    const T* p = a + k * V - m;
-    const uint4 u = ld16(p), w = ld16(p + V);
-    if constexpr (sizeof(T) == 8) return Raw{make_uint4(u.z, u.w, w.x, w.y)};  // m is 1
-    return Raw{realign16(u, w, m * static_cast<int>(sizeof(T)))};
-  }
+  __device__ __forceinline__ Raw load_shifted(int64_t k, int m) const { return Raw{ld16_shifted(a, k, m)}; }
   __device__ __forceinline__ A add_chunk(A acc, const Raw& r, int64_t) const {
 #pragma unroll
     for (int i = 0; i < V; ++i) acc = acc + to_acc(PackIO<T>::get(r.a, i));
@@ -89,14 +96,7 @@ struct RowDot2 {  // sum_i a[i] * b[i]
   }
   __device__ __forceinline__ Raw load(int64_t k) const { return Raw{ld16(a + k * V), ld16(b + k * V)}; }
   __device__ __forceinline__ Raw load_shifted(int64_t k, int m) const {
-    const T* p = a + k * V - m;
-    const T* q = b + k * V - m;
-    const int bs = m * static_cast<int>(sizeof(T));
-    const uint4 pu = ld16(p), pw = ld16(p + V), qu = ld16(q), qw = ld16(q + V);
-    if constexpr (sizeof(T) == 8) {  // m is 1
-      return Raw{make_uint4(pu.z, pu.w, pw.x, pw.y), make_uint4(qu.z, qu.w, qw.x, qw.y)};
-    }
-    return Raw{realign16(pu, pw, bs), realign16(qu, qw, bs)};
+    return Raw{ld16_shifted(a, k, m), ld16_shifted(b, k, m)};
   }
   __device__ __forceinline__ A add_chunk(A acc, const Raw& r, int64_t) const {
 #pragma unroll
