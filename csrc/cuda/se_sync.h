@@ -182,13 +182,18 @@ cudaError_t se_launch_cluster(void (*kernel)(Args), int64_t grid, int cluster, i
 // when cluster is 0 or above *max_cluster. Both 0, and cudaSuccess, where the
 // device has no cluster launch or Kernel's image predates sm_90 (its body is
 // empty there). Errors of our own calls are cleared and returned.
-// The last answer is cached per device (the occupancy calculator's calls
-// cost host time at batch 1): a 64-bit word of smem (32 bits), threads and
-// cluster (8 each, 0: none cached), the largest cluster (8) and the active
-// clusters (8, saturated at 255: callers only ask for at least one).
+// The answers are cached per device (the occupancy calculator's calls cost
+// host time at batch 1), in kCapacityWays words picked by a hash of the
+// question (the forward's cluster_fit asks at up to four shared-memory sizes,
+// one per samples-per-round count it tries: with one word per device each
+// call missed): a 64-bit word of smem (32 bits), threads and cluster (8
+// each, 0: none cached), the largest cluster (8) and the active clusters
+// (8, saturated at 255: callers only ask for at least one).
+constexpr int kCapacityWays = 4;
+static_assert(kCapacityWays == 4, "se_cluster_capacity picks a way from the top 2 bits of a hash");
 template <auto Kernel>
 cudaError_t se_cluster_capacity(int cluster, int threads, size_t smem, int* max_cluster, int* active) {
-  static std::atomic<uint64_t> cache[kMaxDevices];
+  static std::atomic<uint64_t> cache[kMaxDevices][kCapacityWays];
   *max_cluster = 0;
   *active = 0;
   const cudaError_t pending = cudaPeekAtLastError();
@@ -202,8 +207,9 @@ cudaError_t se_cluster_capacity(int cluster, int threads, size_t smem, int* max_
                                        (static_cast<uint64_t>(threads / 32) << 24) |
                                        (static_cast<uint64_t>(cluster) << 16) | 0xffffu
                                  : 0;
+  const int way = static_cast<int>(((key >> 16) * 0x9E3779B97F4A7C15ull) >> 62);  // of kCapacityWays
   if (cacheable) {
-    const uint64_t c = cache[dev].load(std::memory_order_relaxed);
+    const uint64_t c = cache[dev][way].load(std::memory_order_relaxed);
     if ((c | 0xffffu) == key) {
       *max_cluster = static_cast<int>((c >> 8) & 0xffu);
       *active = static_cast<int>(c & 0xffu);
@@ -216,7 +222,7 @@ cudaError_t se_cluster_capacity(int cluster, int threads, size_t smem, int* max_
     if (err != cudaSuccess) {
       (void)cudaGetLastError();  // ours
     } else if (cacheable) {
-      cache[dev].store(key & ~uint64_t{0xffff}, std::memory_order_relaxed);  // 0 and 0
+      cache[dev][way].store(key & ~uint64_t{0xffff}, std::memory_order_relaxed);  // 0 and 0
     }
     return err;
   }
@@ -236,7 +242,7 @@ cudaError_t se_cluster_capacity(int cluster, int threads, size_t smem, int* max_
   } else if (cacheable) {
     const uint64_t largest = static_cast<uint64_t>(*max_cluster < 255 ? *max_cluster : 255);
     const uint64_t fit = static_cast<uint64_t>(*active < 255 ? *active : 255);
-    cache[dev].store((key & ~uint64_t{0xffff}) | (largest << 8) | fit, std::memory_order_relaxed);
+    cache[dev][way].store((key & ~uint64_t{0xffff}) | (largest << 8) | fit, std::memory_order_relaxed);
   }
   return err;
 }
