@@ -261,8 +261,8 @@ cudaError_t launch_backward_cluster(BwdArgs a, cudaStream_t stream, bool* launch
   *launched = false;
   cudaError_t err = cluster_fit<kernel, T>(a.p, a.g, &a.sp);
   if (err == cudaSuccess)
-    err = se_launch_cluster(kernel, ceil_div(a.p.N, a.sp.samples) * a.sp.cluster, static_cast<int>(a.sp.cluster),
-                            kThreads, stream, a, static_cast<size_t>(a.sp.smem()));
+    err = se_launch_cluster(kernel, ceil_div(a.p.N, a.sp.samples) * a.sp.cluster,
+                            static_cast<int>(a.sp.cluster), kThreads, stream, a, static_cast<size_t>(a.sp.smem()));
   if (err != cudaSuccess) return err;
   *launched = true;
   return a.p.N == 1 ? cudaSuccess : se_launch(se_wgrad_kernel<T>, a.g.wgrad_blocks, kThreads, stream, a);

@@ -75,6 +75,9 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
   const T* xs = cin<T>(p.x) + ui.n * C * HW + ui.r0 * C;
   A* pooled = out<A>(p.pooled) + ui.n * C;
   const auto sums = [&](int64_t r, A v) { sm.u.buf[r] = v; };
+  // Rows split (NHWC parts): the summing step runs the MLP, from global memory
+  // (cluster_plan stages no slice then; this keeps it so by construction).
+  if (kNHWC && a.g.parts > 1) wbuf = nullptr;
   const WeightView<T> wv = wbuf ? stage_w1_async<T>(p, ui, wbuf, first) : WeightView<T>::global(p, ui);
   if constexpr (kStaged) {
     const int64_t len = ui.c1 - ui.c0;
@@ -203,7 +206,9 @@ __global__ void __launch_bounds__(kThreads) se_fwd_staged_kernel(const __grid_co
   SE_SHARED(Smem<acc_t<T>>, sm);
   staged_rounds<T, kNHWC, kCluster>(
       a.p, a.g, a.sp, a.p.x,
-      [&](int64_t u, unsigned char* slot, bool first) { fwd_staged_phase1_call<T, kNHWC>(a, sm, u, slot, first); },
+      [&](int64_t u, unsigned char* slot, bool first) {
+        fwd_staged_phase1_call<T, kNHWC>(a, sm, u, slot, first);
+      },
       [&](int64_t u) { fwd_direct_phase1_call<T, kNHWC>(a, sm, u); },
       [&](int64_t first, int64_t last, int64_t rank, int64_t size) {
         fwd_sum_loop<T>(a, sm, first, last, rank, size);

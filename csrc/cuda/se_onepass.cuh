@@ -441,7 +441,8 @@ cudaError_t cluster_fit(const SEForwardParams& p, const Geometry& g, StagedPlan*
   for (int attempt = 0; attempt < 2; ++attempt) {
     bool smaller = false;
     // S: the forced count then 1, or 8, 4, 2, 1.
-    for (int64_t S = forced ? p.cluster_samples : kMaxClusterSamples; S >= 1; S = forced ? (S > 1 ? 1 : 0) : S / 2) {
+    for (int64_t S = forced ? p.cluster_samples : kMaxClusterSamples; S >= 1;
+         S = forced ? (S > 1 ? 1 : 0) : S / 2) {
       if (S > 1 && (!stage_weights || S > p.N)) continue;
       const StagedPlan sp = cluster_plan<T>(p, g, max_cluster, stage_weights, S);
       if (sp.slots == 0) {
