@@ -89,11 +89,11 @@ def test_cuda_kernels_on_cpu_emulator(emulator):
     lines = run.stdout.strip().splitlines()
     assert run.returncode == 0 and lines and lines[-1].endswith(" passed, 0 failed"), (
         f"CUDA kernel emulation failed (exit status {run.returncode}):\n{run.stdout[-20000:]}")
-    # The cluster forward's staged weight slice ran, and rounds of several samples sharing it
+    # The cluster path's staged weight slice ran, and the forward's rounds of several samples sharing it
     # (their cp.async waits and the slice's reuse are checked only where they run).
-    staged = re.search(r"cluster forward plans staging the weight slice: (\d+), taking several samples "
+    staged = re.search(r"cluster plans staging the weight slice: (\d+), forward ones taking several samples "
                        r"per round: (\d+)", run.stdout)
-    assert staged and int(staged.group(1)) > 0, "no cluster forward run staged its weight slice"
+    assert staged and int(staged.group(1)) > 0, "no cluster run staged its weight slice"
     assert int(staged.group(2)) > 0, "no cluster forward run took several samples per round"
     # Every case's digest (all outputs of forward and backward) against the stored ones:
     # a kernel change that moves any bit shows here, even where every path moved alike.

@@ -38,8 +38,11 @@ struct BwdArgs {
 // every row): dz2 = ds * gate'(z2) (the gate's derivative at s even for the
 // residual gate) into sm.u.buf and the workspace, and the excitation's share
 // of phase 1.
+// wv: where w2's rows are read; staged: their copies are in flight
+// (stage_w2_async) and waited for here.
 template <typename T>
-__device__ __forceinline__ void bwd_finish(const BwdArgs& a, Smem<acc_t<T>>& sm, const UnitIdx& ui) {
+__device__ __forceinline__ void bwd_finish(const BwdArgs& a, Smem<acc_t<T>>& sm, const UnitIdx& ui,
+                                           const WeightView<T>& wv, bool staged) {
   using A = acc_t<T>;
   const SEBackwardParams& p = a.p;
   const A* z2 = cin<A>(p.z2) + ui.n * p.C;
@@ -51,8 +54,9 @@ __device__ __forceinline__ void bwd_finish(const BwdArgs& a, Smem<acc_t<T>>& sm,
     sm.u.buf[r] = d;
     dz2[ui.c0 + r] = d;
   }
-  __syncthreads();
-  excite_bwd_partial<T>(p, a.g, ui, a.ws, sm);
+  if (staged) se_cp_async_wait(0);  // this thread's copies of the rows ...
+  __syncthreads();                  // ... and every thread's
+  excite_bwd_partial<T>(p, a.g, ui, a.ws, sm, wv);
   __syncthreads();
 }
 
@@ -60,9 +64,11 @@ __device__ __forceinline__ void bwd_finish(const BwdArgs& a, Smem<acc_t<T>>& sm,
 // after the barrier; the copies waited for); x, needed by the squeeze alone,
 // is read from global memory once (se_onepass.cuh; the same sums in the same
 // orders).
+// wbuf (the cluster plan's weight_bytes): the unit's w2 rows are staged there
+// while it squeezes, and the MLP reads them there.
 template <typename T, bool kNHWC, bool kStaged = false>
 __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
-                                           unsigned char* slot = nullptr) {
+                                           unsigned char* slot = nullptr, unsigned char* wbuf = nullptr) {
   using A = acc_t<T>;
   const SEBackwardParams& p = a.p;
   const int64_t C = p.C, HW = p.HW;
@@ -70,6 +76,8 @@ __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm,
   const int64_t len = ui.c1 - ui.c0;
   const int64_t rows = ui.n * C * HW + ui.r0 * C;  // the unit's rows (NCHW: the sample)
   const auto sums = [&](int64_t r, A v) { sm.u.buf[r] = v; };
+  if (kNHWC && a.g.parts > 1) wbuf = nullptr;  // the summing step's MLP reads global memory
+  const WeightView<T> wv = wbuf ? stage_w2_async<T>(p, ui, wbuf, true) : WeightView<T>::global(p, ui);
   if constexpr (kStaged) {
     const T* xs = cin<T>(p.x) + rows;
     const T* dtile = onepass_tile<T, kNHWC>(cin<T>(p.dy) + rows + (kNHWC ? ui.c0 : ui.c0 * HW), slot);
@@ -88,7 +96,7 @@ __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm,
   }
   __syncthreads();
   if (!kNHWC || a.g.parts == 1) {  // NCHW: never split (se_heuristics.h)
-    bwd_finish<T>(a, sm, ui);
+    bwd_finish<T>(a, sm, ui, wv, wbuf != nullptr);
   } else {  // the part's sums, for bwd_sum
     store_part_sums<A>(a.ws.psum, ui, a.g, C, sm.u.buf);
     __syncthreads();
@@ -104,17 +112,20 @@ __device__ __forceinline__ void bwd_sum(const BwdArgs& a, Smem<acc_t<T>>& sm, in
   const UnitIdx ui = chunk_of(v, a.g, C, a.p.HW);
   add_part_sums<A>(a.ws.psum, ui, a.g, C, sm.u.buf);
   __syncthreads();
-  bwd_finish<T>(a, sm, ui);
+  bwd_finish<T>(a, sm, ui, WeightView<T>::global(a.p, ui), false);
 }
 
+// wbuf: as bwd_phase1's, for w1's columns.
 template <typename T, bool kNHWC>
-__device__ __forceinline__ void bwd_phase2(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
+__device__ __forceinline__ void bwd_phase2(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
+                                           unsigned char* wbuf = nullptr) {
   using A = acc_t<T>;
   const SEBackwardParams& p = a.p;
   const int64_t C = p.C, HW = p.HW;
   const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
+  const WeightView<T> wv = wbuf ? stage_w1_async<T>(p, ui, wbuf, true) : WeightView<T>::global(p, ui);
   gate_terms<A>(p.gate, cin<A>(p.z2) + ui.n * C + ui.c0, sm.u.buf, ui.c1 - ui.c0);
-  excite_bwd_dp<T>(p, a.g, ui, u, a.ws, sm);
+  excite_bwd_dp<T>(p, a.g, ui, u, a.ws, sm, wv, wbuf != nullptr);
   __syncthreads();
   const int64_t rows = ui.n * C * HW + ui.r0 * C;  // the unit's rows (NCHW: the sample)
   scale_chunk<T, true, kNHWC>(cin<T>(p.dy) + rows, out<T>(p.dx) + rows, C, ui.rows, ui.c0, ui.c1,
@@ -163,7 +174,7 @@ __device__ __noinline__ void wgrad_loop(const BwdArgs& a, Smem<acc_t<T>>& sm, in
 template <typename T, bool kNHWC>
 __device__ __noinline__ void bwd_staged_phase1_call(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
                                                     unsigned char* slot) {
-  bwd_phase1<T, kNHWC, true>(a, sm, u, slot);
+  bwd_phase1<T, kNHWC, true>(a, sm, u, slot, staged_wbuf(a.sp));
 }
 template <typename T, bool kNHWC>
 __device__ __noinline__ void bwd_staged_phase2_call(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
@@ -173,8 +184,10 @@ __device__ __noinline__ void bwd_staged_phase2_call(const BwdArgs& a, Smem<acc_t
   const int64_t C = p.C, HW = p.HW;
   const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
   const int64_t len = ui.c1 - ui.c0;
+  unsigned char* wbuf = staged_wbuf(a.sp);
+  const WeightView<T> wv = wbuf ? stage_w1_async<T>(p, ui, wbuf, true) : WeightView<T>::global(p, ui);
   gate_terms<A>(p.gate, cin<A>(p.z2) + ui.n * C + ui.c0, sm.u.buf, len);
-  excite_bwd_dp<T>(p, a.g, ui, u, a.ws, sm);
+  excite_bwd_dp<T>(p, a.g, ui, u, a.ws, sm, wv, wbuf != nullptr);
   __syncthreads();
   const int64_t first = ui.n * C * HW + tile_offset<kNHWC>(ui, C, HW);  // the unit's first element
   onepass_scale<T, true, kNHWC>(onepass_tile<T, kNHWC>(cin<T>(p.dy) + first, slot), out<T>(p.dx) + first,
@@ -184,11 +197,11 @@ __device__ __noinline__ void bwd_staged_phase2_call(const BwdArgs& a, Smem<acc_t
 // A unit past the staged ones (as se_forward.cuh's): the two-pass phases.
 template <typename T, bool kNHWC>
 __device__ __noinline__ void bwd_direct_phase1_call(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
-  bwd_phase1<T, kNHWC>(a, sm, u);
+  bwd_phase1<T, kNHWC>(a, sm, u, nullptr, staged_wbuf(a.sp));
 }
 template <typename T, bool kNHWC>
 __device__ __noinline__ void bwd_direct_phase2_call(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
-  bwd_phase2<T, kNHWC>(a, sm, u);
+  bwd_phase2<T, kNHWC>(a, sm, u, staged_wbuf(a.sp));
 }
 template <typename T, bool kNHWC, bool kCluster>
 __global__ void __launch_bounds__(kThreads) se_bwd_staged_kernel(const __grid_constant__ BwdArgs a) {
@@ -259,7 +272,7 @@ template <typename T, bool kNHWC>
 cudaError_t launch_backward_cluster(BwdArgs a, cudaStream_t stream, bool* launched) {
   constexpr auto kernel = se_bwd_staged_kernel<T, kNHWC, true>;
   *launched = false;
-  cudaError_t err = cluster_fit<kernel, T>(a.p, a.g, &a.sp);
+  cudaError_t err = cluster_fit<kernel, T>(a.p, a.g, &a.sp, /*stage_weights=*/true, /*samples=*/false);
   if (err == cudaSuccess)
     err = se_launch_cluster(kernel, ceil_div(a.p.N, a.sp.samples) * a.sp.cluster,
                             static_cast<int>(a.sp.cluster), kThreads, stream, a, static_cast<size_t>(a.sp.smem()));

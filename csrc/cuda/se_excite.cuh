@@ -188,16 +188,17 @@ __device__ __forceinline__ void excite_fwd_z2(const SEForwardParams& p, const Ge
   }
 }
 
-// Backward phase 1, after dz2 (sm.u.buf and ws.dz2): two FCs' partial da.
+// Backward phase 1, after dz2 (sm.u.buf and ws.dz2): two FCs' partial da
+// (wv: where w2's rows are read).
 template <typename T>
 __device__ __forceinline__ void excite_bwd_partial(const SEBackwardParams& p, const Geometry& g,
                                                    const UnitIdx& ui, const ExciteWs& ws,
-                                                   Smem<acc_t<T>>& sm) {
+                                                   Smem<acc_t<T>>& sm, const WeightView<T>& wv) {
   using A = acc_t<T>;
   if (!two_fc(p)) return;  // the others read dz2 in phase 2
   const int64_t H = p.hidden;
   A* part = out<A>(ws.part) + (ui.n * g.chunks + ui.k) * H;
-  col_reduce(ColDotVec<T>{cin<T>(p.w2) + ui.c0 * H, H, VecSrc<A>{sm.u.buf}}, ui.c1 - ui.c0, H,
+  col_reduce(ColDotVec<T>{wv.w2r, H, VecSrc<A>{sm.u.buf}}, ui.c1 - ui.c0, H,
              g.CWa, sm.u.part, [&](int64_t j, A v) { part[j] = v; });
 }
 
@@ -222,13 +223,14 @@ __device__ __noinline__ void excite_bwd_direct(const SEBackwardParams& p, const 
 }
 
 // Backward phase 2: g = dp / HW of the unit's own channels into sm.u.buf2
-// (the caller synchronises before reading it).
+// (the caller synchronises before reading it). wv: where w1's columns are
+// read (two FCs); staged: their copies are in flight and waited for here.
 template <typename T>
 __device__ __forceinline__ void excite_bwd_dp(const SEBackwardParams& p, const Geometry& g,
                                               const UnitIdx& ui, int64_t u, const ExciteWs& ws,
-                                              Smem<acc_t<T>>& sm) {
+                                              Smem<acc_t<T>>& sm, const WeightView<T>& wv, bool staged) {
   using A = acc_t<T>;
-  const int64_t C = p.C, H = p.hidden, K = g.chunks, len = ui.c1 - ui.c0;
+  const int64_t H = p.hidden, K = g.chunks, len = ui.c1 - ui.c0;
   const A hw = geo_hw<A>(g), inv_hw = geo_inv_hw<A>(g);
   if (two_fc(p)) {
     A* hid = g.hid_global ? out<A>(ws.hscratch) + u * H : sm.u.hid;
@@ -243,8 +245,9 @@ __device__ __forceinline__ void excite_bwd_dp(const SEBackwardParams& p, const G
     const bool lead = ui.k == 0 && ui.p == 0;  // the sample's first unit stores dz1 and a
     bwd_act_terms<A>(p.activation, z1, hid, lead ? out<A>(ws.dz1) + ui.n * H : nullptr,
                      lead ? out<A>(ws.act) + ui.n * H : nullptr, H);
-    __syncthreads();
-    col_reduce(ColDotVec<T>{cin<T>(p.w1) + ui.c0, C, VecSrc<A>{hid}}, H, len, g.CWp, sm.u.part,
+    if (staged) se_cp_async_wait(0);  // this thread's copies of the columns ...
+    __syncthreads();                  // ... and every thread's
+    col_reduce(ColDotVec<T>{wv.w1c, wv.ld1, VecSrc<A>{hid}}, H, len, g.CWp, sm.u.part,
                [&](int64_t r, A dp) { sm.u.buf2[r] = div_by(dp, hw, inv_hw); });
   } else {
     excite_bwd_direct<T>(p, g, ws, ui.n, ui.c0, ui.c1, sm);

@@ -260,7 +260,7 @@ cudaError_t launch_forward_onepass(FwdArgs a, cudaStream_t stream) {
 template <typename T, bool kNHWC, bool kFC2>
 cudaError_t launch_forward_cluster(FwdArgs a, cudaStream_t stream) {
   constexpr auto kernel = se_fwd_staged_kernel<T, kNHWC, kFC2, true>;
-  const cudaError_t err = cluster_fit<kernel, T>(a.p, a.g, &a.sp, /*stage_weights=*/true);
+  const cudaError_t err = cluster_fit<kernel, T>(a.p, a.g, &a.sp, /*stage_weights=*/true, /*samples=*/true);
   if (err != cudaSuccess) return err;
   return se_launch_cluster(kernel, ceil_div(a.p.N, a.sp.samples) * a.sp.cluster, static_cast<int>(a.sp.cluster),
                            kThreads,

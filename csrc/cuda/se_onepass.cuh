@@ -427,15 +427,16 @@ __device__ __forceinline__ void staged_rounds(const SEForwardParams& p, const Ge
 
 // Host: the cluster plan (se_heuristics.h cluster_plan) that the device
 // schedules for Kernel: at most its largest cluster at the plan's shared
-// memory, at least one such cluster resident at a time. The forward
-// (stage_weights) takes the most samples per round (8, 4, 2; the test knob
-// p.cluster_samples first) whose plan fits and leaves at least as many
-// clusters as fit at once, else one. An error (a sample over the cluster's
+// memory, at least one such cluster resident at a time; stage_weights: the
+// weight slice staged where it fits (cluster_plan). samples (the forward):
+// the most samples per round (8, 4, 2; the test knob p.cluster_samples
+// first) whose plan fits and leaves at least as many clusters as fit at
+// once, else one. An error (a sample over the cluster's
 // shared memory, no cluster launch on this device or a pre-sm_90 image, the
 // opt-in refused) means that nothing may run.
 template <auto Kernel, typename T>
-cudaError_t cluster_fit(const SEForwardParams& p, const Geometry& g, StagedPlan* out,
-                        bool stage_weights = false) {
+cudaError_t cluster_fit(const SEForwardParams& p, const Geometry& g, StagedPlan* out, bool stage_weights,
+                        bool samples) {
   int64_t max_cluster = kMaxCluster;
   const bool forced = p.cluster_samples > 0;
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -443,7 +444,7 @@ cudaError_t cluster_fit(const SEForwardParams& p, const Geometry& g, StagedPlan*
     // S: the forced count then 1, or 8, 4, 2, 1.
     for (int64_t S = forced ? p.cluster_samples : kMaxClusterSamples; S >= 1;
          S = forced ? (S > 1 ? 1 : 0) : S / 2) {
-      if (S > 1 && (!stage_weights || S > p.N)) continue;
+      if (S > 1 && (!samples || S > p.N)) continue;
       const StagedPlan sp = cluster_plan<T>(p, g, max_cluster, stage_weights, S);
       if (sp.slots == 0) {
         if (S == 1) return cudaErrorInvalidValue;

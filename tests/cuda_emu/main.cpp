@@ -59,7 +59,7 @@ int64_t g_cluster_unstaged = 0;
 // The cluster forward's samples per round (SEForwardParams::cluster_samples;
 // 0: the device rule, which the small quick batches rarely move past 1).
 int64_t g_cluster_samples = 0;
-// Cluster forward runs whose plan stages the unit's weight slice
+// Cluster runs (either direction) whose plan stages the unit's weight slice
 // (se_heuristics.h cluster_plan's weight_bytes): the quick set must have some,
 // or the staged weights' waits go unchecked (tests/test_cuda_emulation.py).
 std::atomic<long> g_weight_plans{0};
@@ -175,7 +175,7 @@ SEPath cluster_on(const Case& k, bool bwd, int64_t slots) {
   SEForwardParams f;
   const Geometry g = geometry_of<T>(k, bwd, &f);
   f.cluster_unstaged = g_cluster_unstaged;
-  const StagedPlan sp = cluster_plan<T>(f, g, std::min<int64_t>(slots, kMaxCluster), !bwd);
+  const StagedPlan sp = cluster_plan<T>(f, g, std::min<int64_t>(slots, kMaxCluster), true);
   if (sp.weight_bytes > 0) g_weight_plans++;
   if (!bwd && g_cluster_samples > 1 && g_cluster_samples <= k.N &&
       cluster_plan<T>(f, g, std::min<int64_t>(slots, kMaxCluster), true, g_cluster_samples).slots > 0)
@@ -552,7 +552,7 @@ int main(int argc, char** argv) {
   printf("launches: %ld (cooperative %ld, refused %ld; cluster %ld, refused %ld), blocks run: %ld, peak slots in use: %d\n",
          emu::g_launches.load(), emu::g_coop_launches.load(), emu::g_coop_refused.load(),
          emu::g_cluster_launches.load(), emu::g_cluster_refused.load(), emu::g_blocks.load(), emu::g_peak_slots.load());
-  printf("cluster forward plans staging the weight slice: %ld, taking several samples per round: %ld\n",
+  printf("cluster plans staging the weight slice: %ld, forward ones taking several samples per round: %ld\n",
          g_weight_plans.load(), g_sample_plans.load());
   printf("%d passed, %d failed\n", passed, failed);
   return failed || passed == 0 ? 1 : 0;
