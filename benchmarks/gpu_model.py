@@ -90,7 +90,7 @@ WEIGHT_INFLIGHT = 8 * 1024  # a unit's w1 slice and w2 rows read from global mem
                           # no cross-sample reuse: the MLP's lanes keep 2 x 16 B each in flight
                           # (RowDotVec, ColDotVec: 8 KB per block), one L2 round trip per 8 KB. The
                           # cluster path stages the slice instead where it fits (cluster_fit's
-                          # weight_bytes: two FCs, rows not split): the whole slice in flight at once
+                          # weight_bytes; the model's shapes are two-FC): the whole slice in flight at once
                           # (cp.async), at the block's share of SM_INFLIGHT_CAP, one round trip per
                           # phase and unit
 SMEM_BPS = 128 * 1.755e9  # ASSUMED: shared-memory bytes/s per SM (128 B/clock at the boost clock):
@@ -168,13 +168,14 @@ def cluster_fit(c, hw, hidden, dtype_bytes, channels_last, backward=False, clust
     staged = staged_units * slot
     unstaged = max(0, units - cs * staged_units) if samples == 1 else 0  # units run from global memory
     # se_heuristics.h weight_slice_bytes: the staged weight slice (the larger phase), where it
-    # fits beside the slots (rows not split: the summing step reads global memory).
+    # fits beside the slots (rows split: the summing step stages it for its MLP rows).
     vec = 16 // dtype_bytes
     wb = max(hidden * math.ceil(chunk / vec) * vec, math.ceil((chunk * hidden + vec - 1) / vec) * vec) * dtype_bytes
-    weight_bytes = wb if (parts == 1 and staged + wb <= CLUSTER_SMEM_BUDGET) else 0
+    weight_bytes = wb if staged + wb <= CLUSTER_SMEM_BUDGET else 0
     per_block = staged + weight_bytes + STATIC_SMEM[dtype_bytes] + SMEM_RESERVED
     per_sm = min(SM_SMEM // per_block, SM_REGS // (CLUSTER_REGS * THREADS))
-    fits = staged_units >= max(1, j - 1) if samples == 1 else (staged_units == j * samples and weight_bytes > 0)
+    fits = (staged_units >= max(1, j - 1) if samples == 1
+            else staged_units == j * samples and weight_bytes > 0 and parts == 1)
     active = sum(g * per_sm // cs for g in GPC_SMS)
     return dict(chunk=chunk, parts=parts, rows=rows, units=units, cs=cs, j=j, slot=slot,
                 staged=staged, staged_units=staged_units, direct=max(0, j - staged_units),

@@ -76,7 +76,7 @@ __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm,
   const int64_t len = ui.c1 - ui.c0;
   const int64_t rows = ui.n * C * HW + ui.r0 * C;  // the unit's rows (NCHW: the sample)
   const auto sums = [&](int64_t r, A v) { sm.u.buf[r] = v; };
-  if (kNHWC && a.g.parts > 1) wbuf = nullptr;  // the summing step's MLP reads global memory
+  if (kNHWC && a.g.parts > 1) wbuf = nullptr;  // a part runs no MLP here (the summing step stages its own)
   const WeightView<T> wv = wbuf ? stage_w2_async<T>(p, ui, wbuf, true) : WeightView<T>::global(p, ui);
   if constexpr (kStaged) {
     const T* xs = cin<T>(p.x) + rows;
@@ -105,14 +105,17 @@ __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm,
 
 // The summing step (parts > 1), chunk v of N * K: the parts' sums added in
 // part order 0..P-1, then as phase 1 after an unsplit squeeze.
+// wbuf: as fwd_sum's, for w2's rows.
 template <typename T>
-__device__ __forceinline__ void bwd_sum(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t v) {
+__device__ __forceinline__ void bwd_sum(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t v,
+                                        unsigned char* wbuf = nullptr) {
   using A = acc_t<T>;
   const int64_t C = a.p.C;
   const UnitIdx ui = chunk_of(v, a.g, C, a.p.HW);
+  const WeightView<T> wv = wbuf ? stage_w2_async<T>(a.p, ui, wbuf, true) : WeightView<T>::global(a.p, ui);
   add_part_sums<A>(a.ws.psum, ui, a.g, C, sm.u.buf);
   __syncthreads();
-  bwd_finish<T>(a, sm, ui, WeightView<T>::global(a.p, ui), false);
+  bwd_finish<T>(a, sm, ui, wv, wbuf != nullptr);
 }
 
 // wbuf: as bwd_phase1's, for w1's columns.
@@ -157,7 +160,7 @@ __global__ void __launch_bounds__(kThreads) se_wgrad_kernel(const __grid_constan
 template <typename T>
 __device__ __noinline__ void bwd_sum_loop(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t first,
                                           int64_t last, int64_t rank, int64_t size) {
-  for (int64_t v = first + rank; v < last; v += size) bwd_sum<T>(a, sm, v);
+  for (int64_t v = first + rank; v < last; v += size) bwd_sum<T>(a, sm, v, staged_wbuf(a.sp));
 }
 // Weight-gradient blocks rank, rank + size, ... on this block.
 template <typename T>

@@ -75,8 +75,8 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
   const T* xs = cin<T>(p.x) + ui.n * C * HW + ui.r0 * C;
   A* pooled = out<A>(p.pooled) + ui.n * C;
   const auto sums = [&](int64_t r, A v) { sm.u.buf[r] = v; };
-  // Rows split (NHWC parts): the summing step runs the MLP, from global memory
-  // (cluster_plan stages no slice then; this keeps it so by construction).
+  // Rows split (NHWC parts): a part runs no MLP here (the summing step does,
+  // staging the chunk's slice itself).
   if (kNHWC && a.g.parts > 1) wbuf = nullptr;
   const WeightView<T> wv = wbuf ? stage_w1_async<T>(p, ui, wbuf, first) : WeightView<T>::global(p, ui);
   if constexpr (kStaged) {
@@ -99,14 +99,18 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
 
 // The summing step (parts > 1), chunk v of N * K: the parts' sums added in
 // part order 0..P-1, then as phase 1 after an unsplit squeeze.
+// wbuf (the staged kernel's, else nullptr): the chunk's w1 columns staged there
+// while the parts' sums are added.
 template <typename T>
-__device__ __forceinline__ void fwd_sum(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t v) {
+__device__ __forceinline__ void fwd_sum(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t v,
+                                        unsigned char* wbuf = nullptr) {
   using A = acc_t<T>;
   const int64_t C = a.p.C;
   const UnitIdx ui = chunk_of(v, a.g, C, a.p.HW);
+  const WeightView<T> wv = wbuf ? stage_w1_async<T>(a.p, ui, wbuf, true) : WeightView<T>::global(a.p, ui);
   add_part_sums<A>(a.ws.psum, ui, a.g, C, sm.u.buf);
   __syncthreads();
-  fwd_finish<T>(a, sm, ui, out<A>(a.p.pooled) + ui.n * C, WeightView<T>::global(a.p, ui), false);
+  fwd_finish<T>(a, sm, ui, out<A>(a.p.pooled) + ui.n * C, wv, wbuf != nullptr);
 }
 
 // wbuf: as fwd_phase1's, for w2's rows.
@@ -152,7 +156,7 @@ __global__ void __launch_bounds__(kThreads) se_fwd_phase2_kernel(const __grid_co
 template <typename T>
 __device__ __forceinline__ void fwd_sum_loop(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t first,
                                              int64_t last, int64_t rank, int64_t size) {
-  for (int64_t v = first + rank; v < last; v += size) fwd_sum<T>(a, sm, v);
+  for (int64_t v = first + rank; v < last; v += size) fwd_sum<T>(a, sm, v, staged_wbuf(a.sp));
 }
 
 // The staged kernel (OnePass: kCluster false, a cooperative launch; Cluster:

@@ -304,10 +304,10 @@ int64_t weight_slice_bytes(const SEForwardParams& p, const Geometry& g) {
 }
 // The cluster plan for clusters of at most max_cluster blocks (the device's
 // largest, kMaxCluster at most); slots 0 when a sample does not fit.
-// stage_weights (the forward): the weight slice is staged (two FCs, rows not
-// split: the summing step's MLP reads global memory) where it fits beside the
-// slots without taking one: staging x keeps the priority.
-// samples > 1 (the forward, cluster_fit): a round takes that many whole
+// stage_weights: the weight slice is staged (two FCs; with rows split, by the
+// summing step for its MLP rows and by each part for phase 2) where it fits
+// beside the slots without taking one: staging x keeps the priority.
+// samples > 1 (the forward, rows not split; cluster_fit): a round takes that many whole
 // samples, a block the same chunks of each, one after another
 // (se_onepass.cuh staged_rounds), so that a chunk's staged weight slice serves
 // every sample of the round: read from L2 once per round, not per sample (at
@@ -327,10 +327,10 @@ StagedPlan cluster_plan(const SEForwardParams& p, const Geometry& g, int64_t max
   sp.staged = min64(total - unstaged, kClusterSmemBytes / sp.slot_bytes);
   if (max_cluster < 1 || sp.staged < max64(1, total - 1)) sp.slots = sp.staged = 0;
   const int64_t wb = weight_slice_bytes<T>(p, g);
-  if (stage_weights && sp.slots > 0 && p.excitation == Excitation::TwoFC && g.parts == 1 &&
+  if (stage_weights && sp.slots > 0 && p.excitation == Excitation::TwoFC &&
       sp.staged * sp.slot_bytes + wb <= kClusterSmemBytes)
     sp.weight_bytes = wb;
-  if (sp.samples > 1 && (sp.weight_bytes == 0 || sp.staged < total)) sp.slots = sp.staged = 0;
+  if (sp.samples > 1 && (sp.weight_bytes == 0 || sp.staged < total || g.parts > 1)) sp.slots = sp.staged = 0;
   return sp;
 }
 // Samples per cluster round to try first (cluster_fit takes the most that fits
