@@ -287,13 +287,13 @@ int64_t cluster_slot_bytes(const SEForwardParams& p, const Geometry& g) {
   const int64_t elems = p.channels_last ? g.part_rows * round_up(g.chunk, V) : round_up(g.chunk * p.HW + V - 1, V);
   return elems * B;  // V * B == 16: a 16-byte multiple
 }
-// The forward's weight slice of a unit, staged per phase (stage_weights): the
-// MLP reads a unit's w1 columns (phase 1: hidden rows of `chunk` values) and
-// its w2 rows (phase 2: chunk x hidden values) once per sample, and from
-// global memory a block keeps only its lanes' loads in flight (8 KB: at 7x7
-// with wide MLPs a unit's 32-64 KB of weights took 4-8 dependent L2 round
-// trips per phase). Staged, the slice is in flight at once (cp.async),
-// behind the squeeze in phase 1 and the partials' sum in phase 2. Bytes: the
+// A unit's weight slice, staged per phase (stage_weights): the MLP reads a
+// unit's w1 columns (hidden rows of `chunk` values) and its w2 rows (chunk x
+// hidden values), one per phase, once per sample, and from global memory a
+// block keeps only its lanes' loads in flight (8 KB: at 7x7 with wide MLPs a
+// unit's 32-64 KB of weights took 4-8 dependent L2 round trips per phase).
+// Staged, the slice is in flight at once (cp.async), behind the squeeze, the
+// summing step's adds or the partials' sum. Bytes: the
 // larger phase, w1's rows at onepass_ld (16-byte aligned) or w2's rows as one
 // span at its global misalignment.
 template <typename T>

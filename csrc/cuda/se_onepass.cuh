@@ -123,19 +123,19 @@ __device__ __forceinline__ void stage_unit(const void* src, const SEForwardParam
                              HW, ui.rows, ui.c1 - ui.c0, slot);
 }
 
-// The buffer of the forward's weight slice, after the staged slots (the
-// cluster plan's weight_bytes), or nullptr: the weights are read from global
-// memory (OnePass, the backward, rows split, one FC and ECA).
+// The buffer of the unit's weight slice, after the staged slots (the cluster
+// plan's weight_bytes), or nullptr: the weights are read from global memory
+// (OnePass, one FC and ECA, a slice that does not fit beside the slots).
 __device__ __forceinline__ unsigned char* staged_wbuf(const StagedPlan& sp) {
   SE_DYNAMIC_SHARED(dyn);
   return sp.weight_bytes > 0 ? dyn + sp.staged * sp.slot_bytes : nullptr;
 }
-// The forward's weight slice of unit ui (se_heuristics.h weight_slice_bytes)
-// into wbuf, one commit group; the caller waits (se_cp_async_wait(0)) and
-// meets its threads before the MLP reads it. Phase 1: w1's columns c0..c1,
-// hidden rows at row stride onepass_ld. Phase 2: w2's rows c0..c1, one span
-// at its global misalignment (the rows take the paths they take in global
-// memory). wbuf is free: the previous unit's MLP ended with a __syncthreads.
+// The weight slice of unit ui (se_heuristics.h weight_slice_bytes) into
+// wbuf, one commit group; the caller waits (se_cp_async_wait(0)) and meets
+// its threads before the MLP reads it. w1's columns c0..c1 (forward phase 1,
+// backward phase 2): hidden rows at row stride onepass_ld. w2's rows c0..c1
+// (forward phase 2, backward phase 1): one span at its global misalignment
+// (the rows take the paths they take in global memory). wbuf is free: the previous unit's MLP ended with a __syncthreads.
 // copy: issue the copies (the chunk's first unit of the round); else the
 // view of the slice an earlier unit of the same chunk staged (the round's
 // other samples).
