@@ -76,6 +76,9 @@ CLUSTER_BARRIER_US = 0.5  # one hardware cluster barrier with the fence that pub
                           # sums (assumed; a grid barrier is taken as 1 us)
 L2_RT_US = 0.7            # one dependent L2 round trip under load (PERF.md: 0.6-1 us): the partials
                           # read after the barrier, a weight slice's first bytes
+DSMEM_RT_US = 0.2         # ASSUMED: the row parts' sums stored into the summing block's shared memory
+                          # (distributed shared memory, ~200-400 cycles) and read there after the
+                          # barrier, in place of a dependent L2 round trip
 HBM_LATENCY_US = 0.8      # loaded DRAM latency (as BLOCK_BPS)
 SM_INFLIGHT_CAP = 64 * 1024  # ASSUMED: bytes of loads one SM keeps in flight at most (not
                           # published). With a block's whole staged tile in flight (cp.async),
@@ -164,22 +167,26 @@ def cluster_fit(c, hw, hidden, dtype_bytes, channels_last, backward=False, clust
     slot = slot_bytes(c, hw, chunk, rows, dtype_bytes, channels_last)
     # se_heuristics.h cluster_plan: the units whose slots fit the budget are staged; a block
     # may run one more from global memory (its x read twice, the second time from L2).
-    staged_units = min(j * samples, CLUSTER_SMEM_BUDGET // slot)
+    # se_heuristics.h part_sum_bytes: with row parts, the parts' sums the block adds, first.
+    acc = 8 if dtype_bytes in (4, 8) else 4
+    sums = math.ceil(math.ceil(k / cs) * parts * chunk * acc / 16) * 16 if parts > 1 else 0
+    budget = CLUSTER_SMEM_BUDGET - sums
+    staged_units = min(j * samples, budget // slot)
     staged = staged_units * slot
     unstaged = max(0, units - cs * staged_units) if samples == 1 else 0  # units run from global memory
     # se_heuristics.h weight_slice_bytes: the staged weight slice (the larger phase), where it
     # fits beside the slots (rows split: the summing step stages it for its MLP rows).
     vec = 16 // dtype_bytes
     wb = max(hidden * math.ceil(chunk / vec) * vec, math.ceil((chunk * hidden + vec - 1) / vec) * vec) * dtype_bytes
-    weight_bytes = wb if staged + wb <= CLUSTER_SMEM_BUDGET else 0
-    per_block = staged + weight_bytes + STATIC_SMEM[dtype_bytes] + SMEM_RESERVED
+    weight_bytes = wb if staged + wb <= budget else 0
+    per_block = staged + weight_bytes + sums + STATIC_SMEM[dtype_bytes] + SMEM_RESERVED
     per_sm = min(SM_SMEM // per_block, SM_REGS // (CLUSTER_REGS * THREADS))
     fits = (staged_units >= max(1, j - 1) if samples == 1
             else staged_units == j * samples and weight_bytes > 0 and parts == 1)
     active = sum(g * per_sm // cs for g in GPC_SMS)
     return dict(chunk=chunk, parts=parts, rows=rows, units=units, cs=cs, j=j, slot=slot,
                 staged=staged, staged_units=staged_units, direct=max(0, j - staged_units),
-                weight_bytes=weight_bytes, samples=samples,
+                weight_bytes=weight_bytes, sum_bytes=sums, samples=samples,
                 unstaged_share=unstaged / units, blocks_per_sm=per_sm, active=active,
                 applies=fits and active >= 1)
 
@@ -228,7 +235,9 @@ def _cluster_us(n, fit, hbm, l2, flops, acc_flops, x_block, w_block, sm_inflight
     samples = fit.get("samples", 1)
     if samples > 1:  # the round's samples read the staged slice from shared memory
         t_w += samples * w_block / (SMEM_BPS / fit["blocks_per_sm"]) * 1e6
-    serial = PHASE_FIXED_US + (1 + split) * (barrier_us + L2_RT_US) + t_w + tail_us
+    # The barriers: the partials' (from L2), and with row parts first the parts' sums' (through
+    # distributed shared memory, se_tile.cuh put_part_sums).
+    serial = PHASE_FIXED_US + barrier_us + L2_RT_US + split * (barrier_us + DSMEM_RT_US) + t_w + tail_us
     cycle = t_in + t_out + serial * (1 - CLUSTER_MLP_OVERLAP)
     waves = math.ceil(math.ceil(n / samples) / fit["active"])
     bw = hbm / HBM_BPS * 1e6 + l2 / L2_BPS * 1e6 + flops / acc_flops * 1e6

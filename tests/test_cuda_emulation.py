@@ -95,6 +95,9 @@ def test_cuda_kernels_on_cpu_emulator(emulator):
                        r"per round: (\d+)", run.stdout)
     assert staged and int(staged.group(1)) > 0, "no cluster run staged its weight slice"
     assert int(staged.group(2)) > 0, "no cluster forward run took several samples per round"
+    # The cluster's row parts (NHWC) gave their sums through distributed shared memory.
+    stores = re.search(r"row parts' sums stored into another block's shared memory: (\d+)", run.stdout)
+    assert stores and int(stores.group(1)) > 0, "no cluster run exchanged row parts' sums in shared memory"
     # Every case's digest (all outputs of forward and backward) against the stored ones:
     # a kernel change that moves any bit shows here, even where every path moved alike.
     got, _ = compare_digests.parse_emu_output(run.stdout)
@@ -250,6 +253,11 @@ SELFTEST_BAD = {
     "cp_async_outside_shared": "outside the block's shared memory",
     "cp_async_pending_at_exit": "0 not committed, 1 committed but not waited for",
     "cp_async_wait_without_commit": "1 not committed, 0 committed but not waited for",
+    "dsmem_read_before_barrier": "saw the bytes there before",
+    "dsmem_outside_shared": "outside the block's shared memory",
+    "dsmem_no_barrier": "not followed by a cluster barrier",
+    "dsmem_misaligned": "misaligned 4-byte distributed shared-memory store",
+    "dsmem_rank_outside_cluster": "distributed shared-memory store to rank 4 of a cluster of 4",
 }
 
 
@@ -276,8 +284,9 @@ def test_emulator_selftest_good_kernels_and_se_sync_pass(selftest, name):
     opt-in and grid barrier on it; cluster launches (values exchanged through global memory
     at the cluster barrier, in waves over several GPCs, beside other host threads'
     launches), the cluster rules and occupancy answers, se_launch_cluster and
-    se_cluster_capacity; cp.async tiles read after the wait and a barrier, wait_group's
-    count."""
+    se_cluster_capacity; values stored into the next block's shared memory (se_cluster_store)
+    read after the cluster barrier; cp.async tiles read after the wait and a barrier,
+    wait_group's count."""
     exe, env = selftest
     run = _run([exe, name], 120, env=env)
     assert run.returncode == 0 and f"ok {name}" in run.stdout, (
@@ -295,7 +304,9 @@ def test_emulator_selftest_check_fires(selftest, name):
     barrier outside a cluster launch, not reached by a block of the cluster, or in a
     pre-sm_90 image; cp.async misaligned, outside shared memory, pending at exit (not
     waited for, or never committed), or read before its wait or the barrier after it
-    (wrong results)."""
+    (wrong results); a distributed shared-memory store read before the cluster barrier
+    (wrong results), outside shared memory, misaligned, to a rank past the cluster, or
+    never followed by a barrier."""
     exe, env = selftest
     run = _run([exe, name], 120, env=env)
     assert run.returncode != 0, f"selftest {name} passed, but its check should have fired:\n{run.stdout[-3000:]}"

@@ -98,7 +98,7 @@ __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm,
   if (!kNHWC || a.g.parts == 1) {  // NCHW: never split (se_heuristics.h)
     bwd_finish<T>(a, sm, ui, wv, wbuf != nullptr);
   } else {  // the part's sums, for bwd_sum
-    store_part_sums<A>(a.ws.psum, ui, a.g, C, sm.u.buf);
+    put_part_sums<A>(part_sums_of(a.ws.psum, a.sp), ui, a.g, C, sm.u.buf);
     __syncthreads();
   }
 }
@@ -113,7 +113,7 @@ __device__ __forceinline__ void bwd_sum(const BwdArgs& a, Smem<acc_t<T>>& sm, in
   const int64_t C = a.p.C;
   const UnitIdx ui = chunk_of(v, a.g, C, a.p.HW);
   const WeightView<T> wv = wbuf ? stage_w2_async<T>(a.p, ui, wbuf, true) : WeightView<T>::global(a.p, ui);
-  add_part_sums<A>(a.ws.psum, ui, a.g, C, sm.u.buf);
+  add_part_sums<A>(part_sums_of(a.ws.psum, a.sp), ui, a.g, C, sm.u.buf);
   __syncthreads();
   bwd_finish<T>(a, sm, ui, wv, wbuf != nullptr);
 }

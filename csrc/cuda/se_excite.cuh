@@ -33,7 +33,7 @@ struct ExciteWs {
   void* dz2;       // [N, C] (backward)
   void* dz1;       // [N, hidden] (backward)
   void* act;       // [N, hidden]: activation(z1) (backward)
-  void* psum;      // [N, P, C]: the row parts' squeeze sums when g.parts > 1 (se_tile.cuh store_part_sums, add_part_sums)
+  void* psum;      // [N, P, C]: the row parts' squeeze sums when g.parts > 1 (se_tile.cuh put_part_sums, add_part_sums; a cluster exchanges them in shared memory)
 };
 
 // Host: the workspace's pieces, each 256-byte aligned, counted in acc_t

@@ -92,7 +92,7 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
   if (!kNHWC || a.g.parts == 1) {  // NCHW: never split (se_heuristics.h)
     fwd_finish<T>(a, sm, ui, pooled, wv, wbuf != nullptr && first);
   } else {  // the part's sums, for fwd_sum
-    store_part_sums<A>(a.ws.psum, ui, a.g, C, sm.u.buf);
+    put_part_sums<A>(part_sums_of(a.ws.psum, a.sp), ui, a.g, C, sm.u.buf);
     __syncthreads();  // sm is reused by the next unit
   }
 }
@@ -108,7 +108,7 @@ __device__ __forceinline__ void fwd_sum(const FwdArgs& a, Smem<acc_t<T>>& sm, in
   const int64_t C = a.p.C;
   const UnitIdx ui = chunk_of(v, a.g, C, a.p.HW);
   const WeightView<T> wv = wbuf ? stage_w1_async<T>(a.p, ui, wbuf, true) : WeightView<T>::global(a.p, ui);
-  add_part_sums<A>(a.ws.psum, ui, a.g, C, sm.u.buf);
+  add_part_sums<A>(part_sums_of(a.ws.psum, a.sp), ui, a.g, C, sm.u.buf);
   __syncthreads();
   fwd_finish<T>(a, sm, ui, out<A>(a.p.pooled) + ui.n * C, wv, wbuf != nullptr);
 }

@@ -259,7 +259,8 @@ struct StagedPlan {
   int64_t cluster = 0;     // Cluster: blocks per cluster; 0: OnePass
   int64_t weight_bytes = 0;  // the unit's weight slice staged per phase after the slots (cluster_plan), else 0
   int64_t samples = 1;       // Cluster: whole samples per cluster round (cluster_plan); slots is per sample
-  int64_t smem() const { return staged * slot_bytes + weight_bytes; }
+  int64_t sum_bytes = 0;     // Cluster with row parts: the part sums the block adds, after the slice (part_sum_bytes)
+  int64_t smem() const { return staged * slot_bytes + weight_bytes + sum_bytes; }
 };
 
 // Cluster (SEPath::Cluster, sm_90+): a sample's units spread over a cluster
@@ -302,6 +303,18 @@ int64_t weight_slice_bytes(const SEForwardParams& p, const Geometry& g) {
   const int64_t w1 = p.hidden * round_up(g.chunk, V), w2 = round_up(g.chunk * p.hidden + V - 1, V);
   return max64(w1, w2) * B;
 }
+// Row parts (NHWC, parts > 1) in a cluster: each part's channel sums go
+// into the shared memory of the block that adds the chunk's parts (the
+// summing step's block of chunk k: rank k % cluster, its (k / cluster)-th
+// chunk; se_tile.cuh put_part_sums), not through the workspace in L2. Bytes:
+// P sums of `chunk` accumulators for each of the block's chunks of a round
+// (one sample a round). 256x256x56x56 bf16 NHWC: 13 x 64 x 4 = 3.3 KB.
+template <typename T>
+int64_t part_sum_bytes(const Geometry& g, int64_t cluster) {
+  if (g.parts <= 1) return 0;
+  const int64_t b = ceil_div(g.chunks, cluster) * g.parts * g.chunk * static_cast<int64_t>(sizeof(acc_t<T>));
+  return round_up(b, 16);
+}
 // The cluster plan for clusters of at most max_cluster blocks (the device's
 // largest, kMaxCluster at most); slots 0 when a sample does not fit.
 // stage_weights: the weight slice is staged (two FCs; with rows split, by the
@@ -322,13 +335,15 @@ StagedPlan cluster_plan(const SEForwardParams& p, const Geometry& g, int64_t max
   sp.slots = ceil_div(ups, sp.cluster);
   sp.samples = max64(1, samples);
   sp.slot_bytes = cluster_slot_bytes<T>(p, g);
+  sp.sum_bytes = part_sum_bytes<T>(g, sp.cluster);
+  const int64_t budget = kClusterSmemBytes - sp.sum_bytes;  // the part sums first: the exchange needs them
   const int64_t total = sp.slots * sp.samples;  // a block's units per round
   const int64_t unstaged = sp.samples == 1 && sp.slots > p.cluster_unstaged ? p.cluster_unstaged : 0;  // tests
-  sp.staged = min64(total - unstaged, kClusterSmemBytes / sp.slot_bytes);
+  sp.staged = min64(total - unstaged, budget / sp.slot_bytes);
   if (max_cluster < 1 || sp.staged < max64(1, total - 1)) sp.slots = sp.staged = 0;
   const int64_t wb = weight_slice_bytes<T>(p, g);
   if (stage_weights && sp.slots > 0 && p.excitation == Excitation::TwoFC &&
-      sp.staged * sp.slot_bytes + wb <= kClusterSmemBytes)
+      sp.staged * sp.slot_bytes + wb <= budget)
     sp.weight_bytes = wb;
   if (sp.samples > 1 && (sp.weight_bytes == 0 || sp.staged < total || g.parts > 1)) sp.slots = sp.staged = 0;
   return sp;

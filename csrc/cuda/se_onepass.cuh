@@ -130,6 +130,14 @@ __device__ __forceinline__ unsigned char* staged_wbuf(const StagedPlan& sp) {
   SE_DYNAMIC_SHARED(dyn);
   return sp.weight_bytes > 0 ? dyn + sp.staged * sp.slot_bytes : nullptr;
 }
+// Where the row parts' sums meet (se_tile.cuh PartSums): the cluster plan's
+// exchange after the weight slice (sum_bytes, cluster launches only), else
+// the workspace's psum (TwoPass, OnePass: no dynamic shared memory touched).
+__device__ __forceinline__ PartSums part_sums_of(void* psum, const StagedPlan& sp) {
+  if (sp.sum_bytes == 0) return PartSums{psum, nullptr, 0};
+  SE_DYNAMIC_SHARED(dyn);
+  return PartSums{psum, dyn + sp.staged * sp.slot_bytes + sp.weight_bytes, sp.cluster};
+}
 // The weight slice of unit ui (se_heuristics.h weight_slice_bytes) into
 // wbuf, one commit group; the caller waits (se_cp_async_wait(0)) and meets
 // its threads before the MLP reads it. w1's columns c0..c1 (forward phase 1,

@@ -69,6 +69,24 @@ __device__ __forceinline__ void se_cluster_sync() {
 #endif
 }
 
+// A store into distributed shared memory (sm_90+, cluster launches only):
+// v at the address that `local` (in this block's shared memory) has in the
+// shared memory of block `rank` of the calling block's cluster. Visible to
+// that block after the next se_cluster_sync (its release / acquire), not
+// before; that block is resident until then (it meets the barrier too). The
+// emulator defines SE_CLUSTER_STORE first (the store lands at the barrier, so
+// a read before it sees the bytes there before).
+#ifndef SE_CLUSTER_STORE
+#define SE_CLUSTER_STORE(local, rank, v) \
+  (*cooperative_groups::this_cluster().map_shared_rank((local), (rank)) = (v))
+#endif
+template <typename A>
+__device__ __forceinline__ void se_cluster_store(A* local, unsigned rank, A v) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+  SE_CLUSTER_STORE(local, rank, v);
+#endif
+}
+
 // Asynchronous 16-byte copies global -> shared (cp.async.cg, sm_80+: L2 only,
 // no registers held, so a block keeps its whole tile in flight). A thread's
 // copies are grouped by se_cp_async_commit(); se_cp_async_wait(n) returns when

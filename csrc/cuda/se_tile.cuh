@@ -75,25 +75,52 @@ template <bool kNHWC>
 __device__ __forceinline__ int64_t tile_offset(const UnitIdx& ui, int64_t C, int64_t HW) {
   return kNHWC ? ui.r0 * C + ui.c0 : ui.c0 * HW;
 }
-// The row parts' squeeze sums (parts > 1), [N, P, C] in acc_t in the
-// workspace: store_part_sums writes unit ui's (buf[r]: channel c0 + r of part
-// p); add_part_sums gives buf[r] = the sum over the parts of chunk ui's
-// channel c0 + r, added in part order 0..P-1 (fixed by the shape).
+// The row parts' squeeze sums (parts > 1): put_part_sums gives unit ui's
+// (buf[r]: channel c0 + r of part p) to the summing step; add_part_sums gives
+// buf[r] = the sum over the parts of chunk ui's channel c0 + r, added in part
+// order 0..P-1 (fixed by the shape). Where they meet (PartSums): the
+// workspace, [N, P, C] in acc_t in L2 (TwoPass, OnePass); in a cluster (the
+// plan's sum_bytes, se_heuristics.h part_sum_bytes) the shared memory of the
+// block that sums chunk k, rank k % cluster, [k / cluster][P][chunk] there:
+// each part stores its sums into it (se_cluster_store), that block reads them
+// after the cluster barrier. The same values added in the same order: the
+// same bits.
+struct PartSums {
+  void* psum;             // the workspace's [N, P, C], or unused
+  unsigned char* region;  // the cluster's exchange (this block's), or nullptr
+  int64_t cluster;        // blocks per cluster (region only)
+};
 template <typename A>
-__device__ __forceinline__ void store_part_sums(void* psum, const UnitIdx& ui, const Geometry& g,
-                                                int64_t C, const A* buf) {
-  A* ps = static_cast<A*>(psum) + (ui.n * g.parts + ui.p) * C + ui.c0;
-  for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) ps[r] = buf[r];
+__device__ __forceinline__ void put_part_sums(const PartSums& ps, const UnitIdx& ui, const Geometry& g,
+                                              int64_t C, const A* buf) {
+  if (ps.region) {
+    A* d = reinterpret_cast<A*>(ps.region) + ((ui.k / ps.cluster) * g.parts + ui.p) * g.chunk;
+    const unsigned rank = static_cast<unsigned>(ui.k % ps.cluster);
+    for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) se_cluster_store(d + r, rank, buf[r]);
+  } else {
+    A* d = static_cast<A*>(ps.psum) + (ui.n * g.parts + ui.p) * C + ui.c0;
+    for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) d[r] = buf[r];
+  }
 }
 template <typename A>
-__device__ __forceinline__ void add_part_sums(const void* psum, const UnitIdx& ui, const Geometry& g,
+__device__ __forceinline__ void add_part_sums(const PartSums& ps, const UnitIdx& ui, const Geometry& g,
                                               int64_t C, A* buf) {
-  const A* ps = static_cast<const A*>(psum) + ui.n * g.parts * C + ui.c0;
+  if (ps.region) {  // this block's chunk (the summing loop's rank k % cluster)
+    const A* s = reinterpret_cast<const A*>(ps.region) + (ui.k / ps.cluster) * g.parts * g.chunk;
 #pragma unroll 1
-  for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) {
-    A t = __ldcg(ps + r);
-    for (int64_t q = 1; q < g.parts; ++q) t += __ldcg(ps + q * C + r);
-    buf[r] = t;
+    for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) {
+      A t = s[r];
+      for (int64_t q = 1; q < g.parts; ++q) t += s[q * g.chunk + r];
+      buf[r] = t;
+    }
+  } else {
+    const A* s = static_cast<const A*>(ps.psum) + ui.n * g.parts * C + ui.c0;
+#pragma unroll 1
+    for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) {
+      A t = __ldcg(s + r);
+      for (int64_t q = 1; q < g.parts; ++q) t += __ldcg(s + q * C + r);
+      buf[r] = t;
+    }
   }
 }
 

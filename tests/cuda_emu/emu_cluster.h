@@ -9,6 +9,14 @@
 // pool every launch of every host thread shares, and its blocks run
 // concurrently on OS threads, meeting at the cluster barrier.
 //
+// Distributed shared memory (SE_CLUSTER_STORE, se_sync.h se_cluster_store):
+// a store into a block of the cluster, checked (inside a cluster launch of an
+// sm_90+ image, the rank inside the cluster, the address aligned to the value
+// and inside the storing block's shared memory), is kept by the cluster and
+// lands at its next barrier, when every block has arrived: a read before the
+// barrier sees what was there before. A store still pending when the
+// cluster's blocks have all returned aborts.
+//
 // cp.async: each CUDA thread keeps its copies in issue order with their
 // commit group; a wait completes (performs) the copies of every committed
 // group but the newest n, at that moment, so a read before the wait (or by
@@ -21,6 +29,11 @@
 namespace emu {
 
 // ------------------------------------------------------------- clusters
+// Whether [p, p + n) lies inside [base, base + size).
+inline bool within(const void* p, size_t n, const void* base, size_t size) {
+  const uintptr_t a = (uintptr_t)p, b = (uintptr_t)base;
+  return base && a >= b && a + n <= b + size;
+}
 inline bool nonportable_cluster(KernelInfo* ki, int dev) {
   std::lock_guard<std::mutex> g(ki->m);
   auto it = ki->nonportable.find(dev);
@@ -56,15 +69,24 @@ inline cudaError_t check_cluster(LaunchPlan* p, dim3 cl) {
   return cudaSuccess;
 }
 
-// One running cluster: its barrier among blocks (OS threads).
+// A distributed shared-memory store waiting for the cluster's barrier.
+struct RemoteStore {
+  unsigned char* dst;
+  unsigned char bytes[8];
+  size_t n;
+};
+// One running cluster: its barrier among blocks (OS threads), its blocks'
+// slots (by rank), its pending distributed shared-memory stores.
 struct ClusterRun {
   const LaunchPlan* plan;
   int64_t id;
   int size;
+  std::vector<Slot*> blocks;
   std::mutex m;
   std::condition_variable cv;
   int count = 0, exited = 0;
   uint64_t gen = 0;
+  std::vector<RemoteStore> pending;
 };
 
 [[noreturn]] inline void cluster_deadlock(const ClusterRun& c) {
@@ -90,6 +112,8 @@ inline void cluster_sync() {
     if (c.exited) cluster_deadlock(c);
     const uint64_t cg = c.gen;
     if (++c.count == c.size) {
+      for (const RemoteStore& r : c.pending) std::memcpy(r.dst, r.bytes, r.n);  // every block has arrived
+      c.pending.clear();
       c.count = 0;
       c.gen++;
       c.cv.notify_all();
@@ -99,6 +123,45 @@ inline void cluster_sync() {
     }
   });
 }
+// SE_CLUSTER_STORE(local, rank, v): v for the address of `local` in block
+// `rank`'s shared memory, landing at the cluster's next barrier.
+template <typename A>
+void cluster_store(A* local, unsigned rank, A v) {
+  static_assert(sizeof(A) <= sizeof(RemoteStore::bytes), "a wider distributed shared-memory store");
+  Slot* s = tl_slot;
+  char msg[400];
+  if (!s->cluster) fatal("distributed shared-memory store outside a cluster launch (cudaLaunchAttributeClusterDimension)");
+  ClusterRun& c = *s->cluster;
+  if (c.plan->d.binary < 90)
+    fatal("distributed shared-memory store in a kernel whose image predates sm_90: it must never be launched");
+  if (rank >= (unsigned)c.size) {
+    snprintf(msg, sizeof msg, "distributed shared-memory store to rank %u of a cluster of %d blocks", rank, c.size);
+    fatal(msg);
+  }
+  if ((uintptr_t)local % sizeof(A) != 0) {
+    snprintf(msg, sizeof msg, "misaligned %zu-byte distributed shared-memory store at %p", sizeof(A), (void*)local);
+    fatal(msg);
+  }
+  Slot& d = *c.blocks[rank];
+  unsigned char* dst = nullptr;
+  if (within(local, sizeof(A), s->arena, s->static_used)) {
+    dst = (unsigned char*)d.arena + ((const char*)local - s->arena);
+  } else if (within(local, sizeof(A), s->dyn.get(), s->dyn_bytes)) {
+    dst = d.dyn.get() + ((const unsigned char*)local - s->dyn.get());
+  } else {
+    snprintf(msg, sizeof msg,
+             "distributed shared-memory store at %p outside the block's shared memory (static: %zu bytes at %p, "
+             "dynamic: %zu at %p): a GPU faults",
+             (void*)local, s->static_used, (void*)s->arena, s->dyn_bytes, (void*)s->dyn.get());
+    fatal(msg);
+  }
+  RemoteStore r{dst, {}, sizeof(A)};
+  std::memcpy(r.bytes, &v, sizeof(A));
+  std::lock_guard<std::mutex> l(c.m);
+  c.pending.push_back(r);
+  g_cluster_stores++;
+}
+
 // A block of the cluster returned: blocks waiting at the cluster barrier never go on.
 inline void cluster_block_exit(ClusterRun& c) {
   std::lock_guard<std::mutex> l(c.m);
@@ -132,6 +195,7 @@ inline void run_cluster_launch(const LaunchPlan& p, const std::function<void()>&
         const int64_t id = next.fetch_add(1);
         if (id < clusters) {
           ClusterRun c{&p, id, size};
+          for (auto& sl : slots) c.blocks.push_back(sl.get());
           std::vector<std::thread> bs;
           for (int r = 0; r < size; ++r)
             bs.emplace_back([&, r] {
@@ -145,6 +209,13 @@ inline void run_cluster_launch(const LaunchPlan& p, const std::function<void()>&
               s.cluster = nullptr;
             });
           for (auto& t : bs) t.join();
+          if (!c.pending.empty()) {
+            char msg[200];
+            snprintf(msg, sizeof msg,
+                     "%zu distributed shared-memory store(s) in cluster %ld not followed by a cluster barrier",
+                     c.pending.size(), (long)id);
+            fatal(msg);
+          }
         }
         release_slots(taken);
         if (id >= clusters) break;
@@ -154,10 +225,6 @@ inline void run_cluster_launch(const LaunchPlan& p, const std::function<void()>&
 }
 
 // ------------------------------------------------------------- cp.async
-inline bool within(const void* p, size_t n, const void* base, size_t size) {
-  const uintptr_t a = (uintptr_t)p, b = (uintptr_t)base;
-  return base && a >= b && a + n <= b + size;
-}
 // SE_CP_ASYNC16(dst, src): 16 bytes from global src to the block's shared dst,
 // both 16-byte aligned, dst inside the block's static shared memory (the type
 // SE_SHARED declared) or its dynamic shared memory (the launch's bytes).

@@ -554,6 +554,7 @@ int main(int argc, char** argv) {
          emu::g_cluster_launches.load(), emu::g_cluster_refused.load(), emu::g_blocks.load(), emu::g_peak_slots.load());
   printf("cluster plans staging the weight slice: %ld, forward ones taking several samples per round: %ld\n",
          g_weight_plans.load(), g_sample_plans.load());
+  printf("row parts' sums stored into another block's shared memory: %ld\n", emu::g_cluster_stores.load());
   printf("%d passed, %d failed\n", passed, failed);
   return failed || passed == 0 ? 1 : 0;
 }

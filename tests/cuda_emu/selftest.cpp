@@ -43,6 +43,7 @@ struct Args {
   const float* in;
   int n;  // a kernel-specific parameter
 };
+constexpr int kCTd = 64;  // threads per block of k_dsmem (its dynamic shared memory: kCTd floats)
 
 // ------------------------------------------------------------ alignment
 struct alignas(16) Tile {
@@ -215,6 +216,41 @@ __global__ void k_cluster_exit(Args a) {
   if (cooperative_groups::this_cluster().block_rank() == 0) return;
   se_cluster_sync();
   if (threadIdx.x == 0) a.out[blockIdx.x] = 1.f;
+}
+
+// ------------------------------------------------------------- distributed shared memory
+// Each thread stores its value of in into the dynamic shared memory of the
+// cluster's next block (rank + 1) with se_cluster_store; after the cluster
+// barrier out[b kCT + t] = what its block received (from rank - 1). a.n: 0
+// right, 1 read before the barrier, 2 a store past the dynamic shared memory,
+// 3 no barrier after the stores, 4 a misaligned store, 5 a rank past the
+// cluster.
+__global__ void k_dsmem(Args a) {
+  SE_DYNAMIC_SHARED(dyn);
+  float* f = reinterpret_cast<float*>(dyn);
+  const auto cl = cooperative_groups::this_cluster();
+  const unsigned r = cl.block_rank(), c = cl.num_blocks(), t = threadIdx.x, b = blockIdx.x;
+  float* dst = a.n == 2 ? f + blockDim.x + t : f + t;
+  if (a.n == 4) dst = reinterpret_cast<float*>(dyn + 4 * t + 1);
+  se_cluster_store(dst, a.n == 5 ? c : (r + 1) % c, a.in[b * blockDim.x + t]);
+  if (a.n == 3) return;
+  if (a.n != 1) se_cluster_sync();
+  a.out[b * blockDim.x + t] = f[t];
+  if (a.n == 1) se_cluster_sync();
+  se_cluster_sync();  // nobody stores into a block that has returned
+}
+// k_dsmem's results: true iff each block holds its cluster's previous block's values.
+bool dsmem_right(const std::vector<float>& in, const std::vector<float>& out, int grid, int c) {
+  for (int b = 0; b < grid; ++b) {
+    const int r = b % c, from = b - r + (r + c - 1) % c;
+    for (int t = 0; t < kCTd; ++t)
+      if (out[b * kCTd + t] != in[from * kCTd + t]) {
+        printf("FAIL dsmem grid %d of %d: block %d thread %d got %g, expected %g (from block %d)\n", grid, c, b, t,
+               out[b * kCTd + t], in[from * kCTd + t], from);
+        return false;
+      }
+  }
+  return true;
 }
 
 // ------------------------------------------------------------- cp.async
@@ -512,6 +548,13 @@ void test_cluster() {
   std::fill(out.begin(), out.end(), -1.f);
   EXPECT_ERR(launch_ex(k_cluster, 64, kCT, a, 40 << 10, 8), cudaSuccess);
   EXPECT(cluster_right(in, out, 64, 8));
+  // Distributed shared memory: each block's values in the next block's shared memory.
+  EXPECT_ERR(cudaFuncSetAttribute(k_dsmem, cudaFuncAttributeNonPortableClusterSizeAllowed, 1), cudaSuccess);
+  for (auto [grid, c] : {std::pair{4, 1}, {16, 2}, {48, 16}, {24, 3}}) {
+    std::fill(out.begin(), out.end(), -2.f);
+    EXPECT_ERR(launch_ex(k_dsmem, grid, kCTd, Args{out.data(), in.data(), 0}, kCTd * sizeof(float), c), cudaSuccess);
+    EXPECT(dsmem_right(in, out, grid, c));
+  }
   // Several host threads at once on 4 SMs of one slot, in 2 GPCs: clusters of
   // 2 need a whole GPC while the others' blocks come and go.
   device_gpc(4, 1, 100 << 10, 2);
@@ -839,6 +882,21 @@ int run(const std::string& name) {
   } else if (name == "cluster_sync_pre_hopper_image") {
     emu::g_binary_version = 80;
     (void)se_launch_cluster(k_cluster, 4, 2, kCT, nullptr, a, 0);
+  } else if (name.rfind("dsmem_", 0) == 0) {
+    const char* kinds[] = {"", "dsmem_read_before_barrier", "dsmem_outside_shared", "dsmem_no_barrier",
+                           "dsmem_misaligned", "dsmem_rank_outside_cluster"};
+    int mode = -1;
+    for (int k = 1; k < 6; ++k)
+      if (name == kinds[k]) mode = k;
+    if (mode < 0) { printf("unknown check %s\n", name.c_str()); return 64; }
+    std::vector<float> in(4096), out(4096, -2.f);
+    for (size_t i = 0; i < in.size(); ++i) in[i] = (float)(i % 29) + 1.f;
+    EXPECT_ERR(cudaFuncSetAttribute(k_dsmem, cudaFuncAttributeNonPortableClusterSizeAllowed, 1), cudaSuccess);
+    (void)launch_ex(k_dsmem, 8, kCTd, Args{out.data(), in.data(), mode}, kCTd * sizeof(float), 4);
+    if (!dsmem_right(in, out, 8, 4)) {
+      printf("distributed shared memory: a read before the cluster barrier saw the bytes there before: wrong results\n");
+      return 1;
+    }
   } else if (name.rfind("cp_async_", 0) == 0) {
     const char* kinds[] = {"", "cp_async_read_before_wait", "cp_async_read_before_barrier",
                            "cp_async_misaligned_source", "cp_async_misaligned_destination",
@@ -875,7 +933,8 @@ int main(int argc, char** argv) {
                           "cluster_sync_block_returned", "cluster_sync_pre_hopper_image", "cp_async_read_before_wait",
                           "cp_async_read_before_barrier", "cp_async_misaligned_source",
                           "cp_async_misaligned_destination", "cp_async_outside_shared", "cp_async_pending_at_exit",
-                          "cp_async_wait_without_commit"})
+                          "cp_async_wait_without_commit", "dsmem_read_before_barrier", "dsmem_outside_shared",
+                          "dsmem_no_barrier", "dsmem_misaligned", "dsmem_rank_outside_cluster"})
       printf("bad %s\n", b);
     return 0;
   }

@@ -2,8 +2,9 @@
 // group's barrier (emu.h grid_sync: aborts outside a cooperative launch, as a
 // grid sync there is undefined on a GPU) and the cluster group's (emu_cluster.h
 // cluster_sync: aborts outside a cluster launch). Outside a cluster launch a
-// block is a cluster of one, as on a GPU (rank 0 of 1). No distributed shared
-// memory (map_shared_rank): a kernel using it does not compile here.
+// block is a cluster of one, as on a GPU (rank 0 of 1). Distributed shared
+// memory only through se_sync.h's se_cluster_store (SE_CLUSTER_STORE:
+// emu_cluster.h cluster_store); map_shared_rank itself does not compile here.
 #pragma once
 
 #include "../emu.h"

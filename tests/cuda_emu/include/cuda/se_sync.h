@@ -9,6 +9,8 @@
 //   SE_CP_ASYNC16 / SE_CP_ASYNC_COMMIT / SE_CP_ASYNC_WAIT  cp.async (PTX asm):
 //                      emu::cp_async16 / cp_async_commit / cp_async_wait (a copy
 //                      lands at the wait that completes its group)
+//   SE_CLUSTER_STORE   a distributed shared-memory store: emu::cluster_store (checked,
+//                      it lands at the cluster's next barrier)
 //   SE_SHARED          a reference to the block slot's arena (0xff at every block start)
 //   SE_DYNAMIC_SHARED  a heap block of exactly the launch's dynamic bytes per block
 //                      slot, 0xff at every block start (ASan sees an access past it,
@@ -22,6 +24,7 @@
 #define SE_CP_ASYNC16(dst, src) ::emu::cp_async16(dst, src)
 #define SE_CP_ASYNC_COMMIT() ::emu::cp_async_commit()
 #define SE_CP_ASYNC_WAIT(n) ::emu::cp_async_wait(n)
+#define SE_CLUSTER_STORE(local, rank, v) ::emu::cluster_store(local, rank, v)
 
 #include_next <cuda/se_sync.h>
 
