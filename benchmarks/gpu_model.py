@@ -232,6 +232,12 @@ def _cluster_us(n, fit, hbm, l2, flops, acc_flops, x_block, w_block, sm_inflight
     # block's share of the SM's; else the MLP lanes' WEIGHT_INFLIGHT.
     w_inflight = block_inflight if fit.get("weight_bytes") else WEIGHT_INFLIGHT
     t_w = L2_RT_US * max(1.0, w_block / w_inflight) if w_block else 0.0
+    if split and fit.get("weight_bytes"):
+        # Row parts: the summing step's slice is issued with the round's tiles (behind the squeeze)
+        # and phase 2's before the partials' L2 read: one round trip hidden. Without row parts
+        # phase 1's slice is issued after its slot's wait, behind a squeeze from shared memory:
+        # exposed.
+        t_w = max(0.0, t_w - L2_RT_US)
     samples = fit.get("samples", 1)
     if samples > 1:  # the round's samples read the staged slice from shared memory
         t_w += samples * w_block / (SMEM_BPS / fit["blocks_per_sm"]) * 1e6

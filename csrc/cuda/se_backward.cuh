@@ -105,14 +105,14 @@ __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm,
 
 // The summing step (parts > 1), chunk v of N * K: the parts' sums added in
 // part order 0..P-1, then as phase 1 after an unsplit squeeze.
-// wbuf: as fwd_sum's, for w2's rows.
+// wbuf, copy: as fwd_sum's, for w2's rows.
 template <typename T>
 __device__ __forceinline__ void bwd_sum(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t v,
-                                        unsigned char* wbuf = nullptr) {
+                                        unsigned char* wbuf = nullptr, bool copy = true) {
   using A = acc_t<T>;
   const int64_t C = a.p.C;
   const UnitIdx ui = chunk_of(v, a.g, C, a.p.HW);
-  const WeightView<T> wv = wbuf ? stage_w2_async<T>(a.p, ui, wbuf, true) : WeightView<T>::global(a.p, ui);
+  const WeightView<T> wv = wbuf ? stage_w2_async<T>(a.p, ui, wbuf, copy) : WeightView<T>::global(a.p, ui);
   add_part_sums<A>(part_sums_of(a.ws.psum, a.sp), ui, a.g, C, sm.u.buf);
   __syncthreads();
   bwd_finish<T>(a, sm, ui, wv, wbuf != nullptr);
@@ -160,7 +160,13 @@ __global__ void __launch_bounds__(kThreads) se_wgrad_kernel(const __grid_constan
 template <typename T>
 __device__ __noinline__ void bwd_sum_loop(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t first,
                                           int64_t last, int64_t rank, int64_t size) {
-  for (int64_t v = first + rank; v < last; v += size) bwd_sum<T>(a, sm, v, staged_wbuf(a.sp));
+  for (int64_t v = first + rank; v < last; v += size) bwd_sum<T>(a, sm, v, staged_wbuf(a.sp), v != first + rank);
+}
+// The slice of the block's first summing chunk v at the round's start (as se_forward.cuh fwd_sum_stage).
+template <typename T>
+__device__ __forceinline__ void bwd_sum_stage(const BwdArgs& a, int64_t v) {
+  unsigned char* wbuf = staged_wbuf(a.sp);
+  if (wbuf) stage_w2_async<T>(a.p, chunk_of(v, a.g, a.p.C, a.p.HW), wbuf, true);
 }
 // Weight-gradient blocks rank, rank + size, ... on this block.
 template <typename T>
@@ -216,6 +222,7 @@ __global__ void __launch_bounds__(kThreads) se_bwd_staged_kernel(const __grid_co
       a.p, a.g, a.sp, a.p.dy,
       [&](int64_t u, unsigned char* slot, bool) { bwd_staged_phase1_call<T, kNHWC>(a, sm, u, slot); },
       [&](int64_t u) { bwd_direct_phase1_call<T, kNHWC>(a, sm, u); },
+      [&](int64_t v) { bwd_sum_stage<T>(a, v); },
       [&](int64_t first, int64_t last, int64_t rank, int64_t size) {
         bwd_sum_loop<T>(a, sm, first, last, rank, size);
       },

@@ -100,14 +100,15 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
 // The summing step (parts > 1), chunk v of N * K: the parts' sums added in
 // part order 0..P-1, then as phase 1 after an unsplit squeeze.
 // wbuf (the staged kernel's, else nullptr): the chunk's w1 columns staged there
-// while the parts' sums are added.
+// while the parts' sums are added (copy), or already issued (!copy: the
+// block's first chunk of the round, fwd_sum_stage).
 template <typename T>
 __device__ __forceinline__ void fwd_sum(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t v,
-                                        unsigned char* wbuf = nullptr) {
+                                        unsigned char* wbuf = nullptr, bool copy = true) {
   using A = acc_t<T>;
   const int64_t C = a.p.C;
   const UnitIdx ui = chunk_of(v, a.g, C, a.p.HW);
-  const WeightView<T> wv = wbuf ? stage_w1_async<T>(a.p, ui, wbuf, true) : WeightView<T>::global(a.p, ui);
+  const WeightView<T> wv = wbuf ? stage_w1_async<T>(a.p, ui, wbuf, copy) : WeightView<T>::global(a.p, ui);
   add_part_sums<A>(part_sums_of(a.ws.psum, a.sp), ui, a.g, C, sm.u.buf);
   __syncthreads();
   fwd_finish<T>(a, sm, ui, out<A>(a.p.pooled) + ui.n * C, wv, wbuf != nullptr);
@@ -156,7 +157,14 @@ __global__ void __launch_bounds__(kThreads) se_fwd_phase2_kernel(const __grid_co
 template <typename T>
 __device__ __forceinline__ void fwd_sum_loop(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t first,
                                              int64_t last, int64_t rank, int64_t size) {
-  for (int64_t v = first + rank; v < last; v += size) fwd_sum<T>(a, sm, v, staged_wbuf(a.sp));
+  for (int64_t v = first + rank; v < last; v += size) fwd_sum<T>(a, sm, v, staged_wbuf(a.sp), v != first + rank);
+}
+// The slice of the block's first summing chunk v, issued at the round's start
+// (se_onepass.cuh staged_rounds), where the plan stages weights.
+template <typename T>
+__device__ __forceinline__ void fwd_sum_stage(const FwdArgs& a, int64_t v) {
+  unsigned char* wbuf = staged_wbuf(a.sp);
+  if (wbuf) stage_w1_async<T>(a.p, chunk_of(v, a.g, a.p.C, a.p.HW), wbuf, true);
 }
 
 // The staged kernel (OnePass: kCluster false, a cooperative launch; Cluster:
@@ -214,6 +222,7 @@ __global__ void __launch_bounds__(kThreads) se_fwd_staged_kernel(const __grid_co
         fwd_staged_phase1_call<T, kNHWC>(a, sm, u, slot, first);
       },
       [&](int64_t u) { fwd_direct_phase1_call<T, kNHWC>(a, sm, u); },
+      [&](int64_t v) { fwd_sum_stage<T>(a, v); },
       [&](int64_t first, int64_t last, int64_t rank, int64_t size) {
         fwd_sum_loop<T>(a, sm, first, last, rank, size);
       },

@@ -383,20 +383,27 @@ __device__ __forceinline__ void onepass_scale(const T* tile, T* o, int64_t C, in
 // phase 1; meets the round's barrier (with row parts: the barrier, the summing
 // step, the barrier again); runs each unit's phase 2. The direction's steps:
 // phase1(u, slot, first) / phase1_direct(u) (a unit past the staged ones),
-// sum(first, last, rank, size), phase2(u, slot, first) / phase2_direct(u);
-// first: the unit is its chunk's first of the round (the forward stages the
-// chunk's weight slice there; the round's other samples reuse it).
-template <typename T, bool kNHWC, bool kCluster, typename P1, typename P1d, typename Sum, typename P2,
-          typename P2d>
+// sum_stage(v) and sum(first, last, rank, size), phase2(u, slot, first) /
+// phase2_direct(u); first: the unit is its chunk's first of the round (the
+// forward stages the chunk's weight slice there; the round's other samples
+// reuse it). With row parts, sum_stage(v) issues the weight slice of the
+// block's first summing chunk v (a commit group where the plan stages
+// weights, else nothing) ahead of the round's tiles, so that its copies land
+// behind the squeeze, not after the first barrier; sum finds it there.
+template <typename T, bool kNHWC, bool kCluster, typename P1, typename P1d, typename SumStage, typename Sum,
+          typename P2, typename P2d>
 __device__ __forceinline__ void staged_rounds(const SEForwardParams& p, const Geometry& g, const StagedPlan& sp,
                                               const void* src, const P1& phase1, const P1d& phase1_direct,
-                                              const Sum& sum, const P2& phase2, const P2d& phase2_direct) {
+                                              const SumStage& sum_stage, const Sum& sum, const P2& phase2,
+                                              const P2d& phase2_direct) {
   SE_DYNAMIC_SHARED(dyn);
   const StagedScope sc = staged_scope<kCluster>(g, sp);
   // Slots t = j * S + s < St staged, the rest direct (32-bit: a block's slots are few).
   const int J = static_cast<int>(sp.slots), S = static_cast<int>(sp.samples), St = static_cast<int>(sp.staged);
   for (int64_t base = sc.first; base < g.units; base += sc.stride) {  // a round
     const int64_t end = staged_end(sc, base, g.units);
+    if (kNHWC && g.parts > 1 && (base / g.parts) + sc.rank < end / g.parts)  // block-uniform
+      sum_stage(base / g.parts + sc.rank);  // older than the tiles' groups: their waits complete it
 #pragma unroll 1
     for (int t = 0; t < St; ++t) {  // every slot in flight, a group each
       const int64_t u = staged_unit(sc, base, end, t / S, t % S);
