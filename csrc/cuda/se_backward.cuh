@@ -66,7 +66,7 @@ __device__ __forceinline__ void bwd_finish(const BwdArgs& a, Smem<acc_t<T>>& sm,
 // orders).
 // wbuf (the cluster plan's weight_bytes): the unit's w2 rows are staged there
 // while it squeezes, and the MLP reads them there.
-template <typename T, bool kNHWC, bool kStaged = false>
+template <typename T, bool kNHWC, bool kStaged = false, bool kCluster = false>
 __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
                                            unsigned char* slot = nullptr, unsigned char* wbuf = nullptr) {
   using A = acc_t<T>;
@@ -98,7 +98,7 @@ __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm,
   if (!kNHWC || a.g.parts == 1) {  // NCHW: never split (se_heuristics.h)
     bwd_finish<T>(a, sm, ui, wv, wbuf != nullptr);
   } else {  // the part's sums, for bwd_sum
-    put_part_sums<A>(part_sums_of(a.ws.psum, a.sp), ui, a.g, C, sm.u.buf);
+    put_part_sums<A>(part_sums_of<kCluster>(a.ws.psum, a.sp), ui, a.g, C, sm.u.buf);
     __syncthreads();
   }
 }
@@ -106,14 +106,14 @@ __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm,
 // The summing step (parts > 1), chunk v of N * K: the parts' sums added in
 // part order 0..P-1, then as phase 1 after an unsplit squeeze.
 // wbuf, copy: as fwd_sum's, for w2's rows.
-template <typename T>
+template <typename T, bool kCluster = false>
 __device__ __forceinline__ void bwd_sum(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t v,
                                         unsigned char* wbuf = nullptr, bool copy = true) {
   using A = acc_t<T>;
   const int64_t C = a.p.C;
   const UnitIdx ui = chunk_of(v, a.g, C, a.p.HW);
   const WeightView<T> wv = wbuf ? stage_w2_async<T>(a.p, ui, wbuf, copy) : WeightView<T>::global(a.p, ui);
-  add_part_sums<A>(part_sums_of(a.ws.psum, a.sp), ui, a.g, C, sm.u.buf);
+  add_part_sums<A>(part_sums_of<kCluster>(a.ws.psum, a.sp), ui, a.g, C, sm.u.buf);
   __syncthreads();
   bwd_finish<T>(a, sm, ui, wv, wbuf != nullptr);
 }
@@ -157,10 +157,10 @@ __global__ void __launch_bounds__(kThreads) se_wgrad_kernel(const __grid_constan
   wgrad_block<T>(a.p, a.g, a.ws, sm, blockIdx.x);  // one virtual block per block (grid = wgrad_blocks)
 }
 // The summing step's loop (as se_forward.cuh fwd_sum_loop).
-template <typename T>
+template <typename T, bool kCluster>
 __device__ __noinline__ void bwd_sum_loop(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t first,
                                           int64_t last, int64_t rank, int64_t size) {
-  for (int64_t v = first + rank; v < last; v += size) bwd_sum<T>(a, sm, v, staged_wbuf(a.sp), v != first + rank);
+  for (int64_t v = first + rank; v < last; v += size) bwd_sum<T, kCluster>(a, sm, v, staged_wbuf(a.sp), !kCluster || v != first + rank);
 }
 // The slice of the block's first summing chunk v at the round's start (as se_forward.cuh fwd_sum_stage).
 template <typename T>
@@ -180,10 +180,10 @@ __device__ __noinline__ void wgrad_loop(const BwdArgs& a, Smem<acc_t<T>>& sm, in
 // the whole grid; Cluster inside the kernel only when one cluster is the
 // whole batch (N == 1: after the cluster's barrier), else the weight-gradient
 // kernel is a launch of its own (it sums over every sample).
-template <typename T, bool kNHWC>
+template <typename T, bool kNHWC, bool kCluster>
 __device__ __noinline__ void bwd_staged_phase1_call(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
                                                     unsigned char* slot) {
-  bwd_phase1<T, kNHWC, true>(a, sm, u, slot, staged_wbuf(a.sp));
+  bwd_phase1<T, kNHWC, true, kCluster>(a, sm, u, slot, staged_wbuf(a.sp));
 }
 template <typename T, bool kNHWC>
 __device__ __noinline__ void bwd_staged_phase2_call(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
@@ -204,9 +204,9 @@ __device__ __noinline__ void bwd_staged_phase2_call(const BwdArgs& a, Smem<acc_t
   __syncthreads();  // the slot and sm are reused by the next unit, round or phase 3
 }
 // A unit past the staged ones (as se_forward.cuh's): the two-pass phases.
-template <typename T, bool kNHWC>
+template <typename T, bool kNHWC, bool kCluster>
 __device__ __noinline__ void bwd_direct_phase1_call(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
-  bwd_phase1<T, kNHWC>(a, sm, u, nullptr, staged_wbuf(a.sp));
+  bwd_phase1<T, kNHWC, false, kCluster>(a, sm, u, nullptr, staged_wbuf(a.sp));
 }
 template <typename T, bool kNHWC>
 __device__ __noinline__ void bwd_direct_phase2_call(const BwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
@@ -220,11 +220,13 @@ __global__ void __launch_bounds__(kThreads) se_bwd_staged_kernel(const __grid_co
   SE_SHARED(Smem<acc_t<T>>, sm);
   staged_rounds<T, kNHWC, kCluster>(
       a.p, a.g, a.sp, a.p.dy,
-      [&](int64_t u, unsigned char* slot, bool) { bwd_staged_phase1_call<T, kNHWC>(a, sm, u, slot); },
-      [&](int64_t u) { bwd_direct_phase1_call<T, kNHWC>(a, sm, u); },
-      [&](int64_t v) { bwd_sum_stage<T>(a, v); },
+      [&](int64_t u, unsigned char* slot, bool) { bwd_staged_phase1_call<T, kNHWC, kCluster>(a, sm, u, slot); },
+      [&](int64_t u) { bwd_direct_phase1_call<T, kNHWC, kCluster>(a, sm, u); },
+      [&](int64_t v) {
+        if constexpr (kCluster) bwd_sum_stage<T>(a, v);  // OnePass stages no weights
+      },
       [&](int64_t first, int64_t last, int64_t rank, int64_t size) {
-        bwd_sum_loop<T>(a, sm, first, last, rank, size);
+        bwd_sum_loop<T, kCluster>(a, sm, first, last, rank, size);
       },
       [&](int64_t u, unsigned char* slot, bool) { bwd_staged_phase2_call<T, kNHWC>(a, sm, u, slot); },
       [&](int64_t u) { bwd_direct_phase2_call<T, kNHWC>(a, sm, u); });

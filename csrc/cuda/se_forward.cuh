@@ -63,7 +63,7 @@ __device__ __forceinline__ void fwd_finish(const FwdArgs& a, Smem<acc_t<T>>& sm,
 // wbuf (the cluster plan's weight_bytes): the unit's w1 columns are staged
 // there while it squeezes (first: the chunk's first unit of the round; the
 // others find them there), and the MLP reads them there.
-template <typename T, bool kNHWC, bool kStaged = false>
+template <typename T, bool kNHWC, bool kStaged = false, bool kCluster = false>
 __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
                                            unsigned char* slot = nullptr, unsigned char* wbuf = nullptr,
                                            bool first = true) {
@@ -92,7 +92,7 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
   if (!kNHWC || a.g.parts == 1) {  // NCHW: never split (se_heuristics.h)
     fwd_finish<T>(a, sm, ui, pooled, wv, wbuf != nullptr && first);
   } else {  // the part's sums, for fwd_sum
-    put_part_sums<A>(part_sums_of(a.ws.psum, a.sp), ui, a.g, C, sm.u.buf);
+    put_part_sums<A>(part_sums_of<kCluster>(a.ws.psum, a.sp), ui, a.g, C, sm.u.buf);
     __syncthreads();  // sm is reused by the next unit
   }
 }
@@ -102,14 +102,14 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
 // wbuf (the staged kernel's, else nullptr): the chunk's w1 columns staged there
 // while the parts' sums are added (copy), or already issued (!copy: the
 // block's first chunk of the round, fwd_sum_stage).
-template <typename T>
+template <typename T, bool kCluster = false>
 __device__ __forceinline__ void fwd_sum(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t v,
                                         unsigned char* wbuf = nullptr, bool copy = true) {
   using A = acc_t<T>;
   const int64_t C = a.p.C;
   const UnitIdx ui = chunk_of(v, a.g, C, a.p.HW);
   const WeightView<T> wv = wbuf ? stage_w1_async<T>(a.p, ui, wbuf, copy) : WeightView<T>::global(a.p, ui);
-  add_part_sums<A>(part_sums_of(a.ws.psum, a.sp), ui, a.g, C, sm.u.buf);
+  add_part_sums<A>(part_sums_of<kCluster>(a.ws.psum, a.sp), ui, a.g, C, sm.u.buf);
   __syncthreads();
   fwd_finish<T>(a, sm, ui, out<A>(a.p.pooled) + ui.n * C, wv, wbuf != nullptr);
 }
@@ -154,10 +154,10 @@ __global__ void __launch_bounds__(kThreads) se_fwd_phase2_kernel(const __grid_co
 // first + rank + i * size on this block (the kernels call it, with the
 // barrier before it, where parts > 1); inlined into the kernels' bodies (a
 // function of its own spilled).
-template <typename T>
+template <typename T, bool kCluster>
 __device__ __forceinline__ void fwd_sum_loop(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t first,
                                              int64_t last, int64_t rank, int64_t size) {
-  for (int64_t v = first + rank; v < last; v += size) fwd_sum<T>(a, sm, v, staged_wbuf(a.sp), v != first + rank);
+  for (int64_t v = first + rank; v < last; v += size) fwd_sum<T, kCluster>(a, sm, v, staged_wbuf(a.sp), !kCluster || v != first + rank);
 }
 // The slice of the block's first summing chunk v, issued at the round's start
 // (se_onepass.cuh staged_rounds), where the plan stages weights.
@@ -176,10 +176,10 @@ __device__ __forceinline__ void fwd_sum_stage(const FwdArgs& a, int64_t v) {
 // writes is read by another round (the workspace is per sample or per unit),
 // and a block stages its next round only after all its threads are done with
 // the slots (the __syncthreads ending phase 2).
-template <typename T, bool kNHWC>
+template <typename T, bool kNHWC, bool kCluster>
 __device__ __noinline__ void fwd_staged_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
                                                     unsigned char* slot, bool first) {
-  fwd_phase1<T, kNHWC, true>(a, sm, u, slot, staged_wbuf(a.sp), first);
+  fwd_phase1<T, kNHWC, true, kCluster>(a, sm, u, slot, staged_wbuf(a.sp), first);
 }
 template <typename T, bool kNHWC, bool kFC2>
 __device__ __noinline__ void fwd_staged_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u,
@@ -202,9 +202,9 @@ __device__ __noinline__ void fwd_staged_phase2_call(const FwdArgs& a, Smem<acc_t
 }
 // A unit past the staged ones (Cluster, where a block's tiles pass the
 // budget by one): the two-pass phases, x read from global memory twice.
-template <typename T, bool kNHWC>
+template <typename T, bool kNHWC, bool kCluster>
 __device__ __noinline__ void fwd_direct_phase1_call(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
-  fwd_phase1<T, kNHWC>(a, sm, u, nullptr, staged_wbuf(a.sp));
+  fwd_phase1<T, kNHWC, false, kCluster>(a, sm, u, nullptr, staged_wbuf(a.sp));
 }
 template <typename T, bool kNHWC, bool kFC2>
 __device__ __noinline__ void fwd_direct_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
@@ -219,12 +219,14 @@ __global__ void __launch_bounds__(kThreads) se_fwd_staged_kernel(const __grid_co
   staged_rounds<T, kNHWC, kCluster>(
       a.p, a.g, a.sp, a.p.x,
       [&](int64_t u, unsigned char* slot, bool first) {
-        fwd_staged_phase1_call<T, kNHWC>(a, sm, u, slot, first);
+        fwd_staged_phase1_call<T, kNHWC, kCluster>(a, sm, u, slot, first);
       },
-      [&](int64_t u) { fwd_direct_phase1_call<T, kNHWC>(a, sm, u); },
-      [&](int64_t v) { fwd_sum_stage<T>(a, v); },
+      [&](int64_t u) { fwd_direct_phase1_call<T, kNHWC, kCluster>(a, sm, u); },
+      [&](int64_t v) {
+        if constexpr (kCluster) fwd_sum_stage<T>(a, v);  // OnePass stages no weights
+      },
       [&](int64_t first, int64_t last, int64_t rank, int64_t size) {
-        fwd_sum_loop<T>(a, sm, first, last, rank, size);
+        fwd_sum_loop<T, kCluster>(a, sm, first, last, rank, size);
       },
       [&](int64_t u, unsigned char* slot, bool first) {
         fwd_staged_phase2_call<T, kNHWC, kFC2>(a, sm, u, slot, first);

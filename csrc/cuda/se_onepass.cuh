@@ -130,11 +130,13 @@ __device__ __forceinline__ unsigned char* staged_wbuf(const StagedPlan& sp) {
   SE_DYNAMIC_SHARED(dyn);
   return sp.weight_bytes > 0 ? dyn + sp.staged * sp.slot_bytes : nullptr;
 }
-// Where the row parts' sums meet (se_tile.cuh PartSums): the cluster plan's
-// exchange after the weight slice (sum_bytes, cluster launches only), else
-// the workspace's psum (TwoPass, OnePass: no dynamic shared memory touched).
+// Where the row parts' sums meet (se_tile.cuh PartSums): in a cluster
+// kernel the plan's exchange after the weight slice (sum_bytes), else the
+// workspace's psum (TwoPass, OnePass: no distributed shared-memory store is
+// compiled into them, no dynamic shared memory touched).
+template <bool kCluster>
 __device__ __forceinline__ PartSums part_sums_of(void* psum, const StagedPlan& sp) {
-  if (sp.sum_bytes == 0) return PartSums{psum, nullptr, 0};
+  if (!kCluster || sp.sum_bytes == 0) return PartSums{psum, nullptr, 0};
   SE_DYNAMIC_SHARED(dyn);
   return PartSums{psum, dyn + sp.staged * sp.slot_bytes + sp.weight_bytes, sp.cluster};
 }
