@@ -40,6 +40,10 @@ def test_cluster_does_not_apply_past_the_budget():
     # seventh from global memory (se_heuristics.h cluster_plan: one unit per block past the budget).
     f = gpu_model.predict(256, 256, 56, 56, 16, 4, True)["cluster_fwd"]
     assert (f["units"], f["j"], f["slot"], f["staged_units"], f["applies"]) == (104, 7, 30976, 6, True)
+    # The row parts' sums (13 parts x 32 channels x 8-byte accumulators) come out of the budget
+    # first (se_heuristics.h part_sum_bytes); NCHW has none.
+    assert f["sum_bytes"] == 13 * 32 * 8
+    assert gpu_model.predict(256, 256, 56, 56, 16, 2, False)["cluster_fwd"]["sum_bytes"] == 0
     # Its backward: 200 units of 16128 B -> 13 per block, 12 fit: applies too.
     assert gpu_model.predict(256, 256, 56, 56, 16, 4, True)["cluster_bwd"]["applies"]
     # fp32 NCHW 56x56: 86 units of 3 channels -> 6 x 37648 B = 221 KB forward: 5 staged (6 blocks
