@@ -110,6 +110,11 @@ def _pow2_at_least(v, cap):
     return p
 
 
+def acc_bytes(dtype_bytes):
+    """Bytes of acc_t (se_math.h): double for float and double, float for the 16-bit types."""
+    return 8 if dtype_bytes in (4, 8) else 4
+
+
 def geometry(c, hw, hidden, dtype_bytes, channels_last, backward=False):
     """(channels per unit, chunks per sample, row parts per chunk, rows per
     part): se_heuristics.h make_geometry; units per sample = chunks x parts."""
@@ -168,8 +173,7 @@ def cluster_fit(c, hw, hidden, dtype_bytes, channels_last, backward=False, clust
     # se_heuristics.h cluster_plan: the units whose slots fit the budget are staged; a block
     # may run one more from global memory (its x read twice, the second time from L2).
     # se_heuristics.h part_sum_bytes: with row parts, the parts' sums the block adds, first.
-    acc = 8 if dtype_bytes in (4, 8) else 4
-    sums = math.ceil(math.ceil(k / cs) * parts * chunk * acc / 16) * 16 if parts > 1 else 0
+    sums = math.ceil(math.ceil(k / cs) * parts * chunk * acc_bytes(dtype_bytes) / 16) * 16 if parts > 1 else 0
     budget = CLUSTER_SMEM_BUDGET - sums
     staged_units = min(j * samples, budget // slot)
     staged = staged_units * slot
@@ -256,7 +260,7 @@ def predict(n, c, h, w, hidden, dtype_bytes, channels_last, sm_inflight=SM_INFLI
             barrier_us=CLUSTER_BARRIER_US, weights_from_l2=True, cluster_max=CLUSTER_MAX):
     hw = h * w
     x = n * c * hw * dtype_bytes                 # bytes of x (= y, dy, dx)
-    acc = 8 if dtype_bytes == 4 or dtype_bytes == 8 else 4
+    acc = acc_bytes(dtype_bytes)
     acc_flops = FP64_FLOPS if acc == 8 else FP32_FLOPS
     weights = 2 * c * hidden * dtype_bytes       # w1 + w2
     chunk, k, parts, rows = geometry(c, hw, hidden, dtype_bytes, channels_last)

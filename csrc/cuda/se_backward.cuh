@@ -77,7 +77,7 @@ __device__ __forceinline__ void bwd_phase1(const BwdArgs& a, Smem<acc_t<T>>& sm,
   const int64_t rows = ui.n * C * HW + ui.r0 * C;  // the unit's rows (NCHW: the sample)
   const auto sums = [&](int64_t r, A v) { sm.u.buf[r] = v; };
   if (kNHWC && a.g.parts > 1) wbuf = nullptr;  // a part runs no MLP here (the summing step stages its own)
-  const WeightView<T> wv = wbuf ? stage_w2_async<T>(p, ui, wbuf, true) : WeightView<T>::global(p, ui);
+  const WeightView<T> wv = stage_w2_async<T>(p, ui, wbuf, true);
   if constexpr (kStaged) {
     const T* xs = cin<T>(p.x) + rows;
     const T* dtile = onepass_tile<T, kNHWC>(cin<T>(p.dy) + rows + (kNHWC ? ui.c0 : ui.c0 * HW), slot);
@@ -112,7 +112,7 @@ __device__ __forceinline__ void bwd_sum(const BwdArgs& a, Smem<acc_t<T>>& sm, in
   using A = acc_t<T>;
   const int64_t C = a.p.C;
   const UnitIdx ui = chunk_of(v, a.g, C, a.p.HW);
-  const WeightView<T> wv = wbuf ? stage_w2_async<T>(a.p, ui, wbuf, copy) : WeightView<T>::global(a.p, ui);
+  const WeightView<T> wv = stage_w2_async<T>(a.p, ui, wbuf, copy);
   add_part_sums<A>(part_sums_of<kCluster>(a.ws.psum, a.sp), ui, a.g, C, sm.u.buf);
   __syncthreads();
   bwd_finish<T>(a, sm, ui, wv, wbuf != nullptr);
@@ -126,7 +126,7 @@ __device__ __forceinline__ void bwd_phase2(const BwdArgs& a, Smem<acc_t<T>>& sm,
   const SEBackwardParams& p = a.p;
   const int64_t C = p.C, HW = p.HW;
   const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
-  const WeightView<T> wv = wbuf ? stage_w1_async<T>(p, ui, wbuf, true) : WeightView<T>::global(p, ui);
+  const WeightView<T> wv = stage_w1_async<T>(p, ui, wbuf, true);
   gate_terms<A>(p.gate, cin<A>(p.z2) + ui.n * C + ui.c0, sm.u.buf, ui.c1 - ui.c0);
   excite_bwd_dp<T>(p, a.g, ui, u, a.ws, sm, wv, wbuf != nullptr);
   __syncthreads();
@@ -165,8 +165,7 @@ __device__ __noinline__ void bwd_sum_loop(const BwdArgs& a, Smem<acc_t<T>>& sm, 
 // The slice of the block's first summing chunk v at the round's start (as se_forward.cuh fwd_sum_stage).
 template <typename T>
 __device__ __forceinline__ void bwd_sum_stage(const BwdArgs& a, int64_t v) {
-  unsigned char* wbuf = staged_wbuf(a.sp);
-  if (wbuf) stage_w2_async<T>(a.p, chunk_of(v, a.g, a.p.C, a.p.HW), wbuf, true);
+  stage_w2_async<T>(a.p, chunk_of(v, a.g, a.p.C, a.p.HW), staged_wbuf(a.sp), true);
 }
 // Weight-gradient blocks rank, rank + size, ... on this block.
 template <typename T>
@@ -194,7 +193,7 @@ __device__ __noinline__ void bwd_staged_phase2_call(const BwdArgs& a, Smem<acc_t
   const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
   const int64_t len = ui.c1 - ui.c0;
   unsigned char* wbuf = staged_wbuf(a.sp);
-  const WeightView<T> wv = wbuf ? stage_w1_async<T>(p, ui, wbuf, true) : WeightView<T>::global(p, ui);
+  const WeightView<T> wv = stage_w1_async<T>(p, ui, wbuf, true);
   gate_terms<A>(p.gate, cin<A>(p.z2) + ui.n * C + ui.c0, sm.u.buf, len);
   excite_bwd_dp<T>(p, a.g, ui, u, a.ws, sm, wv, wbuf != nullptr);
   __syncthreads();

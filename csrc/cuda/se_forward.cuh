@@ -78,7 +78,7 @@ __device__ __forceinline__ void fwd_phase1(const FwdArgs& a, Smem<acc_t<T>>& sm,
   // Rows split (NHWC parts): a part runs no MLP here (the summing step does,
   // staging the chunk's slice itself).
   if (kNHWC && a.g.parts > 1) wbuf = nullptr;
-  const WeightView<T> wv = wbuf ? stage_w1_async<T>(p, ui, wbuf, first) : WeightView<T>::global(p, ui);
+  const WeightView<T> wv = stage_w1_async<T>(p, ui, wbuf, first);
   if constexpr (kStaged) {
     const int64_t len = ui.c1 - ui.c0;
     const T* tile = onepass_tile<T, kNHWC>(xs + (kNHWC ? ui.c0 : ui.c0 * HW), slot);
@@ -108,7 +108,7 @@ __device__ __forceinline__ void fwd_sum(const FwdArgs& a, Smem<acc_t<T>>& sm, in
   using A = acc_t<T>;
   const int64_t C = a.p.C;
   const UnitIdx ui = chunk_of(v, a.g, C, a.p.HW);
-  const WeightView<T> wv = wbuf ? stage_w1_async<T>(a.p, ui, wbuf, copy) : WeightView<T>::global(a.p, ui);
+  const WeightView<T> wv = stage_w1_async<T>(a.p, ui, wbuf, copy);
   add_part_sums<A>(part_sums_of<kCluster>(a.ws.psum, a.sp), ui, a.g, C, sm.u.buf);
   __syncthreads();
   fwd_finish<T>(a, sm, ui, out<A>(a.p.pooled) + ui.n * C, wv, wbuf != nullptr);
@@ -122,7 +122,7 @@ __device__ __forceinline__ void fwd_phase2(const FwdArgs& a, Smem<acc_t<T>>& sm,
   const SEForwardParams& p = a.p;
   const int64_t C = p.C, HW = p.HW;
   const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
-  const WeightView<T> wv = wbuf ? stage_w2_async<T>(p, ui, wbuf, true) : WeightView<T>::global(p, ui);
+  const WeightView<T> wv = stage_w2_async<T>(p, ui, wbuf, true);
   excite_fwd_z2<T, kFC2>(p, a.g, ui, u, a.ws, sm, wv, wbuf != nullptr);
   __syncthreads();
   gate_terms<A>(p.gate, sm.u.buf, sm.u.buf, ui.c1 - ui.c0);  // s, in place
@@ -163,8 +163,7 @@ __device__ __forceinline__ void fwd_sum_loop(const FwdArgs& a, Smem<acc_t<T>>& s
 // (se_onepass.cuh staged_rounds), where the plan stages weights.
 template <typename T>
 __device__ __forceinline__ void fwd_sum_stage(const FwdArgs& a, int64_t v) {
-  unsigned char* wbuf = staged_wbuf(a.sp);
-  if (wbuf) stage_w1_async<T>(a.p, chunk_of(v, a.g, a.p.C, a.p.HW), wbuf, true);
+  stage_w1_async<T>(a.p, chunk_of(v, a.g, a.p.C, a.p.HW), staged_wbuf(a.sp), true);
 }
 
 // The staged kernel (OnePass: kCluster false, a cooperative launch; Cluster:
@@ -190,7 +189,7 @@ __device__ __noinline__ void fwd_staged_phase2_call(const FwdArgs& a, Smem<acc_t
   const int64_t C = p.C, HW = p.HW;
   const UnitIdx ui = unit_of<kNHWC>(u, a.g, C, HW);
   const int64_t len = ui.c1 - ui.c0;
-  const WeightView<T> wv = wbuf ? stage_w2_async<T>(p, ui, wbuf, first) : WeightView<T>::global(p, ui);
+  const WeightView<T> wv = stage_w2_async<T>(p, ui, wbuf, first);
   excite_fwd_z2<T, kFC2>(p, a.g, ui, u, a.ws, sm, wv, wbuf != nullptr && first);
   __syncthreads();
   gate_terms<A>(p.gate, sm.u.buf, sm.u.buf, len);  // s, in place

@@ -148,10 +148,12 @@ __device__ __forceinline__ PartSums part_sums_of(void* psum, const StagedPlan& s
 // (the rows take the paths they take in global memory). wbuf is free: the previous unit's MLP ended with a __syncthreads.
 // copy: issue the copies (the chunk's first unit of the round); else the
 // view of the slice an earlier unit of the same chunk staged (the round's
-// other samples).
+// other samples). wbuf nullptr (staged_wbuf: nothing staged): the view of
+// global memory, nothing issued.
 template <typename T>
 __device__ __forceinline__ WeightView<T> stage_w1_async(const SEForwardParams& p, const UnitIdx& ui,
                                                         unsigned char* wbuf, bool copy) {
+  if (!wbuf) return WeightView<T>::global(p, ui);
   const int64_t len = ui.c1 - ui.c0;
   T* dst = reinterpret_cast<T*>(wbuf);
   if (copy) {
@@ -163,6 +165,7 @@ __device__ __forceinline__ WeightView<T> stage_w1_async(const SEForwardParams& p
 template <typename T>
 __device__ __forceinline__ WeightView<T> stage_w2_async(const SEForwardParams& p, const UnitIdx& ui,
                                                         unsigned char* wbuf, bool copy) {
+  if (!wbuf) return WeightView<T>::global(p, ui);
   const T* src = cin<T>(p.w2) + ui.c0 * p.hidden;
   T* dst = onepass_tile<T, false>(src, wbuf);
   if (copy) {
