@@ -4,7 +4,8 @@ CUDA build of torch are present (no GPU needed to compile them).
 Knobs (environment variables):
   SE_FUSED_CUDA=1         require the CUDA kernels (fail if they cannot be built)
   SE_FUSED_CUDA=0         skip the CUDA kernels
-  TORCH_CUDA_ARCH_LIST    GPU architectures, default "8.0;9.0+PTX"
+  TORCH_CUDA_ARCH_LIST    GPU architectures, default "8.0;9.0;10.0+PTX" ("8.0;9.0+PTX"
+                          where nvcc has no 10.0)
   MAX_JOBS                parallel compile jobs (ninja)
   SE_FUSED_CPU_ARCH       -march for the C++ sources: default x86-64-v4 (AVX-512) or
                           x86-64-v3 (AVX2, FMA, F16C), the best the build machine has,
@@ -97,6 +98,24 @@ def _nvcc_version():
     return match.group(1) if match else "unknown"
 
 
+def _default_cuda_archs(nvcc_archs):
+    """TORCH_CUDA_ARCH_LIST's default: kernels for 8.0 (A100) and 9.0 (H100, H200), and for 10.0
+    (B200) where this nvcc builds it (`nvcc --list-gpu-arch` names compute_100: CUDA 12.8 on),
+    with PTX of the newest for later GPUs. Without 10.0 a B200 would compile 9.0's PTX when the
+    process starts, with the register target that spills there (docs/cuda.md, "Registers")."""
+    archs = ["8.0", "9.0"] + (["10.0"] if "compute_100" in nvcc_archs.split() else [])
+    return ";".join(archs) + "+PTX"
+
+
+def _nvcc_archs():
+    """`nvcc --list-gpu-arch`'s output ("compute_75\ncompute_80\n..."), or "" where it fails."""
+    try:
+        return subprocess.run([os.path.join(_cuda_home, "bin", "nvcc"), "--list-gpu-arch"],
+                              capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
 def _write_build_info(cpu, cuda_archs="", nvcc=""):
     """csrc/se_build_info.h (generated, not tracked): what se_fused._C.cpu_build_info()
     and cuda_build_info() report. A header rather than -D flags: the values hold
@@ -135,7 +154,8 @@ def _extension():
             extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"],
             py_limited_api=False,
         )
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+    if "TORCH_CUDA_ARCH_LIST" not in os.environ:
+        os.environ["TORCH_CUDA_ARCH_LIST"] = _default_cuda_archs(_nvcc_archs())
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")) + glob.glob(os.path.join("csrc", "cuda", "*.cu")))
     # --fmad=false: nvcc would contract a * b + c into one fma (its default),
     # which the host compiler (-ffp-contract=off) and the emulator do not: the

@@ -232,6 +232,20 @@ def test_setup_builds_the_device_code_without_contraction():
     assert '"--fmad=false"' in nvcc
 
 
+def test_default_archs_add_blackwell_where_nvcc_has_it():
+    # setup.py _default_cuda_archs, run on its own (setup.py builds when imported).
+    import ast
+    tree = ast.parse(_read("setup.py"))
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_default_cuda_archs")
+    ns = {}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), "setup.py", "exec"), ns)
+    default = ns["_default_cuda_archs"]
+    assert default("compute_75\ncompute_80\ncompute_90\ncompute_100\ncompute_120\n") == "8.0;9.0;10.0+PTX"
+    assert default("compute_75\ncompute_80\ncompute_90\n") == "8.0;9.0+PTX"
+    assert default("") == "8.0;9.0+PTX"  # nvcc did not answer
+    assert default("compute_1000\n") == "8.0;9.0+PTX"  # whole names only
+
+
 def test_launcher_never_carves_outputs_with_set():
     src = _read("csrc/cuda/se_block_launcher.cpp")
     code = "\n".join(line.split("//")[0] for line in src.splitlines())

@@ -209,8 +209,20 @@ template <typename T, bool kNHWC, bool kFC2>
 __device__ __noinline__ void fwd_direct_phase2_call(const FwdArgs& a, Smem<acc_t<T>>& sm, int64_t u) {
   fwd_phase2<T, kNHWC, kFC2>(a, sm, u, staged_wbuf(a.sp));
 }
+// Its registers: with no minimum of blocks per SM, ptxas's own target keeps
+// every instance at <= 128 registers without spills on sm_80 and sm_90 (two
+// blocks per SM where shared memory allows), but on sm_100 it takes the fp32
+// and fp64 NHWC two-FC instances to 80 registers and 48-144-byte spills, and
+// with a minimum of 2 (a 128 cap) they still spill on sm_100, and new 4-8-byte
+// spills appear on sm_90. So from sm_100 the kernel states one block per SM
+// (134-197 registers, no spills); before, nothing.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1000
+#define SE_FWD_STAGED_BOUNDS __launch_bounds__(kThreads, 1)
+#else
+#define SE_FWD_STAGED_BOUNDS __launch_bounds__(kThreads)
+#endif
 template <typename T, bool kNHWC, bool kFC2, bool kCluster>
-__global__ void __launch_bounds__(kThreads) se_fwd_staged_kernel(const __grid_constant__ FwdArgs a) {
+__global__ void SE_FWD_STAGED_BOUNDS se_fwd_staged_kernel(const __grid_constant__ FwdArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
   if constexpr (kCluster) return;  // no clusters before sm_90: never launched there (se_cluster_capacity)
 #endif
