@@ -64,6 +64,27 @@ def test_cluster_occupancy():
     assert sum(gpu_model.GPC_SMS) == gpu_model.SMS
 
 
+def test_7x7_designs_against_the_floor():
+    # docs/cuda.md, "The 7x7 forward": the floor of any design sits between the clone and every
+    # design the model prices; the streamed what-if fits its block or says what it would need.
+    for label in gpu_model.BAR_7X7:
+        n, c, h, w, hidden, b, cl = next(a for lab, *a in gpu_model.BENCH_SHAPES if lab == label)
+        r = gpu_model.predict(n, c, h, w, hidden, b, cl)
+        floor = gpu_model.fwd_floor_us(n, c, h * w, b)
+        assert r["clone_us"] < floor < r["cluster_fwd_us"] < r["fwd_us"]
+        st = gpu_model.streamed_fwd(n, c, h * w, hidden, b, cl)
+        if st["us"] is None:
+            assert st["need"] > gpu_model.CLUSTER_SMEM_BUDGET
+        else:
+            assert floor < st["us"] and st["smem"] <= gpu_model.CLUSTER_SMEM_BUDGET
+    # fp32 at 7x7: both slices and a ring of every block's double partials pass a block's shared
+    # memory, so each block keeps its own and reads the others' (pull); bf16 has room to push.
+    assert gpu_model.streamed_fwd(64, 960, 49, 240, 4, False)["exchange"] == "pull"
+    assert gpu_model.streamed_fwd(64, 960, 49, 240, 2, False)["exchange"] == "push"
+    # Row parts (NHWC 56x56): the streamed what-if does not apply.
+    assert gpu_model.streamed_fwd(256, 256, 3136, 16, 2, True)["us"] is None
+
+
 def test_bar_rows_name_every_bar_shape():
     rows = gpu_model.bar_rows()
     labels = {r[0] for r in rows}
