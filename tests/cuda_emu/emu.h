@@ -611,7 +611,7 @@ inline void run_launch(const LaunchPlan& p, const std::function<void()>& fn) {
 // Checks and runs a launch of kernel k (identity for the runtime's per-kernel
 // state); records an error as the runtime does.
 inline std::atomic<long> g_cluster_launches{0}, g_cluster_refused{0};
-inline std::atomic<long> g_cluster_stores{0};  // distributed shared-memory stores (emu_cluster.h cluster_store)
+inline std::atomic<long> g_cluster_stores{0};  // distributed shared-memory stores into another block (cluster_store)
 inline cudaError_t launch_kernel(const void* k, dim3 grid, dim3 block, size_t smem, bool coop,
                                  const std::function<void()>& fn, const dim3* cluster = nullptr) {
   LaunchPlan p;
