@@ -182,7 +182,8 @@ def test_cuda_waits_only_under_cooperative_or_cluster_launch():
     only by se_launch_cluster. No spin loop on global flags (no atomics, no ld.acquire /
     __nanosleep) anywhere in csrc/cuda/."""
     import re
-    kernel = r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s*)?(\w+)\s*\("
+    # (bounds spelled out, or a macro for them: se_forward.cuh SE_FWD_STAGED_BOUNDS)
+    kernel = r"__global__\s+void\s+(?:(?:__launch_bounds__\([^)]*\)|SE_\w+_BOUNDS)\s*)?(\w+)\s*\("
     for name, text in _cuda_sources().items():
         code = re.sub(r"//[^\n]*", "", text)
         # (asm volatile: se_sync.h's cp.async instructions, which wait on nothing but the
