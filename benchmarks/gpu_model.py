@@ -158,6 +158,13 @@ def slot_bytes(c, hw, chunk, rows, dtype_bytes, channels_last):
     return math.ceil(elems * dtype_bytes / CLUSTER_SLOT_ALIGN) * CLUSTER_SLOT_ALIGN
 
 
+def weight_slice_bytes(chunk, hidden, dtype_bytes):
+    """se_heuristics.h weight_slice_bytes: a unit's staged weight slice, the larger phase (w1's
+    hidden rows of `chunk` at a 16-byte row stride, or w2's chunk x hidden as one span)."""
+    vec = 16 // dtype_bytes
+    return max(hidden * math.ceil(chunk / vec) * vec, math.ceil((chunk * hidden + vec - 1) / vec) * vec) * dtype_bytes
+
+
 def cluster_fit(c, hw, hidden, dtype_bytes, channels_last, backward=False, cluster_max=CLUSTER_MAX, samples=1):
     """How a sample's units map onto a cluster (issue 22's design): cluster size cs,
     units per block j (per sample), slot and staged bytes per block, blocks per SM (shared
@@ -180,8 +187,7 @@ def cluster_fit(c, hw, hidden, dtype_bytes, channels_last, backward=False, clust
     unstaged = max(0, units - cs * staged_units) if samples == 1 else 0  # units run from global memory
     # se_heuristics.h weight_slice_bytes: the staged weight slice (the larger phase), where it
     # fits beside the slots (rows split: the summing step stages it for its MLP rows).
-    vec = 16 // dtype_bytes
-    wb = max(hidden * math.ceil(chunk / vec) * vec, math.ceil((chunk * hidden + vec - 1) / vec) * vec) * dtype_bytes
+    wb = weight_slice_bytes(chunk, hidden, dtype_bytes)
     weight_bytes = wb if staged + wb <= budget else 0
     per_block = staged + weight_bytes + sums + STATIC_SMEM[dtype_bytes] + SMEM_RESERVED
     per_sm = min(SM_SMEM // per_block, SM_REGS // (CLUSTER_REGS * THREADS))
@@ -358,64 +364,6 @@ def predict(n, c, h, w, hidden, dtype_bytes, channels_last, sm_inflight=SM_INFLI
                 onepass_bwd_rounds=op_brounds)
 
 
-# --- 7x7 what-ifs, not built (docs/cuda.md, "The 7x7 forward"): what another design could reach.
-SM_CLOCK = 1.755e9        # boost clock (as SMEM_BPS); FMAs per SM per clock: 128 float, 64 double
-
-
-def fwd_floor_us(n, c, hw, dtype_bytes):
-    """A lower bound for any fused forward under the constants above: the launch and a phase's
-    fixed cost, x read and y written at the copy's rate, and between a sample's last bytes of x
-    and its first of y one cluster barrier and one distributed shared-memory round trip (the
-    gate needs every channel's sum); the MLP free (all of it hidden under other samples')."""
-    x = n * c * hw * dtype_bytes
-    return LAUNCH_US + PHASE_FIXED_US + 2 * x / HBM_BPS * 1e6 + CLUSTER_BARRIER_US + DSMEM_RT_US
-
-
-def streamed_fwd(n, c, hw, hidden, dtype_bytes, channels_last, cluster_max=CLUSTER_MAX):
-    """A streamed cluster forward (not built): clusters stay resident and take their samples one
-    after another. A block keeps its j chunks' w1 and w2 slices in shared memory for the whole
-    launch (w1's issued first, then S samples' tiles), and a ring of 3 samples' partial hidden
-    vectors: "push", every block stores its partials into every block's ring, or "pull", each
-    keeps its own and reads the others' after the barrier (one distributed shared-memory round
-    trip a sample, exposed). One split cluster barrier per sample (arrive after its phase 1, wait
-    before its phase 2), the next sample's phase 1 in between, so the barrier hides under it. A
-    block's step (one sample) takes the larger of its shared-memory traffic (tiles written,
-    squeezed and scaled; both slices; the partials received and added) at SMEM_BPS and its FMAs,
-    or its tiles' HBM bytes at its share of HBM (at most S samples' tiles in flight, Little's
-    law at HBM_LATENCY_US); the launch adds the fill (w1 and the first tile, the first phase 1) and
-    the drain (the last barrier and phase 2). The fastest exchange and S of 2-8 that fit
-    CLUSTER_SMEM_BUDGET; us None where none does (row parts, or the slices too large), with the
-    least bytes it would need."""
-    acc = acc_bytes(dtype_bytes)
-    f = cluster_fit(c, hw, hidden, dtype_bytes, channels_last, cluster_max=cluster_max)
-    vec = 16 // dtype_bytes
-    cs, j, chunk, slot = f["cs"], f["j"], f["chunk"], f["slot"]
-    k = math.ceil(c / chunk)
-    wsl = max(hidden * math.ceil(chunk / vec) * vec, math.ceil((chunk * hidden + vec - 1) / vec) * vec) * dtype_bytes
-    active = sum(g // cs for g in GPC_SMS)  # one block per SM: over half an SM's shared memory
-    per = math.ceil(n / active)             # samples a cluster streams
-    fma = (64 if acc == 8 else 128) * SM_CLOCK
-    bw = 2 * n * c * hw * dtype_bytes / HBM_BPS * 1e6 + active * 2 * c * hidden * dtype_bytes / L2_BPS * 1e6
-    best = dict(us=None, need=2 * j * wsl + 3 * j * hidden * acc + 2 * j * slot)
-    for exchange, ring, rt in (("push", 3 * k * hidden * acc, 0.0), ("pull", 3 * j * hidden * acc, DSMEM_RT_US)):
-        for samples in (2, 4, 8):
-            smem = samples * j * slot + 2 * j * wsl + ring
-            if f["parts"] > 1 or smem > CLUSTER_SMEM_BUDGET:
-                continue
-            p1 = max((2 * j * slot + j * wsl + (k * hidden * acc if exchange == "push" else 0)) / SMEM_BPS,
-                     j * chunk * hidden / fma) * 1e6
-            p2 = rt + max((j * slot + j * wsl + k * hidden * acc) / SMEM_BPS, j * chunk * hidden / fma) * 1e6
-            rate = min(HBM_BPS / SMS, min(samples * j * slot, SM_INFLIGHT_CAP) / (HBM_LATENCY_US * 1e-6))
-            step = max(p1 + p2 + max(0.0, CLUSTER_BARRIER_US - p1), 2 * j * slot / rate * 1e6)
-            fill = L2_RT_US * max(1.0, (j * wsl + j * slot) / SM_INFLIGHT_CAP) + p1
-            drain = CLUSTER_BARRIER_US + p2
-            us = LAUNCH_US + PHASE_FIXED_US + max(bw, per * step - p1) + fill + drain
-            if best["us"] is None or us < best["us"]:
-                best = dict(us=us, cs=cs, j=j, samples=samples, per=per, smem=smem, active=active, step=step,
-                            exchange=exchange)
-    return best
-
-
 def path_us(r, path, direction):
     """(microseconds, path that runs) of a forced SE_FUSED_CUDA_PATH in one direction
     ("fwd" or "bwd"), with the fallbacks the launcher takes: cluster -> twopass where it
@@ -543,31 +491,6 @@ def main():
             cells.append(f"{kb} KB/SM, barrier {bar_us} us: {f / r['clone_us']:.2f}, "
                          f"{(f + b) / (r['clone_us'] + r['add_us']):.2f}")
         print(f"  {label}: " + "; ".join(cells))
-    print("What-ifs at 7x7, cluster fwd/clone: as designed; the best cluster size of 2-16 (more, smaller "
-          "clusters at once); the weights' L2 reads not counted (read once for many samples); both:")
-
-    def best_cs(args, **kw):
-        return min((r["cluster_fwd_us"], m) for r, m in ((predict(*args, cluster_max=m, **kw), m)
-                                                          for m in (2, 4, 8, 16))
-                   if r["cluster_fwd_us"] is not None)
-    for label in BAR_7X7:
-        args = next(a for lab, *a in BENCH_SHAPES if lab == label)
-        r0, r1 = predict(*args), predict(*args, weights_from_l2=False)
-        (t2, m2), (t3, m3) = best_cs(args), best_cs(args, weights_from_l2=False)
-        clone = r0["clone_us"]
-        print(f"  {label}: {r0['cluster_fwd_us'] / clone:.2f}, {t2 / clone:.2f} (cs <= {m2}), "
-              f"{r1['cluster_fwd_us'] / clone:.2f}, {t3 / clone:.2f} (cs <= {m3}); "
-              f"two-pass {r0['fwd_us'] / clone:.2f}")
-    print("The 7x7 forward under other designs (not built), fwd/clone: streamed (streamed_fwd: resident "
-          "slices, a split barrier and a partials ring per sample); the floor of any design (fwd_floor_us):")
-    for label in BAR_7X7:
-        n, c, h, w, hidden, b, cl = next(a for lab, *a in BENCH_SHAPES if lab == label)
-        clone = predict(n, c, h, w, hidden, b, cl)["clone_us"]
-        st = streamed_fwd(n, c, h * w, hidden, b, cl)
-        got = (f"{st['us'] / clone:.2f} (cs {st['cs']} x j {st['j']}, {st['exchange']}, {st['samples']} samples "
-               f"in flight, {st['per']} a cluster, {st['smem'] / 1024:.0f} KB)" if st["us"] is not None else
-               f"does not fit ({st['need'] / 1024:.0f} KB > {CLUSTER_SMEM_BUDGET // 1024})")
-        print(f"  {label}: streamed {got}; floor {fwd_floor_us(n, c, h * w, b) / clone:.2f}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import gpu_model  # noqa: E402
+import gpu_whatif  # noqa: E402
 import report  # noqa: E402
 sys.path.pop(0)
 
@@ -70,19 +71,19 @@ def test_7x7_designs_against_the_floor():
     for label in gpu_model.BAR_7X7:
         n, c, h, w, hidden, b, cl = next(a for lab, *a in gpu_model.BENCH_SHAPES if lab == label)
         r = gpu_model.predict(n, c, h, w, hidden, b, cl)
-        floor = gpu_model.fwd_floor_us(n, c, h * w, b)
+        floor = gpu_whatif.fwd_floor_us(n, c, h * w, b)
         assert r["clone_us"] < floor < r["cluster_fwd_us"] < r["fwd_us"]
-        st = gpu_model.streamed_fwd(n, c, h * w, hidden, b, cl)
+        st = gpu_whatif.streamed_fwd(n, c, h * w, hidden, b, cl)
         if st["us"] is None:
             assert st["need"] > gpu_model.CLUSTER_SMEM_BUDGET
         else:
             assert floor < st["us"] and st["smem"] <= gpu_model.CLUSTER_SMEM_BUDGET
     # fp32 at 7x7: both slices and a ring of every block's double partials pass a block's shared
     # memory, so each block keeps its own and reads the others' (pull); bf16 has room to push.
-    assert gpu_model.streamed_fwd(64, 960, 49, 240, 4, False)["exchange"] == "pull"
-    assert gpu_model.streamed_fwd(64, 960, 49, 240, 2, False)["exchange"] == "push"
+    assert gpu_whatif.streamed_fwd(64, 960, 49, 240, 4, False)["exchange"] == "pull"
+    assert gpu_whatif.streamed_fwd(64, 960, 49, 240, 2, False)["exchange"] == "push"
     # Row parts (NHWC 56x56): the streamed what-if does not apply.
-    assert gpu_model.streamed_fwd(256, 256, 3136, 16, 2, True)["us"] is None
+    assert gpu_whatif.streamed_fwd(256, 256, 3136, 16, 2, True)["us"] is None
 
 
 def test_bar_rows_name_every_bar_shape():
@@ -99,6 +100,10 @@ def test_model_script_prints_its_tables():
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert "cluster fwd us" in run.stdout and "Issue 22's bar" in run.stdout
+    run = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "gpu_whatif.py")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "What-ifs at 7x7" in run.stdout and "streamed" in run.stdout
 
 
 def _case(n, c, hw, hidden):

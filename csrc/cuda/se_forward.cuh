@@ -215,7 +215,7 @@ __device__ __noinline__ void fwd_direct_phase2_call(const FwdArgs& a, Smem<acc_t
 // and fp64 NHWC two-FC instances to 80 registers and 48-144-byte spills, and
 // with a minimum of 2 (a 128 cap) they still spill on sm_100, and new 4-8-byte
 // spills appear on sm_90. So from sm_100 the kernel states one block per SM
-// (134-197 registers, no spills); before, nothing.
+// (116-197 registers, no spills; tests/test_ptxas.py); before, nothing.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1000
 #define SE_FWD_STAGED_BOUNDS __launch_bounds__(kThreads, 1)
 #else

@@ -105,22 +105,20 @@ __device__ __forceinline__ void put_part_sums(const PartSums& ps, const UnitIdx&
 template <typename A>
 __device__ __forceinline__ void add_part_sums(const PartSums& ps, const UnitIdx& ui, const Geometry& g,
                                               int64_t C, A* buf) {
-  if (ps.region) {  // this block's chunk (the summing loop's rank k % cluster)
-    const A* s = reinterpret_cast<const A*>(ps.region) + (ui.k / ps.cluster) * g.parts * g.chunk;
+  // One order for both places: part 0, then 1..P-1, at part stride `stride`.
+  const auto add = [&](const A* s, int64_t stride, auto load) {
 #pragma unroll 1
     for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) {
-      A t = s[r];
-      for (int64_t q = 1; q < g.parts; ++q) t += s[q * g.chunk + r];
+      A t = load(s + r);
+      for (int64_t q = 1; q < g.parts; ++q) t += load(s + q * stride + r);
       buf[r] = t;
     }
-  } else {
-    const A* s = static_cast<const A*>(ps.psum) + ui.n * g.parts * C + ui.c0;
-#pragma unroll 1
-    for (int64_t r = threadIdx.x; r < ui.c1 - ui.c0; r += kThreads) {
-      A t = __ldcg(s + r);
-      for (int64_t q = 1; q < g.parts; ++q) t += __ldcg(s + q * C + r);
-      buf[r] = t;
-    }
+  };
+  if (ps.region) {  // this block's chunk (the summing loop's rank k % cluster), in shared memory
+    add(reinterpret_cast<const A*>(ps.region) + (ui.k / ps.cluster) * g.parts * g.chunk, g.chunk,
+        [](const A* q) { return *q; });
+  } else {  // the workspace, written by other blocks of this launch or the previous one
+    add(static_cast<const A*>(ps.psum) + ui.n * g.parts * C + ui.c0, C, [](const A* q) { return __ldcg(q); });
   }
 }
 

@@ -144,15 +144,10 @@ MUTANTS = [
            "      for (int64_t k = K - 2; k >= 0; --k) t += __ldcg(part + k * H + j);\n      const A z",
            "excite_fwd_z2: the chunks' partial z1 summed in order K-1..0 (same order on every path)"),
     Mutant("order_row_parts_reverse", "order", "se_tile.cuh",
-           "      A t = __ldcg(s + r);\n      for (int64_t q = 1; q < g.parts; ++q) t += __ldcg(s + q * C + r);",
-           "      A t = __ldcg(s + (g.parts - 1) * C + r);\n"
-           "      for (int64_t q = g.parts - 2; q >= 0; --q) t += __ldcg(s + q * C + r);",
-           "add_part_sums: the row parts' sums added in order P-1..0 from the workspace (TwoPass, OnePass)"),
-    Mutant("order_cluster_parts_reverse", "order", "se_tile.cuh",
-           "      A t = s[r];\n      for (int64_t q = 1; q < g.parts; ++q) t += s[q * g.chunk + r];",
-           "      A t = s[(g.parts - 1) * g.chunk + r];\n"
-           "      for (int64_t q = g.parts - 2; q >= 0; --q) t += s[q * g.chunk + r];",
-           "add_part_sums: a cluster's row parts' sums added in order P-1..0 (the other paths: 0..P-1)"),
+           "      A t = load(s + r);\n      for (int64_t q = 1; q < g.parts; ++q) t += load(s + q * stride + r);",
+           "      A t = load(s + (g.parts - 1) * stride + r);\n"
+           "      for (int64_t q = g.parts - 2; q >= 0; --q) t += load(s + q * stride + r);",
+           "add_part_sums: the row parts' sums added in order P-1..0 (the one loop of the workspace and the cluster)"),
     Mutant("order_shuffle_tree", "order", "se_reduce.cuh",
            "for (int off = width / 2; off > 0; off >>= 1)", "for (int off = 1; off < width; off <<= 1)",
            "group_reduce: the shuffle tree with offsets 1, 2, 4.. (another tree, same on every path)"),
@@ -167,7 +162,7 @@ MUTANTS = [
            "excite_fwd_partial: partial z1 stored [K, N, hidden] while phase 2 reads [N, K, hidden]"),
     Mutant("ws_psum_no_c0", "workspace", "se_tile.cuh",
            "(ui.n * g.parts + ui.p) * C + ui.c0;", "(ui.n * g.parts + ui.p) * C;",
-           "store_part_sums: the chunk's channel offset c0 left out of the slot"),
+           "put_part_sums: the chunk's channel offset c0 left out of the slot"),
     Mutant("ws_cluster_parts_owner", "workspace", "se_tile.cuh",
            "const unsigned rank = static_cast<unsigned>(ui.k % ps.cluster);",
            "const unsigned rank = static_cast<unsigned>((ui.k + 1) % ps.cluster);",
